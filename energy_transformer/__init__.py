@@ -1,0 +1,26 @@
+"""energy-transformer: the Energy Transformer (Hoover et al., NeurIPS 2023) in PyTorch."""
+
+from energy_transformer.nn import (
+    DenseKeySets,
+    EnergyAttention,
+    EnergyLayerNorm,
+    EnergyTerms,
+    EnergyTransformer,
+    HopfieldNetwork,
+    KeySets,
+    Trajectory,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DenseKeySets",
+    "EnergyAttention",
+    "EnergyLayerNorm",
+    "EnergyTerms",
+    "EnergyTransformer",
+    "HopfieldNetwork",
+    "KeySets",
+    "Trajectory",
+    "__version__",
+]

@@ -1,0 +1,173 @@
+"""Multi-head energy attention (spec §1.2): the energy, its key sets S(C) and closed-form gradient."""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class KeySets(Protocol):
+    r"""Which keys :math:`B \in S(C)` each query :math:`C` may attend to, and the reductions over them.
+
+    Implementations: :class:`DenseKeySets` (an ``(N, N)`` mask per sample, O(N^2)) and
+    :class:`~energy_transformer.nn.sparse_attention.EdgeKeySets` (an edge list, O(edges)).
+    Both take ``q, k: (batch, heads, tokens, head_dim)`` and ``beta: (heads,)``.
+    """
+
+    def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        """:math:`E_{att}` per sample, ``(batch,)``."""
+        ...
+
+    def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`(-\\partial E/\\partial Q, -\\partial E/\\partial K)`, each like ``q``."""
+        ...
+
+
+class DenseKeySets:
+    r"""Key sets given by a dense boolean mask, applied additively (``-inf`` before logsumexp).
+
+    :math:`S(C)` is every token, minus :math:`C` itself when ``exclude_self``, minus keys with
+    ``mask[b, C, B] = False``, minus padding tokens. A padding query contributes nothing, and a
+    query whose key set is empty (an isolated node with ``exclude_self``) contributes 0 energy and
+    0 gradient rather than NaN.
+
+    Args:
+        tokens: number of tokens :math:`N`.
+        mask: optional ``(batch, N, N)`` or ``(N, N)`` bool; ``mask[b, C, B]`` True means query
+            ``C`` may attend key ``B``.
+        padding_mask: optional ``(batch, N)`` bool; True marks a padding token (PyTorch's
+            ``key_padding_mask`` convention).
+        exclude_self: remove :math:`B = C` from every key set (the paper's choice).
+        dtype, device: of the additive bias.
+    """
+
+    def __init__(
+        self,
+        tokens: int,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        exclude_self: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | None = None,
+    ) -> None:
+        # bias: (batch or 1, 1, N, N) additive; query_weight: (batch or 1, 1, N) in {0, 1}.
+        self.bias: Tensor | None = None
+        self.query_weight: Tensor | None = None
+        if mask is None and padding_mask is None and not exclude_self:
+            return
+        allowed = torch.ones(tokens, tokens, dtype=torch.bool, device=device)
+        if exclude_self:
+            allowed &= ~torch.eye(tokens, dtype=torch.bool, device=device)
+        if mask is not None:
+            allowed = allowed & mask
+        if allowed.dim() == 2:
+            allowed = allowed.unsqueeze(0)
+        query_ok = torch.ones(allowed.shape[:2], dtype=torch.bool, device=device)
+        if padding_mask is not None:
+            allowed = allowed & ~padding_mask[:, None, :]
+            query_ok = query_ok & ~padding_mask
+        query_ok = query_ok & allowed.any(dim=-1)
+        # Rows of queries that do not count are left unmasked so logsumexp stays finite there;
+        # their weight of 0 then removes them from the energy and the gradient.
+        allowed = allowed | ~query_ok[..., None]
+        self.bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        self.bias.masked_fill_(~allowed, float("-inf"))
+        self.bias = self.bias.unsqueeze(1)
+        self.query_weight = query_ok.to(dtype).unsqueeze(1)
+
+    def _scores(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        # scores[b, h, C, B] = beta_h * A[h, B, C]: rows are queries.
+        scores = torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))
+        return scores if self.bias is None else scores + self.bias
+
+    def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        lse = torch.logsumexp(self._scores(q, k, beta), dim=-1)  # (batch, heads, N)
+        if self.query_weight is not None:
+            lse = lse * self.query_weight
+        return -(lse.sum(dim=-1) / beta).sum(dim=-1)
+
+    def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        omega = torch.softmax(self._scores(q, k, beta), dim=-1)  # (batch, heads, N queries, N keys)
+        if self.query_weight is not None:
+            omega = omega * self.query_weight[..., None]
+        return torch.matmul(omega, k), torch.matmul(omega.transpose(-1, -2), q)
+
+
+class EnergyAttention(nn.Module):
+    r"""Multi-head energy attention: no value matrix, no output projection, no biases.
+
+    .. math::
+        K_{ahB} = \sum_j W^K_{ahj} g_{jB}, \qquad Q_{ahC} = \sum_j W^Q_{ahj} g_{jC}, \qquad
+        A_{hBC} = \sum_a K_{ahB} Q_{ahC}
+
+        E_{att} = -\frac{1}{\beta}\sum_h \sum_C \log \sum_{B \in S(C)} \exp(\beta A_{hBC})
+
+    With :math:`\Omega_h = \operatorname{softmax}_{B \in S(C)}(\beta A_{hBC})` (rows = queries)
+    the gradient has the closed form
+
+    .. math::
+        -\frac{\partial E_{att}}{\partial G} = \sum_h \big(\Omega_h K_h W^Q_h
+            + \Omega_h^\top Q_h W^K_h\big)
+
+    ordinary softmax attention whose values are :math:`K_h W^Q_h`, plus the same attention
+    transposed. :math:`\beta = 1/\sqrt{Y}` is fixed by default; ``learn_beta`` learns one per
+    head (as the released graph-classification code does).
+
+    Args:
+        dim: token dimension :math:`D`.
+        heads: :math:`H`.
+        head_dim: :math:`Y`, independent of ``dim / heads``.
+        beta: inverse temperature; default ``1 / sqrt(head_dim)``.
+        learn_beta: make ``beta`` a learnable ``(heads,)`` parameter.
+        init_std: std of the normal init of ``wq``, ``wk`` (spec: 0.002).
+
+    Shapes:
+        - ``wq``, ``wk``: ``(heads, head_dim, dim)``
+        - input ``g``: ``(batch, tokens, dim)``; :meth:`energy`: ``(batch,)``;
+          :meth:`neg_grad`: ``(batch, tokens, dim)``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        beta: float | None = None,
+        learn_beta: bool = False,
+        init_std: float = 0.002,
+    ) -> None:
+        super().__init__()
+        self.dim, self.heads, self.head_dim = dim, heads, head_dim
+        self.wq = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)
+        self.wk = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)
+        beta_init = torch.full((heads,), beta if beta is not None else 1.0 / math.sqrt(head_dim))
+        if learn_beta:
+            self.beta = nn.Parameter(beta_init)
+        else:
+            self.register_buffer("beta", beta_init)
+
+    def project(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries and keys ``(batch, heads, tokens, head_dim)`` of ``g: (batch, tokens, dim)``."""
+        return (
+            torch.einsum("bnd,hyd->bhny", g, self.wq),
+            torch.einsum("bnd,hyd->bhny", g, self.wk),
+        )
+
+    def energy(self, g: Tensor, keysets: KeySets) -> Tensor:
+        """:math:`E_{att}(g)` per sample: ``(batch, tokens, dim) -> (batch,)``."""
+        q, k = self.project(g)
+        return keysets.energy(q, k, self.beta)
+
+    def neg_grad(self, g: Tensor, keysets: KeySets) -> Tensor:
+        """Closed-form :math:`-\\partial E_{att}/\\partial g`, ``(batch, tokens, dim)``."""
+        q, k = self.project(g)
+        dq, dk = keysets.neg_grad(q, k, self.beta)
+        return torch.einsum("bhny,hyd->bnd", dq, self.wq) + torch.einsum(
+            "bhny,hyd->bnd", dk, self.wk
+        )
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"

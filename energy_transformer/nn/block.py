@@ -1,0 +1,307 @@
+"""The Energy Transformer block (spec §1.4): T steps of gradient descent on one global energy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from energy_transformer.nn.attention import DenseKeySets, EnergyAttention, KeySets
+from energy_transformer.nn.hopfield import HopfieldNetwork
+from energy_transformer.nn.layernorm import EnergyLayerNorm
+
+Gradient = Literal["closed_form", "autograd"]
+GRADIENTS: tuple[str, ...] = ("closed_form", "autograd")
+
+
+class EnergyTerms(NamedTuple):
+    """Energies per sample, each ``(batch,)`` (or ``(steps + 1, batch)`` in a trajectory)."""
+
+    attention: Tensor
+    hopfield: Tensor
+    total: Tensor
+
+
+@dataclass
+class Trajectory:
+    """What the descent went through: ``tokens: (steps + 1, batch, N, dim)`` and the energies
+    of each term at every step, ``(steps + 1, batch)``; index 0 is the input."""
+
+    tokens: Tensor
+    energies: EnergyTerms
+
+
+class EnergyTransformer(nn.Module):
+    r"""One Energy Transformer block: layer norm, attention energy and Hopfield energy.
+
+    .. math::
+        g = \mathrm{LN}(x), \qquad E(g) = E_{att}(g) + E_{hn}(g), \qquad
+        x^{(t+1)} = x^{(t)} - \alpha\, \frac{\partial E}{\partial g}\big(\mathrm{LN}(x^{(t)})\big)
+
+    repeated for ``steps`` steps with one set of weights. Because the layer norm's Jacobian is
+    PSD, :math:`dE/dt \le 0` in continuous time, and a small enough :math:`\alpha` makes the
+    discrete energy decrease monotonically. Attention and Hopfield updates are computed from the
+    same :math:`g` and summed.
+
+    ``gradient="closed_form"`` (the default, fast) uses spec §1.2/§1.3's formulas with one stacked
+    projection ``g @ [W^Q; W^K; xi]^T`` and one stacked back-projection per step;
+    ``gradient="autograd"`` differentiates :meth:`energy` (the reference). Training through the
+    unrolled steps works with both.
+
+    Args:
+        dim: token dimension :math:`D`.
+        heads: attention heads :math:`H`.
+        head_dim: :math:`Y`, the key/query dimension of one head.
+        memories: Hopfield memories :math:`K` (default ``4 * dim``).
+        hopfield: ``"relu"`` (paper) or ``"softmax"``.
+        exclude_self: remove :math:`B = C` from every key set (paper) or allow it (released
+            ImageNet weights).
+        beta: attention inverse temperature (default ``1 / sqrt(head_dim)``).
+        learn_beta: learn one ``beta`` per head.
+        eps: layer-norm epsilon.
+        qk_init_std, xi_init_std: init scales of ``wq``/``wk`` and ``xi`` (spec: 0.002, 0.02).
+
+    Shapes:
+        - ``x``: ``(batch, tokens, dim)``
+        - ``mask``: ``(batch, tokens, tokens)`` or ``(tokens, tokens)`` bool; ``mask[b, C, B]``
+          True means query ``C`` may attend key ``B``
+        - ``padding_mask``: ``(batch, tokens)`` bool, True = padding
+        - output: ``(batch, tokens, dim)``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        memories: int | None = None,
+        hopfield: str = "relu",
+        exclude_self: bool = False,
+        beta: float | None = None,
+        learn_beta: bool = False,
+        eps: float = 1e-5,
+        qk_init_std: float = 0.002,
+        xi_init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("heads", heads), ("head_dim", head_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.dim = dim
+        self.exclude_self = exclude_self
+        self.norm = EnergyLayerNorm(dim, eps=eps)
+        self.attention = EnergyAttention(dim, heads, head_dim, beta, learn_beta, qk_init_std)
+        self.hopfield = HopfieldNetwork(dim, memories, hopfield, init_std=xi_init_std)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _check(self, x: Tensor, mask: Tensor | None, padding_mask: Tensor | None) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape (batch, tokens, dim), got {tuple(x.shape)}")
+        batch, tokens, dim = x.shape
+        if dim != self.dim:
+            raise ValueError(f"x has dim {dim} but the block was built with dim {self.dim}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or inf")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                raise TypeError("mask must be a bool tensor (True = query may attend key)")
+            if mask.shape not in ((batch, tokens, tokens), (tokens, tokens)):
+                raise ValueError(
+                    f"mask must have shape ({batch}, {tokens}, {tokens}) or ({tokens}, {tokens}),"
+                    f" got {tuple(mask.shape)}"
+                )
+        if padding_mask is not None:
+            if not isinstance(padding_mask, Tensor) or padding_mask.dtype != torch.bool:
+                raise TypeError("padding_mask must be a bool tensor (True = padding token)")
+            if padding_mask.shape != (batch, tokens):
+                raise ValueError(
+                    f"padding_mask must have shape ({batch}, {tokens}),"
+                    f" got {tuple(padding_mask.shape)}"
+                )
+
+    def _context(
+        self, x: Tensor, mask: Tensor | None, padding_mask: Tensor | None, keysets: KeySets | None
+    ) -> tuple[KeySets, Tensor | None]:
+        """Key sets and Hopfield token weights ``(batch, tokens, 1)``, built once per call."""
+        self._check(x, mask, padding_mask)
+        if keysets is None:
+            keysets = DenseKeySets(
+                x.shape[1], mask, padding_mask, self.exclude_self, x.dtype, x.device
+            )
+        elif mask is not None:
+            raise ValueError("pass either mask or keysets, not both")
+        token_weight = None if padding_mask is None else (~padding_mask).to(x.dtype)[..., None]
+        return keysets, token_weight
+
+    # -- energy -----------------------------------------------------------------------------
+
+    def _stacked_weight(self) -> Tensor:
+        """``[W^Q; W^K; xi]``: ``(2 * heads * head_dim + memories, dim)``."""
+        att = self.attention
+        return torch.cat([att.wq.flatten(0, 1), att.wk.flatten(0, 1), self.hopfield.xi])
+
+    def _split(self, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Split ``g @ W^T`` into ``q, k: (batch, heads, N, head_dim)``, ``h: (batch, N, K)``."""
+        att = self.attention
+        hy = att.heads * att.head_dim
+        batch, tokens, _ = p.shape
+        q, k, h = p.split([hy, hy, self.hopfield.memories], dim=-1)
+        q = q.view(batch, tokens, att.heads, att.head_dim).transpose(1, 2)
+        k = k.view(batch, tokens, att.heads, att.head_dim).transpose(1, 2)
+        return q, k, h
+
+    def _energy_terms_of_g(
+        self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
+    ) -> EnergyTerms:
+        q, k, h = self._split(g @ weight.T)
+        e_att = keysets.energy(q, k, self.attention.beta)
+        e_hn = self.hopfield.energy_from_hidden(h, token_weight)
+        return EnergyTerms(e_att, e_hn, e_att + e_hn)
+
+    @torch.no_grad()
+    def _report_energy(
+        self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
+    ) -> EnergyTerms:
+        # Energies in a trajectory are for looking at: no graph, reduced in float32 at least.
+        if g.dtype in (torch.float16, torch.bfloat16):
+            g, weight = g.float(), weight.float()
+        return self._energy_terms_of_g(g, keysets, token_weight, weight)
+
+    def energy_terms(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        keysets: KeySets | None = None,
+    ) -> EnergyTerms:
+        """Attention, Hopfield and total energy of tokens ``x`` per sample, each ``(batch,)``.
+
+        The layer norm is applied inside: :math:`E(\\mathrm{LN}(x))`.
+        """
+        keysets, token_weight = self._context(x, mask, padding_mask, keysets)
+        return self._energy_terms_of_g(self.norm(x), keysets, token_weight, self._stacked_weight())
+
+    def energy(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        keysets: KeySets | None = None,
+    ) -> Tensor:
+        """Total energy :math:`E(\\mathrm{LN}(x))` per sample: ``(batch, N, dim) -> (batch,)``."""
+        return self.energy_terms(x, mask, padding_mask, keysets).total
+
+    # -- gradient ---------------------------------------------------------------------------
+
+    def _neg_grad_closed_form(
+        self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
+    ) -> Tensor:
+        batch, tokens, _ = g.shape
+        q, k, h = self._split(g @ weight.T)
+        dq, dk = keysets.neg_grad(q, k, self.attention.beta)
+        act = self.hopfield.activation(h, token_weight)
+        # One back-projection through the stacked weight instead of three small products.
+        stacked = torch.cat(
+            [
+                dq.transpose(1, 2).reshape(batch, tokens, -1),
+                dk.transpose(1, 2).reshape(batch, tokens, -1),
+                act,
+            ],
+            dim=-1,
+        )
+        return stacked @ weight
+
+    def _neg_grad_autograd(
+        self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
+    ) -> Tensor:
+        create_graph = torch.is_grad_enabled() and g.requires_grad
+        with torch.enable_grad():
+            if not g.requires_grad:
+                g = g.detach().requires_grad_()
+            e = self._energy_terms_of_g(g, keysets, token_weight, weight).total.sum()
+            (grad,) = torch.autograd.grad(e, g, create_graph=create_graph)
+        return -grad
+
+    def energy_grad(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        keysets: KeySets | None = None,
+        gradient: Gradient = "closed_form",
+    ) -> Tensor:
+        """:math:`\\partial E/\\partial g` at :math:`g = \\mathrm{LN}(x)`, ``(batch, N, dim)``."""
+        keysets, token_weight = self._context(x, mask, padding_mask, keysets)
+        neg_grad = self._neg_grad_fn(gradient)
+        return -neg_grad(self.norm(x), keysets, token_weight, self._stacked_weight())
+
+    def _neg_grad_fn(self, gradient: str):
+        if gradient == "closed_form":
+            return self._neg_grad_closed_form
+        if gradient == "autograd":
+            return self._neg_grad_autograd
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+
+    # -- dynamics ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        steps: int = 12,
+        alpha: float = 0.1,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        keysets: KeySets | None = None,
+        gradient: Gradient = "closed_form",
+        noise_std: float = 0.0,
+        return_trajectory: bool = False,
+    ) -> Tensor | tuple[Tensor, Trajectory]:
+        """Run ``steps`` steps of energy descent from tokens ``x``.
+
+        Args:
+            x: ``(batch, tokens, dim)`` tokens.
+            steps: number of descent steps :math:`T` (0 returns ``x``).
+            alpha: step size :math:`\\alpha > 0`.
+            mask, padding_mask: see the class docstring.
+            keysets: prebuilt key sets (e.g. an edge list), instead of ``mask``.
+            gradient: ``"closed_form"`` (fast) or ``"autograd"`` (reference).
+            noise_std: std of Langevin-like Gaussian noise added to the tokens after each step
+                (the released graph code uses 0.02; the paper uses none).
+            return_trajectory: also return a :class:`Trajectory` of tokens and energies.
+
+        Returns:
+            The final tokens ``(batch, tokens, dim)``, and the trajectory when asked for.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        keysets, token_weight = self._context(x, mask, padding_mask, keysets)
+        neg_grad = self._neg_grad_fn(gradient)
+        weight = self._stacked_weight()
+
+        tokens, energies = [x], []
+        for _ in range(steps):
+            g = self.norm(x)
+            if return_trajectory:
+                energies.append(self._report_energy(g, keysets, token_weight, weight))
+            x = x + alpha * neg_grad(g, keysets, token_weight, weight)
+            if noise_std > 0:
+                noise = noise_std * torch.randn_like(x)
+                x = x + (noise if token_weight is None else noise * token_weight)
+            if return_trajectory:
+                tokens.append(x)
+        if not return_trajectory:
+            return x
+        energies.append(self._report_energy(self.norm(x), keysets, token_weight, weight))
+        terms = EnergyTerms(*(torch.stack(t) for t in zip(*energies, strict=True)))
+        return x, Trajectory(torch.stack(tokens), terms)
