@@ -40,7 +40,9 @@ class EnergyLayerNorm(nn.Module):
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if gamma <= 0:
-            raise ValueError(f"gamma must be > 0 (the energy is a Lyapunov function only then), got {gamma}")
+            raise ValueError(
+                f"gamma must be > 0 (the energy is a Lyapunov function only then), got {gamma}"
+            )
         self.dim = dim
         self.eps = eps
         self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma)))

@@ -1,0 +1,112 @@
+"""The ``et`` command line: ``et train TASK``, ``et eval RUN``, ``et demo`` and task commands.
+
+Each task lives in ``energy_transformer.tasks.<module>`` and plugs in through four functions:
+``add_train_arguments(parser)``, ``train(args)``, ``evaluate(run_dir, args)`` and, optionally,
+``add_commands(subparsers)`` for commands of its own (``et complete``, ``et cv`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+# task name -> module; the name is what `et train NAME` takes and what config.json records.
+TASKS: dict[str, str] = {
+    "image": "energy_transformer.tasks.image",
+    "graph": "energy_transformer.tasks.graph",
+    "anomaly": "energy_transformer.tasks.anomaly",
+}
+TASK_HELP = {
+    "image": "masked image completion (Fashion-MNIST, ImageNet-style folders)",
+    "graph": "graph classification on TU datasets",
+    "anomaly": "node-level graph anomaly detection (Tolokers, Reddit, YelpChi, Amazon)",
+}
+
+
+def _task_module(name: str) -> ModuleType:
+    return importlib.import_module(TASKS[name])
+
+
+def _available_tasks() -> dict[str, ModuleType]:
+    found = {}
+    for name, module in TASKS.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real missing dependency, not an absent task
+                raise
+    return found
+
+
+def run_task_of(run_dir: Path) -> str:
+    """The task recorded in ``run_dir/config.json`` (or next to a checkpoint file)."""
+    folder = run_dir if run_dir.is_dir() else run_dir.parent
+    config = folder / "config.json"
+    if not config.is_file():
+        raise SystemExit(
+            f"error: {config} not found: is {run_dir} a run folder written by et train?"
+        )
+    try:
+        task = json.loads(config.read_text())["task"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise SystemExit(f"error: {config} is malformed ({err})") from err
+    if task not in TASKS:
+        raise SystemExit(f"error: {config} names unknown task {task!r}")
+    return task
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="et",
+        description="Energy Transformer: train, evaluate and look at ET models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  et train image --preset fashion-mnist\n  et eval runs/image\n"
+        "  et train graph --dataset PROTEINS\n  et train anomaly --dataset tolokers",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train a model for a task")
+    train_tasks = train.add_subparsers(dest="task", required=True, metavar="TASK")
+    tasks = _available_tasks()
+    for name, module in tasks.items():
+        p = train_tasks.add_parser(
+            name,
+            help=TASK_HELP[name],
+            description=(module.__doc__ or "").strip().splitlines()[0],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_train_arguments(p)
+        p.set_defaults(func=module.train)
+
+    ev = commands.add_parser(
+        "eval",
+        help="evaluate a trained run (metrics and pictures)",
+        description="Evaluate the run folder (or checkpoint file) written by `et train`.",
+    )
+    ev.add_argument("run", type=Path, help="run folder or checkpoint file")
+    ev.add_argument("--out", type=Path, default=None, help="where to write results (default: RUN)")
+    ev.add_argument("--data", type=Path, default=None, help="dataset folder (default: $ET_DATA)")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    ev.set_defaults(func=_evaluate)
+
+    for module in tasks.values():
+        if hasattr(module, "add_commands"):
+            module.add_commands(commands)
+    return parser
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    _task_module(run_task_of(args.run)).evaluate(args.run, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset loaders for the public formats, and where the files live."""
