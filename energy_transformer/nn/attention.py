@@ -1,4 +1,4 @@
-"""Multi-head energy attention (spec §1.2): the energy, its key sets S(C) and closed-form gradient."""
+"""Multi-head energy attention (spec §1.2): the energy, key sets S(C), closed-form gradient."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 
 class KeySets(Protocol):
-    r"""Which keys :math:`B \in S(C)` each query :math:`C` may attend to, and the reductions over them.
+    r"""Which keys :math:`B \in S(C)` each query :math:`C` may attend to; reductions over them.
 
     Implementations: :class:`DenseKeySets` (an ``(N, N)`` mask per sample, O(N^2)) and
     :class:`~energy_transformer.nn.sparse_attention.EdgeKeySets` (an edge list, O(edges)).

@@ -57,7 +57,7 @@ class HopfieldNetwork(nn.Module):
             self.beta = nn.Parameter(torch.tensor(float(beta)))
 
     def energy_from_hidden(self, h: Tensor, token_weight: Tensor | None = None) -> Tensor:
-        """:math:`E_{hn}` per sample from ``h = g xi^T``: ``(batch, tokens, memories) -> (batch,)``."""
+        """:math:`E_{hn}` per sample of ``h = g xi^T``: ``(batch, N, memories) -> (batch,)``."""
         if self.kind == "relu":
             per_token = -0.5 * F.relu(h).pow(2).sum(dim=-1)
         else:
