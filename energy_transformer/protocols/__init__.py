@@ -1,0 +1,1 @@
+"""Evaluation protocols: how data are split, how models are selected and scored."""
