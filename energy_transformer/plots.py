@@ -1,0 +1,291 @@
+"""Shared pictures: energy descent, reconstructions, memories, updates, positional embeddings.
+
+Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns its path.
+Task modules reuse :func:`plot_energy_descent`; the image-specific figures take plain tensors so
+they do not depend on a model class.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from energy_transformer.nn import EnergyTerms  # noqa: E402
+
+# One colour per energy term, kept identical across figures.
+TERM_COLOURS = {"total": "#1f2937", "attention": "#2563eb", "hopfield": "#dc2626"}
+TERM_LABELS = {
+    "total": "total  $E$",
+    "attention": "attention  $E_{att}$",
+    "hopfield": "Hopfield  $E_{hn}$",
+}
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def _check_energies(energies: EnergyTerms) -> None:
+    for name, values in energies._asdict().items():
+        if not isinstance(values, Tensor) or values.dim() != 2:
+            shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"energies.{name} must be a (steps + 1, batch) tensor, got {shape}")
+        if values.shape != energies.total.shape:
+            raise ValueError(
+                f"energies.{name} has shape {tuple(values.shape)} but total has"
+                f" {tuple(energies.total.shape)}"
+            )
+
+
+def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = "") -> Path:
+    """Energy against descent step, total and per term: each sample's change from step 0,
+    mean :math:`\\pm` std over the batch (the mean start and end energies are printed).
+
+    Args:
+        energies: :class:`~energy_transformer.nn.EnergyTerms` whose fields are
+            ``(steps + 1, batch)`` tensors, as in ``Trajectory.energies`` (index 0 = input).
+        path: where to write the PNG.
+        title: figure title.
+
+    Shapes:
+        - each field of ``energies``: ``(steps + 1, batch)``
+    """
+    _check_energies(energies)
+    terms = {name: getattr(energies, name) for name in ("total", "attention", "hopfield")}
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6), constrained_layout=True)
+    for ax, (name, values) in zip(axes, terms.items(), strict=True):
+        values = values.detach().double().cpu()
+        # Each sample's change from its own start: the batch spread of absolute energies would
+        # otherwise hide the descent.
+        change = values - values[:1]
+        steps = torch.arange(values.shape[0])
+        mean = change.mean(dim=1)
+        std = change.std(dim=1) if values.shape[1] > 1 else torch.zeros_like(mean)
+        colour = TERM_COLOURS[name]
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0)
+        ax.plot(steps, mean, color=colour, marker="o", markersize=3.5, linewidth=2)
+        ax.set_title(TERM_LABELS[name], fontsize=11)
+        ax.set_xlabel("descent step $t$")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.margins(x=0.02)
+        start, end = values[0].mean().item(), values[-1].mean().item()
+        ax.text(
+            0.97,
+            0.95,
+            f"$E(0)$ = {start:.4g}\n$E(T)$ = {end:.4g}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8.5,
+            color="#374151",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#d1d5db"},
+        )
+    axes[0].set_ylabel(f"$E(t) - E(0)$ per sample\n(mean ± std over {values.shape[1]})")
+    if title:
+        fig.suptitle(title, fontsize=12, fontweight="bold")
+    return _save(fig, path)
+
+
+def _as_display(images: Tensor) -> Tensor:
+    """``(n, C, H, W)`` images in [0, 1] -> ``(n, H, W)`` or ``(n, H, W, 3)`` for imshow."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    return images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+
+
+def plot_reconstructions(
+    masked: Tensor,
+    reconstructed: Tensor,
+    original: Tensor,
+    path: str | Path,
+    title: str = "",
+    errors: Tensor | None = None,
+) -> Path:
+    """A grid of rows masked / reconstructed / original, one column per image.
+
+    Args:
+        masked: images with the masked patches drawn over, in [0, 1].
+        reconstructed: the model's completion, in [0, 1].
+        original: the input images, in [0, 1].
+        path: where to write the PNG.
+        title: figure title.
+        errors: optional per-image masked-patch MSE, ``(n,)``, printed under each column.
+
+    Shapes:
+        - ``masked``, ``reconstructed``, ``original``: ``(n, C, H, W)``, ``C`` in {1, 3}
+    """
+    if not masked.shape == reconstructed.shape == original.shape or masked.dim() != 4:
+        raise ValueError(
+            "masked, reconstructed and original must be (n, C, H, W) of one shape, got "
+            f"{tuple(masked.shape)}, {tuple(reconstructed.shape)}, {tuple(original.shape)}"
+        )
+    n = masked.shape[0]
+    rows = {"masked": masked, "reconstructed": reconstructed, "original": original}
+    fig, axes = plt.subplots(3, n, figsize=(1.25 * n + 1.0, 4.2), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        shown = _as_display(images)
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=10)
+            if r == 2 and errors is not None:
+                ax.set_xlabel(f"{float(errors[c]):.4f}", fontsize=7, color="#4b5563")
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.subplots_adjust(wspace=0.04, hspace=0.06)
+    return _save(fig, path)
+
+
+def masked_view(images: Tensor, patch_mask: Tensor, patch_size: int) -> Tensor:
+    """Images with the masked patches replaced by a checkerboard-free mid grey tint.
+
+    Args:
+        images: ``(n, C, H, W)`` in [0, 1].
+        patch_mask: ``(n, H // patch_size * W // patch_size)`` bool, True = masked patch.
+        patch_size: side of a square patch in pixels.
+    """
+    n, channels, height, width = images.shape
+    grid = patch_mask.view(n, 1, height // patch_size, width // patch_size)
+    pixels = grid.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
+    out = images.detach().clone()
+    # A tinted fill that no Fashion-MNIST pixel has, so holes read as holes.
+    fill = torch.tensor([0.35, 0.55, 0.85][:channels] if channels == 3 else [0.45])
+    fill = fill.view(1, channels, 1, 1).to(out)
+    return torch.where(pixels.expand_as(out), fill.expand_as(out), out)
+
+
+def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
+    """Draw ``(n, C, p, p)`` tiles as one mosaic on ``ax``, separated by thin gaps."""
+    n, channels, p, _ = tiles.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    gap = 1
+    canvas = torch.full((channels, rows * (p + gap) - gap, cols * (p + gap) - gap), float("nan"))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas[:, r * (p + gap) : r * (p + gap) + p, c * (p + gap) : c * (p + gap) + p] = tiles[i]
+    if channels == 1:
+        limit = float(torch.nan_to_num(canvas).abs().max()) or 1.0
+        cmap = plt.get_cmap("RdBu_r" if symmetric else "gray").copy()
+        cmap.set_bad("white")
+        vmin, vmax = (-limit, limit) if symmetric else (None, None)
+        ax.imshow(canvas[0], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    else:
+        lo, hi = torch.nan_to_num(canvas, nan=0.0).amin(), torch.nan_to_num(canvas).amax()
+        shown = ((canvas - lo) / (hi - lo + 1e-12)).nan_to_num(1.0).permute(1, 2, 0)
+        ax.imshow(shown, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
+    """Hopfield memories decoded to pixel patches, shown as a mosaic (diverging colours).
+
+    Args:
+        patches: ``(memories, C, p, p)`` decoded memories (any scale; zero is white).
+        path: where to write the PNG.
+        title: figure title.
+    """
+    if patches.dim() != 4:
+        raise ValueError(f"patches must be (memories, C, p, p), got {tuple(patches.shape)}")
+    fig, ax = plt.subplots(figsize=(7, 7))
+    _tile(ax, patches.detach().float().cpu(), symmetric=True)
+    if title:
+        ax.set_title(title, fontsize=11, fontweight="bold")
+    return _save(fig, path)
+
+
+def plot_updates(
+    updates: dict[str, Tensor], steps: list[int], path: str | Path, title: str = ""
+) -> Path:
+    """Each module's update decoded to pixels, for a few descent steps.
+
+    Args:
+        updates: module name -> ``(len(steps), C, H, W)`` update images of one input image,
+            e.g. ``{"attention": ..., "hopfield": ..., "total": ...}``.
+        steps: the descent step of each column.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    names = list(updates)
+    fig, axes = plt.subplots(
+        len(names), len(steps), figsize=(1.7 * len(steps) + 1.2, 1.8 * len(names)), squeeze=False
+    )
+    for r, name in enumerate(names):
+        images = updates[name].detach().float().cpu()
+        if images.shape[0] != len(steps):
+            raise ValueError(
+                f"updates[{name!r}] has {images.shape[0]} steps, expected {len(steps)}"
+            )
+        limit = float(images.abs().max()) or 1.0
+        for c, step in enumerate(steps):
+            ax = axes[r, c]
+            shown = images[c].mean(0) if images.shape[1] > 1 else images[c, 0]
+            ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"step {step}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    return _save(fig, path)
+
+
+def plot_position_similarity(
+    pos_embed: Tensor, grid: int, path: str | Path, title: str = ""
+) -> Path:
+    """Cosine similarity of each patch's positional embedding with every other, on the grid.
+
+    Panel ``(r, c)`` shows, for the patch at row ``r`` and column ``c``, its cosine similarity
+    with the embeddings of all ``grid x grid`` patches (the paper's Fig. 7 style).
+
+    Args:
+        pos_embed: ``(grid * grid, dim)`` positional embeddings of the patches (no CLS).
+        grid: patches per side.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    if pos_embed.dim() != 2 or pos_embed.shape[0] != grid * grid:
+        raise ValueError(
+            f"pos_embed must be ({grid * grid}, dim) for a {grid}x{grid} grid,"
+            f" got {tuple(pos_embed.shape)}"
+        )
+    emb = torch.nn.functional.normalize(pos_embed.detach().float().cpu(), dim=-1)
+    sim = (emb @ emb.T).view(grid, grid, grid, grid)
+    fig, axes = plt.subplots(grid, grid, figsize=(0.75 * grid + 1.2, 0.75 * grid), squeeze=False)
+    image = None
+    for r in range(grid):
+        for c in range(grid):
+            ax = axes[r, c]
+            image = ax.imshow(sim[r, c], cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.06, hspace=0.06, right=0.88)
+    cax = fig.add_axes((0.9, 0.15, 0.02, 0.7))
+    fig.colorbar(image, cax=cax, label="cosine similarity")
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    return _save(fig, path)
