@@ -1,0 +1,43 @@
+"""Training: one loop for every task, checkpoints, schedules and multi-process data."""
+
+from energy_transformer.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from energy_transformer.train.distributed import (
+    EpochSampler,
+    init_distributed,
+    make_loader,
+    resolve_device,
+    world,
+)
+from energy_transformer.train.schedule import warmup_cosine
+from energy_transformer.train.trainer import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    load_run,
+    seed_everything,
+    to_device,
+)
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "EpochSampler",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "init_distributed",
+    "load_checkpoint",
+    "load_run",
+    "make_loader",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "to_device",
+    "warmup_cosine",
+    "world",
+]

@@ -1,0 +1,130 @@
+"""Checkpoints in safetensors, written atomically (temp file + rename), never pickled.
+
+One file holds everything needed to continue: tensors under ``model/``, ``optim/`` and ``rng/``,
+and JSON metadata (epoch, step, optimizer hyper-parameters, RNG states that are not tensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+MODEL_PREFIX = "model/"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or not one of ours."""
+
+
+def _cpu_tensors(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    # clone(): safetensors refuses tensors that share storage (tied weights, views).
+    return {prefix + k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model_state: dict[str, Tensor],
+    optimizer_state: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    rng: bool = False,
+) -> Path:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact.
+
+    Args:
+        path: destination ``.safetensors`` file.
+        model_state: ``model.state_dict()``.
+        optimizer_state: ``optimizer.state_dict()`` (tensors per parameter, groups as JSON).
+        meta: JSON-able training metadata (epoch, step, history ...).
+        rng: also store the torch / numpy / python RNG states, for an exact resume.
+    """
+    path = Path(path)
+    tensors = _cpu_tensors(model_state, MODEL_PREFIX)
+    metadata: dict[str, str] = {"format": "energy-transformer/1", "meta": json.dumps(meta or {})}
+    if optimizer_state is not None:
+        for pid, pstate in optimizer_state["state"].items():
+            for name, value in pstate.items():
+                tensors[f"optim/{pid}/{name}"] = torch.as_tensor(value).detach().cpu().clone()
+        metadata["optim_groups"] = json.dumps(optimizer_state["param_groups"])
+    if rng:
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda/{i}"] = state
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+        metadata["rng_numpy"] = json.dumps([kind, int(pos), int(has_gauss), float(gauss)])
+        metadata["rng_python"] = json.dumps(random.getstate(), default=list)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``model_state``, ``meta`` and (if saved) optimizer and RNG state."""
+
+    def __init__(self, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+        self.model_state = {
+            k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)
+        }
+        self.meta: dict[str, Any] = json.loads(metadata.get("meta", "{}"))
+        self._tensors = tensors
+        self._metadata = metadata
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        if "optim_groups" not in self._metadata:
+            return None
+        state: dict[int, dict[str, Tensor]] = {}
+        for key, value in self._tensors.items():
+            if key.startswith("optim/"):
+                _, pid, name = key.split("/", 2)
+                state.setdefault(int(pid), {})[name] = value
+        return {"state": state, "param_groups": json.loads(self._metadata["optim_groups"])}
+
+    def restore_rng(self) -> None:
+        """Put the torch / numpy / python RNGs back where they were when this was saved."""
+        if "rng/torch" not in self._tensors:
+            raise CheckpointError("this checkpoint holds no RNG state")
+        torch.set_rng_state(self._tensors["rng/torch"])
+        cuda = sorted(k for k in self._tensors if k.startswith("rng/cuda/"))
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([self._tensors[k] for k in cuda])
+        kind, pos, has_gauss, gauss = json.loads(self._metadata["rng_numpy"])
+        keys = self._tensors["rng/numpy"].numpy().astype(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, gauss))
+        version, internal, gauss_next = json.loads(self._metadata["rng_python"])
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; clear errors when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"corrupt or unreadable checkpoint {path}: {err}") from err
+    if metadata.get("format") != "energy-transformer/1":
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an energy-transformer checkpoint"
+        )
+    return Checkpoint(tensors, metadata)

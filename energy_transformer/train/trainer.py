@@ -1,0 +1,440 @@
+"""One trainer for every task: AdamW, warm-up + cosine, clipping, checkpoints, exact resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from energy_transformer.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from energy_transformer.train.distributed import (
+    EpochSampler,
+    init_distributed,
+    resolve_device,
+    world,
+)
+from energy_transformer.train.schedule import warmup_cosine
+
+LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; saved into ``config.json`` next to every checkpoint.
+
+    ``warmup_epochs`` may be fractional; ``checkpoint_every`` (optimizer steps) adds mid-epoch
+    checkpoints when the data come from :func:`~energy_transformer.train.make_loader`;
+    ``patience`` stops after that many epochs without a better ``select`` metric.
+    """
+
+    epochs: int = 10
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_epochs: float = 2.0
+    min_lr: float = 0.0
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    log_every: int = 10
+    patience: int | None = None
+    checkpoint_every: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns. ``best_*`` are ``None`` when nothing was selected."""
+
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] | None = None
+    best_state: dict[str, Tensor] | None = None
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors, (nested) tuples / lists / dicts of them, or objects with ``.to`` (PyG)."""
+    if isinstance(batch, Tensor) or hasattr(batch, "to"):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    if isinstance(batch, (tuple, list)) and batch:
+        return _batch_size(batch[0])
+    if isinstance(batch, dict) and batch:
+        return _batch_size(next(iter(batch.values())))
+    return int(getattr(batch, "num_graphs", 1))
+
+
+def _state_on_cpu(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay matrices only; a model may exempt more (timm's `no_weight_decay` convention).
+    exempt = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and name not in exempt else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class Trainer:
+    """Trains any model given a loss function; every task uses this one loop.
+
+    Args:
+        model: the model; under ``torchrun`` it is wrapped in DistributedDataParallel, so
+            ``loss_fn`` must call ``model(...)`` (its forward) for gradients to be synchronised.
+        loss_fn: ``loss_fn(model, batch) -> (loss, logs)``; ``batch`` arrives on the device.
+        config: :class:`TrainConfig`.
+        run_dir: where ``config.json``, ``metrics.csv`` and checkpoints go (``None``: nowhere).
+        task: task name recorded in ``config.json`` (``et eval`` dispatches on it).
+        model_config: JSON-able keyword arguments that rebuild the model.
+        extra_config: anything else worth recording (dataset, protocol, fold ...).
+
+    Files in ``run_dir``: ``config.json``; ``last.safetensors`` (weights, optimizer, RNG and
+    progress, rewritten atomically each epoch and every ``checkpoint_every`` steps);
+    ``best.safetensors`` (weights of the selected epoch); ``metrics.csv`` (one row per epoch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        config: TrainConfig,
+        run_dir: str | os.PathLike | None = None,
+        task: str = "custom",
+        model_config: dict[str, Any] | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.distributed = init_distributed(self.device)
+        self.rank, self.world_size = world()
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.task = task
+        self.model_config = model_config or {}
+        self.extra_config = extra_config or {}
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
+        )
+        self.wrapped: nn.Module = model
+        if self.distributed:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(model, device_ids=device_ids)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "model": self.model_config,
+            "train": asdict(self.config),
+            "extra": self.extra_config,
+        }
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        if self.run_dir is None or not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / ".config.json.tmp"
+        tmp.write_text(json.dumps(self.config_dict(), indent=2, default=str))
+        os.replace(tmp, self.run_dir / "config.json")
+
+    def _write_metrics(self, history: list[dict[str, float]]) -> None:
+        if self.run_dir is None or not self.is_main or not history:
+            return
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        tmp = self.run_dir / ".metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(tmp, self.run_dir / "metrics.csv")
+
+    def _save_last(self, progress: dict[str, Any]) -> None:
+        if self.run_dir is None or not self.is_main:
+            return
+        save_checkpoint(
+            self.run_dir / "last.safetensors",
+            self.model.state_dict(),
+            self.optimizer.state_dict(),
+            meta=progress,
+            rng=True,
+        )
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train_data: Iterable,
+        evaluate: EvalFn | None = None,
+        select: str | None = None,
+        mode: str = "max",
+        resume: bool = False,
+    ) -> TrainResult:
+        """Train for ``config.epochs`` epochs over ``train_data`` (re-iterable, with ``len``).
+
+        Args:
+            train_data: a loader (ideally from :func:`make_loader`) or any re-iterable.
+            evaluate: called after each epoch on the bare model in eval mode under no_grad;
+                returns metrics (e.g. validation scores) recorded in the history.
+            select: metric of ``evaluate`` to select the best epoch by; its weights are kept.
+            mode: ``"max"`` or ``"min"`` for ``select``.
+            resume: continue from ``run_dir/last.safetensors`` when present, exactly where it
+                stopped (same weights as an uninterrupted run with the same seed).
+        """
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if select is not None and evaluate is None:
+            raise ValueError("select needs an evaluate function")
+        cfg = self.config
+        steps_per_epoch = len(train_data)  # type: ignore[arg-type]
+        if steps_per_epoch == 0:
+            raise ValueError("train_data is empty")
+        total_steps = cfg.epochs * steps_per_epoch
+        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+        min_ratio = cfg.min_lr / cfg.lr
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, min_ratio)
+        )
+        sampler = getattr(train_data, "sampler", None)
+        skippable = isinstance(sampler, EpochSampler)
+        local_batch = getattr(train_data, "batch_size", None) or 1
+
+        result = TrainResult(model=self.model)
+        epoch, step_in_epoch, bad_epochs = 0, 0, 0
+        best_value: float | None = None
+        restored = False
+        if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
+            ckpt = load_checkpoint(self.run_dir / "last.safetensors")
+            self.model.load_state_dict(ckpt.model_state)
+            optim_state = ckpt.optimizer_state()
+            if optim_state is None:
+                raise CheckpointError("last.safetensors holds no optimizer state; cannot resume")
+            self.optimizer.load_state_dict(optim_state)
+            meta = ckpt.meta
+            epoch, step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+            bad_epochs, best_value = meta["bad_epochs"], meta["best_value"]
+            result.history = meta["history"]
+            result.best_epoch, result.best_metrics = meta["best_epoch"], meta["best_metrics"]
+            scheduler.last_epoch = meta["global_step"]
+            for group, lr in zip(self.optimizer.param_groups, meta["lrs"], strict=True):
+                group["lr"] = lr
+            if (self.run_dir / "best.safetensors").is_file():
+                result.best_state = load_checkpoint(self.run_dir / "best.safetensors").model_state
+            if step_in_epoch:
+                ckpt.restore_rng()
+            restored = True
+        self._write_config()
+
+        self.wrapped.train()
+        while epoch < cfg.epochs:
+            if not (restored and step_in_epoch):
+                seed_everything(cfg.seed + 9973 * epoch + self.rank)
+            restored = False
+            if sampler is not None and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            if skippable and step_in_epoch:
+                sampler.skip(step_in_epoch * local_batch)
+            sums: dict[str, float] = {}
+            seen, start = 0, time.perf_counter()
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=step_in_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not (cfg.progress and self.is_main),
+                leave=False,
+                dynamic_ncols=True,
+            )
+            try:
+                for batch in train_data:
+                    batch = to_device(batch, self.device)
+                    loss, logs = self.loss_fn(self.wrapped, batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}"
+                            " (try a lower lr or gradient clipping); last checkpoint kept"
+                        )
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    scheduler.step()
+                    step_in_epoch += 1
+                    n = _batch_size(batch) * self.world_size
+                    seen += n
+                    for k, v in {"loss": loss.item(), **logs}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * n
+                    bar.update(1)
+                    if step_in_epoch % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
+                        rate = seen / max(time.perf_counter() - start, 1e-9)
+                        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", per_s=f"{rate:.0f}")
+                    if (
+                        skippable
+                        and cfg.checkpoint_every
+                        and step_in_epoch % cfg.checkpoint_every == 0
+                        and step_in_epoch < steps_per_epoch
+                    ):
+                        progress = self._progress(
+                            epoch, step_in_epoch, scheduler, result, bad_epochs, best_value
+                        )
+                        self._save_last(progress)
+            finally:
+                bar.close()
+            seconds = time.perf_counter() - start
+            row: dict[str, float] = {"epoch": epoch + 1}
+            row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row["seconds"] = seconds
+            row["samples_per_s"] = seen / max(seconds, 1e-9)
+            if evaluate is not None:
+                row.update(self._evaluate(evaluate))
+            epoch += 1
+            step_in_epoch = 0
+            if select is not None:
+                if select not in row:
+                    raise KeyError(f"evaluate() returned no {select!r} (got {sorted(row)})")
+                value = row[select]
+                better = best_value is None or (
+                    value > best_value if mode == "max" else value < best_value
+                )
+                if better:
+                    best_value, bad_epochs = value, 0
+                    result.best_epoch, result.best_metrics = epoch, dict(row)
+                    result.best_state = _state_on_cpu(self.model)
+                    if self.run_dir is not None and self.is_main:
+                        save_checkpoint(
+                            self.run_dir / "best.safetensors",
+                            result.best_state,
+                            meta={"epoch": epoch, "metrics": row},
+                        )
+                else:
+                    bad_epochs += 1
+            result.history.append(row)
+            self._write_metrics(result.history)
+            self._save_last(self._progress(epoch, 0, scheduler, result, bad_epochs, best_value))
+            if self.is_main and cfg.progress:
+                shown = {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
+                tqdm.write(
+                    f"epoch {epoch}/{cfg.epochs} "
+                    + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                    + f" ({seconds:.1f}s)"
+                )
+            if cfg.patience is not None and bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+        if result.best_state is None:
+            result.best_state = _state_on_cpu(self.model)
+        return result
+
+    def _evaluate(self, evaluate: EvalFn) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in evaluate(self.model).items()}
+            self.model.train()
+        if self.distributed:
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
+        return metrics
+
+    def _progress(
+        self,
+        epoch: int,
+        step_in_epoch: int,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        result: TrainResult,
+        bad_epochs: int,
+        best_value: float | None,
+    ) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": scheduler.last_epoch,
+            "lrs": [g["lr"] for g in self.optimizer.param_groups],
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_metrics": result.best_metrics,
+            "best_value": best_value,
+            "bad_epochs": bad_epochs,
+        }
+
+
+def load_run(run: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Weights and ``config.json`` of a run folder (best weights if selected, else last).
+
+    ``run`` may also be a checkpoint file inside a run folder.
+    """
+    run = Path(run)
+    folder = run if run.is_dir() else run.parent
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: is {folder} a run folder?")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    if run.is_file():
+        weights = run
+    else:
+        weights = folder / "best.safetensors"
+        if not weights.is_file():
+            weights = folder / "last.safetensors"
+    return load_checkpoint(weights).model_state, config
