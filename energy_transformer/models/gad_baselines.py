@@ -1,0 +1,517 @@
+r"""Graph anomaly detection baselines: MLP, GCN, GraphSAGE, GAT, BWGNN and RF-Graph.
+
+The neural models share one interface, so one harness trains them all::
+
+    model = GAD_BASELINES[name](in_dim, hidden=64, num_classes=2, layers=2, dropout=0.0)
+    logits = model(x, edge_index)          # x: (N, in_dim), edge_index: (2, E) -> (N, num_classes)
+
+Edges follow PyG's source-to-target convention (``edge_index[0] -> edge_index[1]``); give both
+directions for an undirected graph. Only PyG's pure-torch code paths are used (no torch-scatter
+or pyg-lib). :class:`RFGraph`, the tree ensemble GADBench found hard to beat, has a scikit-learn
+style interface instead: ``fit(x, edge_index, y, idx)`` and ``predict_proba(x, edge_index)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+
+__all__ = [
+    "BWGNN",
+    "GAD_BASELINES",
+    "GAT",
+    "GCN",
+    "MLP",
+    "BetaWavelet",
+    "GraphSAGE",
+    "RFGraph",
+    "aggregate_neighbors",
+    "beta_wavelet_coefficients",
+    "is_neural",
+]
+
+
+def _check_graph(x: Tensor, edge_index: Tensor | None) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (num_nodes, features), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("the graph is empty (x has 0 nodes)")
+    if edge_index is None:
+        return
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= x.shape[0]):
+        raise ValueError(
+            f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}] "
+            f"but x has {x.shape[0]} nodes"
+        )
+
+
+def _check_sizes(in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float) -> None:
+    for name, value, low in (
+        ("in_dim", in_dim, 1),
+        ("hidden", hidden, 1),
+        ("num_classes", num_classes, 2),
+        ("layers", layers, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+
+
+def _widths(in_dim: int, hidden: int, layers: int) -> list[tuple[int, int]]:
+    """(input, output) sizes of ``layers`` stacked hidden layers."""
+    return [(in_dim, hidden)] + [(hidden, hidden)] * (layers - 1)
+
+
+class _NodeClassifier(nn.Module):
+    """``layers`` feature layers (each followed by ReLU and dropout), then a linear head.
+
+    Layers built by ``make_layer(in_dim, out_dim)`` are called as ``layer(h, edge_index)`` unless
+    they are plain :class:`~torch.nn.Linear` layers.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        num_classes: int,
+        layers: int,
+        dropout: float,
+        make_layer: Callable[[int, int], nn.Module],
+    ) -> None:
+        super().__init__()
+        _check_sizes(in_dim, hidden, num_classes, layers, dropout)
+        self.layers = nn.ModuleList(make_layer(a, b) for a, b in _widths(in_dim, hidden, layers))
+        self.head = nn.Linear(hidden, num_classes)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        _check_graph(x, edge_index)
+        h = x
+        for layer in self.layers:
+            h = layer(h) if isinstance(layer, nn.Linear) else layer(h, edge_index)
+            h = F.dropout(F.relu(h), p=self.dropout, training=self.training)
+        return self.head(h)
+
+
+class MLP(_NodeClassifier):
+    r"""Multi-layer perceptron on node features alone; the graph is ignored.
+
+    .. math::
+        h^{(l+1)} = \mathrm{ReLU}(W^{(l)} h^{(l)} + b^{(l)}), \qquad
+        \mathrm{logits} = W_{out} h^{(L)} + b_{out}
+
+    Args:
+        in_dim: node feature size.
+        hidden: width of the hidden layers.
+        num_classes: output classes (2 for normal / anomaly).
+        layers: number of hidden layers.
+        dropout: dropout after each hidden layer.
+
+    Shapes:
+        - x: ``(N, in_dim)``; edge_index: ``(2, E)`` or ``None`` (unused)
+        - output: ``(N, num_classes)`` logits
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(in_dim, hidden, num_classes, layers, dropout, nn.Linear)
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        return super().forward(x, edge_index)
+
+
+class GCN(_NodeClassifier):
+    r"""Graph convolutional network (Kipf & Welling, 2017) with self loops.
+
+    .. math::
+        h^{(l+1)} = \mathrm{ReLU}\big(\hat D^{-1/2} \hat A \hat D^{-1/2} h^{(l)} W^{(l)}\big),
+        \qquad \hat A = A + I
+
+    Args:
+        in_dim: node feature size.
+        hidden: width of the graph-convolution layers.
+        num_classes: output classes.
+        layers: number of graph-convolution layers.
+        dropout: dropout after each layer.
+
+    Shapes:
+        - x: ``(N, in_dim)``; edge_index: ``(2, E)``
+        - output: ``(N, num_classes)`` logits
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(in_dim, hidden, num_classes, layers, dropout, GCNConv)
+
+
+class GraphSAGE(_NodeClassifier):
+    r"""GraphSAGE (Hamilton et al., 2017) with mean aggregation, on the full graph.
+
+    .. math::
+        h_i^{(l+1)} = \mathrm{ReLU}\Big(W_1^{(l)} h_i^{(l)} + W_2^{(l)}
+            \tfrac{1}{|\mathcal N(i)|} \textstyle\sum_{j \in \mathcal N(i)} h_j^{(l)}\Big)
+
+    Args:
+        in_dim: node feature size.
+        hidden: width of the SAGE layers.
+        num_classes: output classes.
+        layers: number of SAGE layers.
+        dropout: dropout after each layer.
+
+    Shapes:
+        - x: ``(N, in_dim)``; edge_index: ``(2, E)``
+        - output: ``(N, num_classes)`` logits
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            in_dim, hidden, num_classes, layers, dropout, lambda a, b: SAGEConv(a, b, aggr="mean")
+        )
+
+
+class GAT(_NodeClassifier):
+    r"""Graph attention network (Velickovic et al., 2018); heads concatenated to ``hidden``.
+
+    .. math::
+        h_i^{(l+1)} = \big\Vert_{k=1}^{K} \mathrm{ReLU}\Big(\textstyle\sum_{j \in
+            \mathcal N(i) \cup \{i\}} \alpha_{ij}^{k} W^{k} h_j^{(l)}\Big), \qquad
+        \alpha_{ij}^{k} = \mathrm{softmax}_j\big(\mathrm{LeakyReLU}(a^{k\top}
+            [W^k h_i \Vert W^k h_j])\big)
+
+    Args:
+        in_dim: node feature size.
+        hidden: width of each layer's output, split evenly over the heads.
+        num_classes: output classes.
+        layers: number of attention layers.
+        dropout: dropout after each layer.
+        heads: attention heads :math:`K`; must divide ``hidden``.
+
+    Shapes:
+        - x: ``(N, in_dim)``; edge_index: ``(2, E)``
+        - output: ``(N, num_classes)`` logits
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        layers: int = 2,
+        dropout: float = 0.0,
+        heads: int = 4,
+    ) -> None:
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        super().__init__(
+            in_dim,
+            hidden,
+            num_classes,
+            layers,
+            dropout,
+            lambda a, b: GATConv(a, b // heads, heads=heads),
+        )
+
+
+def beta_wavelet_coefficients(order: int) -> list[list[float]]:
+    r"""Coefficients :math:`\theta_{p,k}` of the Beta wavelets as polynomials in the Laplacian.
+
+    .. math::
+        \beta^*_{p,q}(\lambda) = \frac{(\lambda/2)^p (1 - \lambda/2)^q}{2\,B(p+1, q+1)}
+            = \sum_{k=p}^{C} \theta_{p,k} \lambda^k, \qquad
+        \theta_{p,k} = \frac{(-1)^{k-p} \binom{q}{k-p}}{2^{k+1} B(p+1, q+1)}
+
+    with :math:`q = C - p` and :math:`B(p+1, q+1) = p!\,q!/(C+1)!`.
+
+    Args:
+        order: :math:`C = p + q`, giving :math:`C + 1` filters.
+
+    Returns:
+        ``theta`` as nested lists, ``theta[p][k]`` for ``p, k`` in ``0..C``.
+    """
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"order must be a positive int, got {order!r}")
+    theta = [[0.0] * (order + 1) for _ in range(order + 1)]
+    for p in range(order + 1):
+        q = order - p
+        beta_fn = math.factorial(p) * math.factorial(q) / math.factorial(order + 1)
+        for k in range(p, order + 1):
+            theta[p][k] = (-1) ** (k - p) * math.comb(q, k - p) / (2 ** (k + 1) * beta_fn)
+    return theta
+
+
+class BetaWavelet(nn.Module):
+    r"""The parameter-free Beta wavelet filter bank of BWGNN on the normalised Laplacian.
+
+    .. math::
+        \mathcal W_{p,q} = U \beta^*_{p,q}(\Lambda) U^\top
+            = \frac{(L/2)^p (I - L/2)^q}{2\,B(p+1, q+1)}, \qquad
+        L = I - D^{-1/2} A D^{-1/2} = U \Lambda U^\top, \quad p + q = C
+
+    Each filter is applied as the polynomial :math:`\sum_k \theta_{p,k} L^k` (see
+    :func:`beta_wavelet_coefficients`), so only the :math:`C` products :math:`L^k h` are computed,
+    each a scatter over the edges: no eigendecomposition and no dense matrix. :math:`D` holds
+    in-degrees; a node without incoming edges has a zero row in :math:`D^{-1/2} A D^{-1/2}`.
+
+    Args:
+        order: :math:`C`; the bank has :math:`C + 1` filters, from low-pass (:math:`p = 0`) to
+            high-pass (:math:`p = C`).
+
+    Shapes:
+        - h: ``(N, F)``; edge_index: ``(2, E)``
+        - output: ``(C + 1, N, F)``, filter :math:`p` at index ``p``
+    """
+
+    def __init__(self, order: int = 2) -> None:
+        super().__init__()
+        self.order = order
+        # Python floats, not a buffer, so .double() keeps them exact.
+        self.theta = beta_wavelet_coefficients(order)
+
+    def laplacian(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """:math:`L h = h - D^{-1/2} A D^{-1/2} h`, one scatter over the edges."""
+        src, dst = edge_index
+        deg = torch.bincount(dst, minlength=h.shape[0]).to(h.dtype)
+        inv_sqrt = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
+        msg = h[src] * (inv_sqrt[src] * inv_sqrt[dst]).unsqueeze(-1)
+        return h - torch.zeros_like(h).index_add_(0, dst, msg)
+
+    def forward(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        _check_graph(h, edge_index)
+        powers = [h]
+        for _ in range(self.order):
+            powers.append(self.laplacian(powers[-1], edge_index))
+        theta = torch.tensor(self.theta, dtype=h.dtype, device=h.device)
+        return torch.einsum("pk,knf->pnf", theta, torch.stack(powers))
+
+
+class BWGNN(nn.Module):
+    r"""Beta Wavelet Graph Neural Network (Tang et al., ICML 2022).
+
+    Anomalies shift spectral energy towards high frequencies, so BWGNN reads the graph through
+    band-pass Beta wavelets rather than one low-pass filter:
+
+    .. math::
+        h = \mathrm{MLP}(x), \qquad
+        z = \big\Vert_{p=0}^{C} \mathcal W_{p, C-p}\, h, \qquad
+        \mathrm{logits} = W_2\, \mathrm{ReLU}(W_1 z + b_1) + b_2
+
+    with the filters :math:`\mathcal W_{p,q}` of :class:`BetaWavelet`.
+
+    Args:
+        in_dim: node feature size.
+        hidden: width of the feature MLP and of each filter's output.
+        num_classes: output classes.
+        layers: number of layers of the feature MLP.
+        dropout: dropout after each hidden layer.
+        order: :math:`C`, the Beta wavelet order (:math:`C + 1` filters); the paper uses 2.
+
+    Shapes:
+        - x: ``(N, in_dim)``; edge_index: ``(2, E)``
+        - output: ``(N, num_classes)`` logits
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        num_classes: int = 2,
+        layers: int = 2,
+        dropout: float = 0.0,
+        order: int = 2,
+    ) -> None:
+        super().__init__()
+        _check_sizes(in_dim, hidden, num_classes, layers, dropout)
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in _widths(in_dim, hidden, layers))
+        self.wavelets = BetaWavelet(order)
+        self.mix = nn.Linear((order + 1) * hidden, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+        self.dropout = dropout
+
+    def _act(self, h: Tensor) -> Tensor:
+        return F.dropout(F.relu(h), p=self.dropout, training=self.training)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        _check_graph(x, edge_index)
+        h = x
+        for layer in self.encoder:
+            h = self._act(layer(h))
+        bands = self.wavelets(h, edge_index)  # (C + 1, N, hidden)
+        z = bands.permute(1, 0, 2).reshape(x.shape[0], -1)
+        return self.head(self._act(self.mix(z)))
+
+
+_AGGREGATIONS = ("mean", "max", "sum")
+
+
+def aggregate_neighbors(
+    x: Tensor, edge_index: Tensor, hops: int = 2, aggs: Sequence[str] = ("mean", "max")
+) -> Tensor:
+    r"""Node features concatenated with neighbour aggregates over 1..``hops`` hops (RF-Graph).
+
+    For each aggregator :math:`a` the hop-:math:`k` feature repeats it :math:`k` times:
+
+    .. math::
+        a^{(0)} = x, \qquad a^{(k)}_i = a\big(\{a^{(k-1)}_j : j \to i\}\big), \qquad
+        \mathrm{out} = [x, a_1^{(1)}, a_2^{(1)}, \dots, a_1^{(2)}, a_2^{(2)}, \dots]
+
+    hop-major, aggregators in the order given. A node without incoming edges gets 0.
+
+    Args:
+        x: node features.
+        edge_index: ``(2, E)`` edges ``source -> target``.
+        hops: number of hops, >= 0.
+        aggs: aggregators among ``"mean"``, ``"max"``, ``"sum"``.
+
+    Shapes:
+        - x: ``(N, F)``; edge_index: ``(2, E)``
+        - output: ``(N, F * (1 + hops * len(aggs)))``
+    """
+    _check_graph(x, edge_index)
+    if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
+        raise ValueError(f"hops must be a non-negative int, got {hops!r}")
+    unknown = [a for a in aggs if a not in _AGGREGATIONS]
+    if unknown or not aggs:
+        raise ValueError(f"aggs must be a non-empty subset of {_AGGREGATIONS}, got {list(aggs)}")
+    src, dst = edge_index
+    deg = torch.bincount(dst, minlength=x.shape[0]).clamp(min=1).to(x.dtype).unsqueeze(-1)
+    index = dst.unsqueeze(-1).expand(-1, x.shape[1])
+
+    def step(h: Tensor, agg: str) -> Tensor:
+        if agg == "max":
+            # include_self=False leaves rows without incoming edges at their initial 0.
+            return torch.zeros_like(h).scatter_reduce(0, index, h[src], "amax", include_self=False)
+        total = torch.zeros_like(h).index_add_(0, dst, h[src])
+        return total / deg if agg == "mean" else total
+
+    out, current = [x], dict.fromkeys(aggs, x)
+    for _ in range(hops):
+        for agg in aggs:
+            current[agg] = step(current[agg], agg)
+            out.append(current[agg])
+    return torch.cat(out, dim=1)
+
+
+class RFGraph:
+    r"""GADBench's RF-Graph: a random forest on node features and neighbour aggregates.
+
+    Features are :func:`aggregate_neighbors` (default: mean and max over 1 and 2 hops), fed to
+    scikit-learn's :class:`~sklearn.ensemble.RandomForestClassifier`.
+
+    Args:
+        n_estimators: number of trees.
+        seed: random state of the forest.
+        hops: neighbourhood depth of the aggregated features.
+        aggs: aggregators, see :func:`aggregate_neighbors`.
+        max_depth: maximum tree depth (``None``: grow until pure).
+        n_jobs: parallel workers for scikit-learn (``None``: one).
+
+    Shapes:
+        - x: ``(N, F)``; edge_index: ``(2, E)``; y: ``(N,)`` in ``{0, 1}``
+        - :meth:`predict_proba`: ``(N,)`` anomaly probability
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        seed: int = 0,
+        hops: int = 2,
+        aggs: Sequence[str] = ("mean", "max"),
+        max_depth: int | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.hops, self.aggs = hops, tuple(aggs)
+        self.forest = RandomForestClassifier(
+            n_estimators=n_estimators, max_depth=max_depth, random_state=seed, n_jobs=n_jobs
+        )
+        self.fitted = False
+
+    def features(self, x: Tensor, edge_index: Tensor) -> np.ndarray:
+        """The aggregated features as a float32 array for scikit-learn."""
+        return aggregate_neighbors(x, edge_index, self.hops, self.aggs).float().cpu().numpy()
+
+    def fit(self, x: Tensor, edge_index: Tensor, y: Tensor, idx: Tensor | None = None) -> RFGraph:
+        """Fit on the nodes ``idx`` (indices or a boolean mask; all nodes when ``None``).
+
+        Neighbour features use the whole graph, as in transductive node classification.
+        """
+        feats = self.features(x, edge_index)
+        labels = torch.as_tensor(y).cpu().numpy()
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"y must have shape ({x.shape[0]},), got {labels.shape}")
+        if idx is not None:
+            idx = torch.as_tensor(idx).cpu().numpy()
+            if idx.dtype == bool and idx.shape != labels.shape:
+                raise ValueError(f"boolean idx must have shape {labels.shape}, got {idx.shape}")
+            feats, labels = feats[idx], labels[idx]
+        if labels.size == 0:
+            raise ValueError("idx selects no training nodes")
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError("y must be binary (0 = normal, 1 = anomaly)")
+        if np.unique(labels).size < 2:
+            raise ValueError("the training nodes hold a single class; RF-Graph needs both")
+        self.forest.fit(feats, labels)
+        self.fitted = True
+        return self
+
+    def predict_proba(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Anomaly probability of every node, ``(N,)`` float32 on ``x``'s device."""
+        if not self.fitted:
+            raise RuntimeError("RFGraph.predict_proba called before fit")
+        proba = self.forest.predict_proba(self.features(x, edge_index))
+        column = list(self.forest.classes_).index(1)
+        return torch.from_numpy(proba[:, column]).float().to(x.device)
+
+
+GAD_BASELINES: dict[str, type] = {
+    "mlp": MLP,
+    "gcn": GCN,
+    "sage": GraphSAGE,
+    "gat": GAT,
+    "bwgnn": BWGNN,
+    "rf-graph": RFGraph,
+}
+
+
+def is_neural(name: str) -> bool:
+    """``True`` for baselines trained by gradient descent, ``False`` for RF-Graph."""
+    if name not in GAD_BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(GAD_BASELINES)}")
+    return issubclass(GAD_BASELINES[name], nn.Module)
