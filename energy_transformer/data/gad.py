@@ -1,0 +1,198 @@
+"""Graph anomaly detection datasets: one graph, node features, binary node labels (1 = anomaly).
+
+Two public layouts are read:
+
+- GADBench / heterophilous-graphs ``.npz`` (Tolokers, Reddit): ``node_features (N, F)``,
+  ``node_labels (N,)``, ``edges (E, 2)`` and optional ``train_masks``/``val_masks``/``test_masks``
+  ``(splits, N)`` bool.
+- CARE-GNN / DGL fraud ``.mat`` (YelpChi, Amazon), read with :func:`scipy.io.loadmat`:
+  ``features`` (sparse ``(N, F)``), ``label`` ``(1, N)``, ``homo`` (sparse ``(N, N)`` adjacency of
+  all relations) and one sparse adjacency per relation (``net_rur``, ``net_rtr``, ``net_rsr`` for
+  YelpChi; ``net_upu``, ``net_usu``, ``net_uvu`` for Amazon). Amazon's first 3,305 users carry no
+  label: they stay in the graph (messages pass through them, as in BWGNN) but ``label_mask`` is
+  False for them, so protocols never train or score on them.
+
+Every loader returns a :class:`torch_geometric.data.Data` with ``x`` float32 ``(N, F)``,
+``edge_index`` ``(2, E)`` undirected (both directions), deduplicated and without self loops,
+``y`` int64 ``(N,)`` in {0, 1} and ``label_mask`` bool ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from energy_transformer.data.paths import RemoteFile, locate
+
+AMAZON_UNLABELED = 3305
+FRAUD_RELATIONS = {
+    "yelpchi": ("net_rur", "net_rtr", "net_rsr"),
+    "amazon": ("net_upu", "net_usu", "net_uvu"),
+}
+
+# name -> the file in <root>/gad/ and where it is published (None: no direct file URL; the
+# fraud .mat files ship zipped in the CARE-GNN repository, Reddit as a pickle in PyGOD's).
+GAD_DATASETS: dict[str, RemoteFile] = {
+    "tolokers": RemoteFile(
+        "tolokers.npz",
+        "https://github.com/yandex-research/heterophilous-graphs/raw/main/data/tolokers.npz",
+    ),
+    "reddit": RemoteFile("reddit.npz", ""),
+    "yelpchi": RemoteFile("YelpChi.mat", ""),
+    "amazon": RemoteFile("Amazon.mat", ""),
+}
+
+
+def _graph(x: Tensor, edge_index: Tensor, y: Tensor, source: Path, **extra: Tensor):
+    from torch_geometric.data import Data
+    from torch_geometric.utils import remove_self_loops, to_undirected
+
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError(f"{source}: the graph has no nodes")
+    if y.shape != (n,):
+        raise ValueError(
+            f"{source}: {n} nodes have features but labels have shape {tuple(y.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{source}: node features contain NaN or inf")
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= n):
+        raise ValueError(
+            f"{source}: edges refer to nodes [{int(edge_index.min())}, {int(edge_index.max())}]"
+            f" but there are {n} nodes"
+        )
+    label_mask = extra.pop("label_mask", torch.ones(n, dtype=torch.bool))
+    labels = y[label_mask].unique().tolist()
+    if not set(labels) <= {0, 1}:
+        raise ValueError(f"{source}: labels must be 0 (normal) or 1 (anomaly), found {labels}")
+    edge_index, _ = remove_self_loops(edge_index)
+    edge_index = to_undirected(edge_index, num_nodes=n)
+    return Data(x=x, edge_index=edge_index, y=y, label_mask=label_mask, **extra)
+
+
+def load_npz_graph(path: str | os.PathLike) -> object:
+    """Read the GADBench ``.npz`` layout (see the module docstring) into a PyG ``Data``.
+
+    Split masks, when present, become ``train_masks``/``val_masks``/``test_masks``
+    ``(splits, N)`` bool attributes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    missing = [k for k in ("node_features", "node_labels", "edges") if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path}: missing array(s) {missing}; expected node_features, node_labels, edges"
+        )
+    features, labels, edges = arrays["node_features"], arrays["node_labels"], arrays["edges"]
+    if features.ndim != 2:
+        raise ValueError(f"{path}: node_features must be (N, F), got shape {features.shape}")
+    if edges.ndim != 2 or edges.shape[1] != 2 or not np.issubdtype(edges.dtype, np.integer):
+        raise ValueError(f"{path}: edges must be an (E, 2) integer array, got {edges.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
+        raise ValueError(f"{path}: node_labels must be integers, got dtype {labels.dtype}")
+    n = features.shape[0]
+    masks = {}
+    for name in ("train_masks", "val_masks", "test_masks"):
+        if name in arrays:
+            m = np.atleast_2d(arrays[name])
+            if m.shape[1] != n:
+                raise ValueError(f"{path}: {name} must be (splits, {n}), got {arrays[name].shape}")
+            masks[name] = torch.from_numpy(m.astype(bool))
+    return _graph(
+        torch.from_numpy(features.astype(np.float32)),
+        torch.from_numpy(edges.astype(np.int64)).T.contiguous(),
+        torch.from_numpy(labels.reshape(-1).astype(np.int64)),
+        path,
+        **masks,
+    )
+
+
+def load_fraud_mat(
+    path: str | os.PathLike,
+    relation: str = "homo",
+    unlabeled: int | None = None,
+    drop_unlabeled: bool = False,
+) -> object:
+    """Read the CARE-GNN / DGL fraud ``.mat`` layout (YelpChi, Amazon) into a PyG ``Data``.
+
+    Args:
+        path: the ``.mat`` file.
+        relation: ``"homo"`` (all relations merged, what BWGNN and ET use) or one relation's
+            matrix name (``net_rur`` ...).
+        unlabeled: how many leading nodes carry no label; default 3,305 for Amazon (recognised
+            by its ``net_upu`` relation), else 0.
+        drop_unlabeled: remove those nodes and their edges instead of only masking them out.
+    """
+    import scipy.io
+    import scipy.sparse
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        mat = scipy.io.loadmat(path)
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable MATLAB .mat file ({err})") from err
+    missing = [k for k in ("features", "label", relation) if k not in mat]
+    if missing:
+        present = sorted(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"{path}: missing variable(s) {missing}; the file has {present}")
+    features = mat["features"]
+    features = features.toarray() if scipy.sparse.issparse(features) else np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"{path}: features must be (N, F), got shape {features.shape}")
+    n = features.shape[0]
+    adj = mat[relation]
+    if not scipy.sparse.issparse(adj) or adj.shape != (n, n):
+        raise ValueError(
+            f"{path}: {relation} must be a sparse ({n}, {n}) adjacency, got"
+            f" {type(adj).__name__} {getattr(adj, 'shape', None)}"
+        )
+    coo = adj.tocoo()
+    edge_index = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+    y = torch.from_numpy(np.asarray(mat["label"]).reshape(-1).astype(np.int64))
+    if unlabeled is None:
+        unlabeled = AMAZON_UNLABELED if "net_upu" in mat else 0
+    if not 0 <= unlabeled < n:
+        raise ValueError(f"{path}: unlabeled={unlabeled} must be in [0, {n})")
+    label_mask = torch.arange(n) >= unlabeled
+    x = torch.from_numpy(features.astype(np.float32))
+    if drop_unlabeled and unlabeled:
+        from torch_geometric.utils import subgraph
+
+        edge_index, _ = subgraph(label_mask, edge_index, relabel_nodes=True, num_nodes=n)
+        x, y, label_mask = x[unlabeled:], y[unlabeled:], label_mask[unlabeled:]
+    return _graph(x, edge_index, y, path, label_mask=label_mask)
+
+
+def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs) -> object:
+    """Load a graph anomaly dataset by name from ``<root or $ET_DATA or cache>/gad/``.
+
+    Args:
+        name: ``tolokers``, ``reddit`` (``.npz``), ``yelpchi`` or ``amazon`` (``.mat``).
+        root: data root holding ``gad/``; a path to the file itself also works.
+        kwargs: passed to :func:`load_fraud_mat` for the ``.mat`` datasets.
+    """
+    key = name.lower()
+    if key not in GAD_DATASETS:
+        raise ValueError(f"unknown anomaly dataset {name!r}; choose from {sorted(GAD_DATASETS)}")
+    remote = GAD_DATASETS[key]
+    if root is not None and Path(root).is_file():
+        path = Path(root)
+    else:
+        folder = locate("gad", [remote], root, allow_download=bool(remote.url))
+        path = folder / remote.name
+    if path.suffix == ".mat":
+        return load_fraud_mat(path, **kwargs)
+    return load_npz_graph(path)

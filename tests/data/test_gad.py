@@ -1,0 +1,151 @@
+"""Anomaly-detection loaders: the GADBench .npz and CARE-GNN .mat layouts, and their errors."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse
+import torch
+
+from energy_transformer.data.gad import load_fraud_mat, load_gad, load_npz_graph
+from energy_transformer.data.paths import DataNotFoundError
+
+
+def write_npz(path, n=6, masks=True, **override):
+    arrays = {
+        "node_features": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+        "node_labels": np.array([0, 1, 0, 0, 1, 0][:n], dtype=np.int64),
+        # one direction only, a duplicate, and a self loop: the loader symmetrises and cleans
+        "edges": np.array([[0, 1], [1, 2], [0, 1], [3, 3], [4, 5]], dtype=np.int64),
+    }
+    if masks:
+        arrays["train_masks"] = np.zeros((2, n), dtype=bool)
+        arrays["train_masks"][:, :3] = True
+    arrays.update(override)
+    np.savez(path, **arrays)
+    return path
+
+
+def edge_set(data):
+    return set(map(tuple, data.edge_index.T.tolist()))
+
+
+def test_npz_layout(tmp_path):
+    data = load_npz_graph(write_npz(tmp_path / "g.npz"))
+    assert data.x.dtype == torch.float32 and data.x.shape == (6, 3)
+    assert data.y.tolist() == [0, 1, 0, 0, 1, 0]
+    assert edge_set(data) == {(0, 1), (1, 0), (1, 2), (2, 1), (4, 5), (5, 4)}
+    assert data.train_masks.shape == (2, 6) and data.train_masks[:, :3].all()
+    assert data.label_mask.all()
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"edges": np.zeros((3, 3), dtype=np.int64)}, r"edges must be an \(E, 2\)"),
+        ({"edges": np.array([[0, 9]])}, "edges refer to nodes"),
+        ({"node_labels": np.array([0, 1, 2, 0, 0, 0])}, "labels must be 0"),
+        ({"node_labels": np.zeros(5, dtype=np.int64)}, "labels have shape"),
+        ({"node_features": np.full((6, 3), np.nan, dtype=np.float32)}, "NaN"),
+        ({"train_masks": np.ones((2, 4), dtype=bool)}, r"train_masks must be \(splits, 6\)"),
+    ],
+)
+def test_npz_malformed(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        load_npz_graph(write_npz(tmp_path / "g.npz", **override))
+
+
+def test_npz_missing_array_and_bad_file(tmp_path):
+    np.savez(tmp_path / "a.npz", node_features=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"missing array\(s\) \['node_labels', 'edges'\]"):
+        load_npz_graph(tmp_path / "a.npz")
+    (tmp_path / "b.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_npz_graph(tmp_path / "b.npz")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_npz_graph(tmp_path / "none.npz")
+
+
+def write_mat(path, n, relations, labels, density=0.2):
+    rng = np.random.default_rng(0)
+    feats = scipy.sparse.random(n, 5, density=0.5, format="csc", random_state=1)
+    rel = {}
+    for name in relations:
+        a = scipy.sparse.random(n, n, density=density, format="csc", random_state=rng)
+        rel[name] = ((a + a.T) > 0).astype(float).tocsc()
+    homo = sum(rel.values())
+    homo = (homo > 0).astype(float).tocsc()
+    scipy.io.savemat(path, {"features": feats, "label": labels[None, :], "homo": homo, **rel})
+    return feats.toarray(), homo, rel
+
+
+def test_mat_layout_yelpchi(tmp_path):
+    labels = np.array([0, 1] * 10, dtype=np.int64)
+    feats, homo, rel = write_mat(tmp_path / "YelpChi.mat", 20, ("net_rur", "net_rtr"), labels)
+    data = load_fraud_mat(tmp_path / "YelpChi.mat")
+    np.testing.assert_allclose(data.x.numpy(), feats, rtol=1e-6)
+    assert data.y.tolist() == labels.tolist() and data.label_mask.all()
+    coo = homo.tocoo()
+    expected = {(int(r), int(c)) for r, c in zip(coo.row, coo.col, strict=True) if r != c}
+    assert edge_set(data) == expected
+    one = load_fraud_mat(tmp_path / "YelpChi.mat", relation="net_rur")
+    assert one.edge_index.shape[1] <= data.edge_index.shape[1]
+
+
+def test_mat_layout_amazon_excludes_first_3305(tmp_path):
+    n = 3305 + 40
+    labels = np.zeros(n, dtype=np.int64)
+    labels[3305::4] = 1
+    write_mat(tmp_path / "Amazon.mat", n, ("net_upu", "net_usu", "net_uvu"), labels, 1e-3)
+    data = load_fraud_mat(tmp_path / "Amazon.mat")
+    assert data.num_nodes == n
+    assert not data.label_mask[:3305].any() and data.label_mask[3305:].all()
+    dropped = load_fraud_mat(tmp_path / "Amazon.mat", drop_unlabeled=True)
+    assert dropped.num_nodes == 40 and dropped.y.tolist() == labels[3305:].tolist()
+    assert dropped.edge_index.max() < 40
+
+
+def test_mat_malformed(tmp_path):
+    scipy.io.savemat(tmp_path / "m.mat", {"features": np.zeros((3, 2)), "label": np.zeros((1, 3))})
+    with pytest.raises(ValueError, match=r"missing variable\(s\) \['homo'\]"):
+        load_fraud_mat(tmp_path / "m.mat")
+    scipy.io.savemat(
+        tmp_path / "d.mat",
+        {"features": np.zeros((3, 2)), "label": np.zeros((1, 3)), "homo": np.eye(3)},
+    )
+    with pytest.raises(ValueError, match=r"homo must be a sparse \(3, 3\)"):
+        load_fraud_mat(tmp_path / "d.mat")
+    (tmp_path / "x.mat").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable MATLAB"):
+        load_fraud_mat(tmp_path / "x.mat")
+
+
+def test_load_gad_by_name(tmp_path):
+    (tmp_path / "gad").mkdir()
+    write_npz(tmp_path / "gad" / "reddit.npz")
+    assert load_gad("reddit", root=tmp_path).num_nodes == 6
+    with pytest.raises(DataNotFoundError, match="YelpChi.mat"):
+        load_gad("yelpchi", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown anomaly dataset"):
+        load_gad("cora", root=tmp_path)
+
+
+def shared_root() -> Path:
+    root = os.environ.get("ET_DATA")
+    if not root or not (Path(root) / "gad" / "tolokers.npz").is_file():
+        pytest.skip("ET_DATA does not hold gad/tolokers.npz and gad/reddit.npz")
+    return Path(root)
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "edges", "anomalies", "features"),
+    [("tolokers", 11758, 519000, 2566, 10), ("reddit", 10984, 168016 - 10984, 366, 64)],
+)
+def test_real_datasets(name, nodes, edges, anomalies, features):
+    data = load_gad(name, root=shared_root())
+    assert data.num_nodes == nodes and data.x.shape[1] == features
+    # stored once per direction, self loops removed (Reddit's file lists both directions + loops)
+    assert data.edge_index.shape[1] == (2 * edges if name == "tolokers" else edges)
+    assert int(data.y.sum()) == anomalies
