@@ -258,7 +258,7 @@ class Trainer:
         result = TrainResult(model=self.model)
         epoch, step_in_epoch, bad_epochs = 0, 0, 0
         best_value: float | None = None
-        restored = False
+        pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
             ckpt = load_checkpoint(self.run_dir / "last.safetensors")
             self.model.load_state_dict(ckpt.model_state)
@@ -277,15 +277,12 @@ class Trainer:
             if (self.run_dir / "best.safetensors").is_file():
                 result.best_state = load_checkpoint(self.run_dir / "best.safetensors").model_state
             if step_in_epoch:
-                ckpt.restore_rng()
-            restored = True
+                pending_rng = ckpt
         self._write_config()
 
         self.wrapped.train()
         while epoch < cfg.epochs:
-            if not (restored and step_in_epoch):
-                seed_everything(cfg.seed + 9973 * epoch + self.rank)
-            restored = False
+            seed_everything(cfg.seed + 9973 * epoch + self.rank)
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             if skippable and step_in_epoch:
@@ -300,8 +297,13 @@ class Trainer:
                 leave=False,
                 dynamic_ncols=True,
             )
+            batches = iter(train_data)
+            if pending_rng is not None:
+                # After iter(): a DataLoader draws a seed from the global RNG when it starts.
+                pending_rng.restore_rng()
+                pending_rng = None
             try:
-                for batch in train_data:
+                for batch in batches:
                     batch = to_device(batch, self.device)
                     loss, logs = self.loss_fn(self.wrapped, batch)
                     if not torch.isfinite(loss):

@@ -1,0 +1,172 @@
+import json
+
+import pytest
+import torch
+from toy import mse_loss, toy_dataset, toy_model
+
+from energy_transformer.train import (
+    CheckpointError,
+    EpochSampler,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    load_run,
+    make_loader,
+    save_checkpoint,
+    warmup_cosine,
+)
+from energy_transformer.train import distributed as dist_mod
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(epochs=3, lr=1e-2, warmup_epochs=1, seed=1, device="cpu", progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _fit(run_dir, loss_fn=mse_loss, resume=False, **kw):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer = Trainer(toy_model(dropout=0.3), loss_fn, _config(**kw), run_dir, task="toy")
+    return trainer, trainer.fit(loader, resume=resume)
+
+
+def test_warmup_cosine_values():
+    assert warmup_cosine(0, 10, 4) == pytest.approx(0.25)
+    assert warmup_cosine(3, 10, 4) == pytest.approx(1.0)
+    assert warmup_cosine(4, 10, 4) == pytest.approx(1.0)
+    assert warmup_cosine(7, 10, 4) == pytest.approx(0.5)  # halfway through the cosine
+    assert warmup_cosine(10, 10, 4, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_resume_after_crash_mid_epoch_is_exact(tmp_path):
+    _, full = _fit(tmp_path / "full", checkpoint_every=2)
+
+    calls = {"n": 0}
+
+    def crashing(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, step 3: after the step-2 checkpoint of that epoch
+            raise RuntimeError("simulated kill")
+        return mse_loss(model, batch)
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        _fit(tmp_path / "cut", loss_fn=crashing, checkpoint_every=2)
+    assert load_checkpoint(tmp_path / "cut" / "last.safetensors").meta["step_in_epoch"] == 2
+    _, resumed = _fit(tmp_path / "cut", resume=True, checkpoint_every=2)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
+def test_resume_at_epoch_boundary_continues_the_schedule(tmp_path):
+    _, full = _fit(tmp_path / "full", epochs=4)
+    calls = {"n": 0}
+
+    def evaluate(model):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated kill during evaluation of epoch 3")
+        return {"val": 0.0}
+
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer = Trainer(toy_model(dropout=0.3), mse_loss, _config(epochs=4), tmp_path / "half")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        trainer.fit(loader, evaluate=evaluate)
+    assert load_checkpoint(tmp_path / "half" / "last.safetensors").meta["epoch"] == 2
+    _, resumed = _fit(tmp_path / "half", epochs=4, resume=True)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_selection_patience_and_files(tmp_path):
+    scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer = Trainer(
+        toy_model(),
+        mse_loss,
+        _config(epochs=6, patience=2),
+        tmp_path,
+        task="toy",
+        model_config={"dim": 6},
+    )
+    result = trainer.fit(loader, evaluate=lambda m: {"val": next(scores)}, select="val")
+    assert result.best_epoch == 2 and result.stopped_early and len(result.history) == 4
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["task"] == "toy" and config["model"] == {"dim": 6}
+    assert config["train"]["patience"] == 2
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and "val" in rows[0] and "train_loss" in rows[0]
+    state, _ = load_run(tmp_path)
+    for k, v in result.best_state.items():
+        assert torch.equal(state[k], v)
+
+
+def test_nan_loss_is_an_error_not_silent(tmp_path):
+    def nan_loss(model, batch):
+        loss, logs = mse_loss(model, batch)
+        return loss * float("nan"), logs
+
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        _fit(tmp_path, loss_fn=nan_loss)
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    model = toy_model()
+    opt = torch.optim.AdamW(model.parameters())
+    mse_loss(model, toy_dataset()[:4])[0].backward()
+    opt.step()
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", model.state_dict(), opt.state_dict(), meta={"epoch": 3}
+    )
+    ckpt = load_checkpoint(path)
+    assert ckpt.meta == {"epoch": 3}
+    for k, v in model.state_dict().items():
+        assert torch.equal(ckpt.model_state[k], v)
+    restored = torch.optim.AdamW(toy_model().parameters())
+    restored.load_state_dict(ckpt.optimizer_state())
+    assert torch.equal(
+        restored.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
+
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "junk.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="not an energy-transformer checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_epoch_sampler_shards_are_the_global_batches(monkeypatch):
+    single = EpochSampler(20, seed=5)
+    single.set_epoch(2)
+    global_order = list(single)
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(dist_mod, "world", lambda r=rank: (r, 2))
+        s = EpochSampler(20, seed=5)
+        s.set_epoch(2)
+        shards.append(list(s))
+    for step in range(2):  # global batch 8 = two local batches of 4
+        local = shards[0][step * 4 : (step + 1) * 4] + shards[1][step * 4 : (step + 1) * 4]
+        assert sorted(local) == sorted(global_order[step * 8 : (step + 1) * 8])
+    monkeypatch.setattr(dist_mod, "world", lambda: (0, 1))
+    s = EpochSampler(20, seed=5)
+    s.set_epoch(2)
+    s.skip(6)
+    assert list(s) == global_order[6:]
+
+
+def test_empty_dataset_and_bad_config():
+    with pytest.raises(ValueError, match="empty"):
+        EpochSampler(0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0)
