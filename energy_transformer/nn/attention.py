@@ -79,9 +79,10 @@ class DenseKeySets:
         self.query_weight = query_ok.to(dtype).unsqueeze(1)
 
     def _scores(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
-        # scores[b, h, C, B] = beta_h * A[h, B, C]: rows are queries.
+        # scores[b, h, C, B] = beta_h * A[h, B, C]: rows are queries. Adding the bias in place is
+        # safe under autograd too: the product does not keep its output for its backward.
         scores = torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))
-        return scores if self.bias is None else scores + self.bias
+        return scores if self.bias is None else scores.add_(self.bias)
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1)  # (batch, heads, N)
@@ -90,10 +91,20 @@ class DenseKeySets:
         return -(lse.sum(dim=-1) / beta).sum(dim=-1)
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-        omega = torch.softmax(self._scores(q, k, beta), dim=-1)  # (batch, heads, N queries, N keys)
+        # One contiguous copy of each, shared by the three products (matmul would copy strided
+        # operands once per product). Queries that do not count are zeroed in q and in dq,
+        # which removes their rows of Omega at O(N Y) instead of O(N^2) cost.
+        k = k.contiguous()
+        if self.query_weight is None:
+            q = q.contiguous()
+        else:
+            weight = self.query_weight[..., None]  # (batch or 1, 1, N, 1)
+            q = q * weight
+        omega = torch.softmax(self._scores(q, k, beta), dim=-1)  # (batch, heads, N, N)
+        dq = torch.matmul(omega, k)
         if self.query_weight is not None:
-            omega = omega * self.query_weight[..., None]
-        return torch.matmul(omega, k), torch.matmul(omega.transpose(-1, -2), q)
+            dq.mul_(weight)
+        return dq, torch.matmul(omega.transpose(-1, -2), q)
 
 
 class EnergyAttention(nn.Module):

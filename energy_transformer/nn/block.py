@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -200,15 +202,32 @@ class EnergyTransformer(nn.Module):
 
     # -- gradient ---------------------------------------------------------------------------
 
-    def _neg_grad_closed_form(
-        self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
+    def _stacked_neg_grad(
+        self,
+        g: Tensor,
+        keysets: KeySets,
+        token_weight: Tensor | None,
+        weight: Tensor,
+        out: Tensor | None = None,
     ) -> Tensor:
-        batch, tokens, _ = g.shape
-        q, k, h = self._split(g @ weight.T)
+        """Closed form: ``[dq | dk | act]: (batch, N, 2 * heads * head_dim + memories)``, with
+        :math:`-\\partial E/\\partial g` = ``result @ weight`` (one stacked back-projection).
+
+        Without autograd (inference) the result is written over the projection ``g @ weight.T``
+        itself, in ``out`` when given: no concatenation and no new buffer per step.
+        """
+        batch, tokens, dim = g.shape
+        inplace = not torch.is_grad_enabled()
+        p = torch.mm(g.reshape(-1, dim), weight.T, out=out if inplace else None)
+        q, k, h = self._split(p.view(batch, tokens, -1))
         dq, dk = keysets.neg_grad(q, k, self.attention.beta)
+        if inplace:
+            q.copy_(dq)
+            k.copy_(dk)
+            self.hopfield.activation(h, token_weight, inplace=True)
+            return p.view(batch, tokens, -1)
         act = self.hopfield.activation(h, token_weight)
-        # One back-projection through the stacked weight instead of three small products.
-        stacked = torch.cat(
+        return torch.cat(
             [
                 dq.transpose(1, 2).reshape(batch, tokens, -1),
                 dk.transpose(1, 2).reshape(batch, tokens, -1),
@@ -216,7 +235,6 @@ class EnergyTransformer(nn.Module):
             ],
             dim=-1,
         )
-        return stacked @ weight
 
     def _neg_grad_autograd(
         self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
@@ -238,16 +256,12 @@ class EnergyTransformer(nn.Module):
         gradient: Gradient = "closed_form",
     ) -> Tensor:
         """:math:`\\partial E/\\partial g` at :math:`g = \\mathrm{LN}(x)`, ``(batch, N, dim)``."""
+        _check_gradient(gradient)
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
-        neg_grad = self._neg_grad_fn(gradient)
-        return -neg_grad(self.norm(x), keysets, token_weight, self._stacked_weight())
-
-    def _neg_grad_fn(self, gradient: str):
-        if gradient == "closed_form":
-            return self._neg_grad_closed_form
+        g, weight = self.norm(x), self._stacked_weight()
         if gradient == "autograd":
-            return self._neg_grad_autograd
-        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+            return -self._neg_grad_autograd(g, keysets, token_weight, weight)
+        return -(self._stacked_neg_grad(g, keysets, token_weight, weight) @ weight)
 
     # -- dynamics ---------------------------------------------------------------------------
 
@@ -281,27 +295,56 @@ class EnergyTransformer(nn.Module):
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        _check_gradient(gradient)
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
-        neg_grad = self._neg_grad_fn(gradient)
         weight = self._stacked_weight()
+        batch, tokens, dim = x.shape
+        # Without autograd nothing needs the old tokens: update one copy of x in place and
+        # reuse one projection buffer for every step.
+        inplace = not torch.is_grad_enabled()
+        if inplace:
+            x = x.clone(memory_format=torch.contiguous_format)
+        buffer = None
 
-        tokens, energies = [x], []
+        energies: list[EnergyTerms] = []
+        tokens_seen = [x.clone() if inplace else x] if return_trajectory else []
         for _ in range(steps):
             g = self.norm(x)
             if return_trajectory:
                 energies.append(self._report_energy(g, keysets, token_weight, weight))
-            x = x + alpha * neg_grad(g, keysets, token_weight, weight)
+            if gradient == "closed_form":
+                out = None if buffer is None else buffer.view(batch * tokens, -1)
+                buffer = self._stacked_neg_grad(g, keysets, token_weight, weight, out)
+                # x + alpha * stacked @ weight as one fused product-and-add.
+                if inplace:
+                    x.view(-1, dim).addmm_(buffer.view(batch * tokens, -1), weight, alpha=alpha)
+                else:
+                    x = torch.addmm(
+                        x.reshape(-1, dim), buffer.reshape(batch * tokens, -1), weight, alpha=alpha
+                    ).view(batch, tokens, dim)
+            else:
+                update = self._neg_grad_autograd(g, keysets, token_weight, weight)
+                x = x.add_(update, alpha=alpha) if inplace else torch.add(x, update, alpha=alpha)
             if noise_std > 0:
                 noise = noise_std * torch.randn_like(x)
-                x = x + (noise if token_weight is None else noise * token_weight)
+                if token_weight is not None:
+                    noise = noise * token_weight
+                x = x.add_(noise) if inplace else x + noise
             if return_trajectory:
-                tokens.append(x)
+                tokens_seen.append(x.clone() if inplace else x)
         if not return_trajectory:
             return x
         energies.append(self._report_energy(self.norm(x), keysets, token_weight, weight))
         terms = EnergyTerms(*(torch.stack(t) for t in zip(*energies, strict=True)))
-        return x, Trajectory(torch.stack(tokens), terms)
+        return x, Trajectory(torch.stack(tokens_seen), terms)
+
+
+def _check_gradient(gradient: str) -> None:
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")

@@ -66,9 +66,20 @@ class HopfieldNetwork(nn.Module):
             per_token = per_token * token_weight.squeeze(-1)
         return per_token.sum(dim=-1)
 
-    def activation(self, h: Tensor, token_weight: Tensor | None = None) -> Tensor:
+    def activation(
+        self, h: Tensor, token_weight: Tensor | None = None, inplace: bool = False
+    ) -> Tensor:
         """:math:`-\\partial E_{hn}/\\partial h`, so that :math:`-\\partial E_{hn}/\\partial g =`
-        ``activation(h) @ xi``."""
+        ``activation(h) @ xi``.
+
+        ``inplace`` overwrites ``h`` with the result (no autograd graph: inference only).
+        """
+        if inplace:
+            if self.kind == "relu":
+                h.relu_()
+            else:
+                h.copy_(torch.softmax(self.beta * h, dim=-1))
+            return h if token_weight is None else h.mul_(token_weight)
         a = F.relu(h) if self.kind == "relu" else torch.softmax(self.beta * h, dim=-1)
         return a if token_weight is None else a * token_weight
 
