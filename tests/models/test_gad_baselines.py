@@ -1,0 +1,249 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.special import beta as beta_fn
+
+from energy_transformer.metrics import auroc
+from energy_transformer.models.gad_baselines import (
+    BWGNN,
+    GAD_BASELINES,
+    GAT,
+    GCN,
+    MLP,
+    BetaWavelet,
+    GraphSAGE,
+    RFGraph,
+    aggregate_neighbors,
+    beta_wavelet_coefficients,
+    is_neural,
+)
+
+NEURAL = [name for name in GAD_BASELINES if name != "rf-graph"]
+GRAPH_MODELS = [name for name in NEURAL if name != "mlp"]
+
+
+def random_graph(n: int, k: int, seed: int) -> torch.Tensor:
+    """Undirected graph (both directions, no duplicates): each node links to k random others."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.arange(n).repeat_interleave(k)
+    dst = (src + torch.randint(1, n, (n * k,), generator=g)) % n
+    return torch.unique(torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], 1), dim=1)
+
+
+def relabel(edge_index: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Edges of the graph whose node j is the old node perm[j]."""
+    return torch.argsort(perm)[edge_index]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and far faster when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def neighbour_task():
+    """Anomalies = top 20% of the closed-neighbourhood mean of feature 0; own features are noise
+    otherwise, so a model must read the neighbours to generalise."""
+    n, f = 160, 4
+    edge_index = random_graph(n, 3, seed=0)
+    x = torch.randn(n, f, generator=torch.Generator().manual_seed(0))
+    deg = torch.bincount(edge_index[1], minlength=n).float()
+    signal = (x[:, 0] + torch.zeros(n).index_add_(0, edge_index[1], x[edge_index[0], 0])) / (
+        deg + 1
+    )
+    y = (signal > signal.quantile(0.8)).long()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    return x, edge_index, y, perm[:100], perm[100:]
+
+
+def train_neural(name, x, edge_index, y, idx, steps=200):
+    torch.manual_seed(0)
+    model = GAD_BASELINES[name](x.shape[1], hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x, edge_index)[idx], y[idx]).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return model(x, edge_index).softmax(-1)[:, 1]
+
+
+@pytest.fixture(scope="module")
+def mlp_test_auroc(neighbour_task):
+    x, edge_index, y, train, test = neighbour_task
+    probs = train_neural("mlp", x, edge_index, y, train)
+    assert auroc(probs[train], y[train]) > 0.95
+    return auroc(probs[test], y[test])
+
+
+def test_mlp_overfits_but_cannot_see_neighbours(mlp_test_auroc):
+    assert mlp_test_auroc < 0.7
+
+
+@pytest.mark.parametrize("name", GRAPH_MODELS)
+def test_gnn_overfits_and_uses_neighbours(name, neighbour_task, mlp_test_auroc):
+    x, edge_index, y, train, test = neighbour_task
+    probs = train_neural(name, x, edge_index, y, train)
+    assert auroc(probs[train], y[train]) > 0.95
+    assert auroc(probs[test], y[test]) > mlp_test_auroc + 0.15
+
+
+def test_rf_graph_uses_neighbours(neighbour_task, mlp_test_auroc):
+    x, edge_index, y, train, test = neighbour_task
+    model = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, train)
+    probs = model.predict_proba(x, edge_index)
+    assert probs.shape == (x.shape[0],) and probs.dtype == torch.float32
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert auroc(probs[train], y[train]) > 0.95
+    assert auroc(probs[test], y[test]) > mlp_test_auroc + 0.15
+    # A boolean mask selects the same training nodes as their sorted indices.
+    mask = torch.zeros(x.shape[0], dtype=torch.bool)
+    mask[train] = True
+    again = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, mask)
+    by_index = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, train.sort().values)
+    torch.testing.assert_close(
+        again.predict_proba(x, edge_index), by_index.predict_proba(x, edge_index)
+    )
+
+
+@pytest.mark.parametrize("name", NEURAL)
+@pytest.mark.parametrize("layers", [1, 3])
+def test_shapes_and_every_parameter_learns(name, layers):
+    x = torch.randn(9, 5)
+    edge_index = random_graph(8, 2, seed=3)  # node 8 is isolated
+    model = GAD_BASELINES[name](5, hidden=8, num_classes=3, layers=layers)
+    out = model(x, edge_index)
+    assert out.shape == (9, 3) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("cls", [GCN, GraphSAGE, GAT, BWGNN])
+def test_permutation_equivariance(cls):
+    torch.manual_seed(0)
+    n = 12
+    x = torch.randn(n, 6, dtype=torch.float64)
+    edge_index = random_graph(n - 1, 2, seed=4)
+    model = cls(6, hidden=8).double().eval()
+    perm = torch.randperm(n)
+    torch.testing.assert_close(
+        model(x[perm], relabel(edge_index, perm)), model(x, edge_index)[perm]
+    )
+
+
+def dense_laplacian(edge_index: torch.Tensor, n: int) -> torch.Tensor:
+    a = torch.zeros(n, n, dtype=torch.float64)
+    a[edge_index[1], edge_index[0]] = 1.0
+    deg = a.sum(1)
+    inv_sqrt = torch.where(deg > 0, deg.rsqrt(), torch.zeros_like(deg))
+    return torch.eye(n, dtype=torch.float64) - inv_sqrt[:, None] * a * inv_sqrt[None, :]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_beta_wavelets_equal_spectral_definition(order):
+    n = 9
+    edge_index = random_graph(n - 1, 2, seed=5)  # plus one isolated node
+    lam, u = torch.linalg.eigh(dense_laplacian(edge_index, n))
+    lam = lam.clamp(0.0, 2.0)
+    filters = BetaWavelet(order)(torch.eye(n, dtype=torch.float64), edge_index)
+    assert filters.shape == (order + 1, n, n)
+    for p in range(order + 1):
+        q = order - p
+        response = 0.5 * (lam / 2) ** p * (1 - lam / 2) ** q / beta_fn(p + 1, q + 1)
+        torch.testing.assert_close(filters[p], u @ torch.diag(response) @ u.T, atol=1e-10, rtol=0)
+
+
+def test_beta_wavelet_coefficients_by_hand():
+    # C = 2, p = 0: (1 - l/2)^2 / (2 B(1, 3)) = 1.5 - 1.5 l + 0.375 l^2.
+    assert beta_wavelet_coefficients(2)[0] == pytest.approx([1.5, -1.5, 0.375])
+    # C = 2, p = 2: (l/2)^2 / (2 B(3, 1)) = 0.375 l^2.
+    assert beta_wavelet_coefficients(2)[2] == pytest.approx([0.0, 0.0, 0.375])
+    # Each beta*_{p,q} is a density on [0, 2]: the integral of sum_k theta_k l^k is 1.
+    for row in beta_wavelet_coefficients(4):
+        assert sum(t * 2 ** (k + 1) / (k + 1) for k, t in enumerate(row)) == pytest.approx(1.0)
+
+
+def test_aggregate_neighbors_by_hand():
+    # Path 0 - 1 - 2 and an isolated node 3; the second feature is negative to check max.
+    x = torch.tensor([[1.0, -1.0], [2.0, -2.0], [4.0, -4.0], [8.0, -8.0]])
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    mean1 = [[2.0, -2.0], [2.5, -2.5], [2.0, -2.0], [0.0, 0.0]]
+    max1 = [[2.0, -2.0], [4.0, -1.0], [2.0, -2.0], [0.0, 0.0]]
+    mean2 = [[2.5, -2.5], [2.0, -2.0], [2.5, -2.5], [0.0, 0.0]]
+    max2 = [[4.0, -1.0], [2.0, -2.0], [4.0, -1.0], [0.0, 0.0]]
+    expected = torch.cat([x] + [torch.tensor(t) for t in (mean1, max1, mean2, max2)], dim=1)
+    torch.testing.assert_close(aggregate_neighbors(x, edge_index), expected)
+    summed = aggregate_neighbors(x, edge_index, hops=1, aggs=("sum",))
+    torch.testing.assert_close(
+        summed[:, 2:], torch.tensor(mean1) * torch.tensor([[1], [2], [1], [1.0]])
+    )
+    assert aggregate_neighbors(x, edge_index, hops=0).shape == (4, 2)
+
+
+def test_registry():
+    assert set(GAD_BASELINES) == {"mlp", "gcn", "sage", "gat", "bwgnn", "rf-graph"}
+    assert all(is_neural(name) for name in NEURAL)
+    assert not is_neural("rf-graph")
+    with pytest.raises(ValueError, match="unknown baseline 'xgb'"):
+        is_neural("xgb")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: GAT(4, hidden=10, heads=4), ValueError, "divisible by heads"),
+        (lambda: GCN(4, layers=0), ValueError, "layers must be an int >= 1"),
+        (lambda: MLP(4, dropout=1.0), ValueError, "dropout"),
+        (lambda: BWGNN(4, order=0), ValueError, "order"),
+        (lambda: GCN(3)(torch.randn(4, 3), torch.tensor([[0], [4]])), ValueError, "node ids"),
+        (lambda: GCN(3)(torch.randn(4, 3), torch.zeros(2, 1)), TypeError, "integer"),
+        (lambda: MLP(3)(torch.randn(3)), ValueError, "num_nodes, features"),
+        (
+            lambda: GCN(3)(torch.randn(0, 3), torch.zeros(2, 0, dtype=torch.long)),
+            ValueError,
+            "empty",
+        ),
+        (
+            lambda: aggregate_neighbors(torch.randn(2, 1), torch.zeros(2, 0).long(), aggs=("min",)),
+            ValueError,
+            "aggs",
+        ),
+        (
+            lambda: RFGraph().predict_proba(torch.randn(2, 1), torch.zeros(2, 0).long()),
+            RuntimeError,
+            "before fit",
+        ),
+        (
+            lambda: RFGraph().fit(
+                torch.randn(3, 1), torch.zeros(2, 0).long(), torch.tensor([0, 0, 1]), [0, 1]
+            ),
+            ValueError,
+            "single class",
+        ),
+        (
+            lambda: RFGraph().fit(
+                torch.randn(3, 1), torch.zeros(2, 0).long(), torch.tensor([0, 2, 1])
+            ),
+            ValueError,
+            "binary",
+        ),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_isolated_nodes_are_finite():
+    x = torch.randn(5, 3)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    for name in NEURAL:
+        assert torch.isfinite(GAD_BASELINES[name](3)(x, empty)).all(), name
+    np.testing.assert_array_equal(aggregate_neighbors(x, empty)[:, 3:].numpy(), 0.0)
