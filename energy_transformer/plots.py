@@ -216,9 +216,16 @@ def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
 
 
 def plot_updates(
-    updates: dict[str, Tensor], steps: list[int], path: str | Path, title: str = ""
+    updates: dict[str, Tensor],
+    steps: list[int],
+    path: str | Path,
+    title: str = "",
+    states: Tensor | None = None,
 ) -> Path:
     """Each module's update decoded to pixels, for a few descent steps.
+
+    Updates are drawn in a diverging map (red = brighter, blue = darker), one colour scale per
+    row so early and late steps compare.
 
     Args:
         updates: module name -> ``(len(steps), C, H, W)`` update images of one input image,
@@ -226,12 +233,25 @@ def plot_updates(
         steps: the descent step of each column.
         path: where to write the PNG.
         title: figure title.
+        states: optional ``(len(steps), C, H, W)`` images in [0, 1] decoded from the tokens at
+            those steps, drawn in grey as the first row.
     """
     names = list(updates)
+    offset = 0 if states is None else 1
+    rows = len(names) + offset
     fig, axes = plt.subplots(
-        len(names), len(steps), figsize=(1.7 * len(steps) + 1.2, 1.8 * len(names)), squeeze=False
+        rows, len(steps), figsize=(1.7 * len(steps) + 1.2, 1.8 * rows), squeeze=False
     )
-    for r, name in enumerate(names):
+    if states is not None:
+        shown = _as_display(states)
+        for c, step in enumerate(steps):
+            ax = axes[0, c]
+            ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"step {step}", fontsize=9)
+        axes[0, 0].set_ylabel("decoded $x(t)$", fontsize=10)
+    for r, name in enumerate(names, start=offset):
         images = updates[name].detach().float().cpu()
         if images.shape[0] != len(steps):
             raise ValueError(
@@ -286,6 +306,26 @@ def plot_position_similarity(
     fig.subplots_adjust(wspace=0.06, hspace=0.06, right=0.88)
     cax = fig.add_axes((0.9, 0.15, 0.02, 0.7))
     fig.colorbar(image, cax=cax, label="cosine similarity")
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold")
+    return _save(fig, path)
+
+
+def plot_completion(
+    masked: Tensor, reconstructed: Tensor, original: Tensor, path: str | Path, title: str = ""
+) -> Path:
+    """One image side by side: masked | reconstructed | original.
+
+    Shapes:
+        - each: ``(C, H, W)`` in [0, 1]
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
+    panels = {"masked": masked, "reconstructed": reconstructed, "original": original}
+    for ax, (label, image) in zip(axes, panels.items(), strict=True):
+        ax.imshow(_as_display(image[None])[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     return _save(fig, path)

@@ -1,0 +1,98 @@
+"""A non-learned baseline: fill the masked patches from the visible pixels around them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from energy_transformer.models.image import Completion, patch_mask_to_pixels
+
+METHODS = ("harmonic", "nearest")
+
+
+class PatchInterpolation:
+    r"""Fill masked patches by interpolating the visible pixels; nothing is learned.
+
+    ``"harmonic"`` (default) solves Laplace's equation on the hidden pixels with the visible ones
+    as boundary values: every hidden pixel becomes the mean of its 4 neighbours (Jacobi
+    iterations from the mean visible value),
+
+    .. math::
+        u_{ij} \leftarrow \tfrac14 (u_{i-1,j} + u_{i+1,j} + u_{i,j-1} + u_{i,j+1})
+
+    the smoothest fill consistent with the border of each hole. ``"nearest"`` copies the value of
+    the nearest visible pixel (Euclidean distance). An image with no visible pixel gets the mean
+    grey ``fill``.
+
+    Args:
+        patch_size: side of a square patch in pixels.
+        method: ``"harmonic"`` or ``"nearest"``.
+        iterations: Jacobi iterations of ``"harmonic"``.
+        fill: value used when an image has no visible pixel at all.
+
+    Shapes:
+        - ``images``: ``(batch, C, H, W)``; ``mask``: ``(batch, patches)`` bool, True = hidden
+    """
+
+    def __init__(
+        self, patch_size: int, method: str = "harmonic", iterations: int = 400, fill: float = 0.5
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.patch_size, self.method, self.iterations, self.fill = (
+            patch_size,
+            method,
+            iterations,
+            fill,
+        )
+
+    def _harmonic(self, images: Tensor, hidden: Tensor) -> Tensor:
+        b, c, h, w = images.shape
+        known = (~hidden).to(images.dtype)
+        count = known.sum(dim=(2, 3), keepdim=True)
+        mean = torch.where(
+            count > 0, (images * known).sum(dim=(2, 3), keepdim=True) / count, self.fill
+        )
+        u = torch.where(hidden, mean, images)
+        kernel = images.new_tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]]).view(1, 1, 3, 3)
+        # Neighbours outside the image do not count: divide by the number inside.
+        neighbours = F.conv2d(
+            torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device), kernel, padding=1
+        )
+        flat, flat_hidden = u.reshape(b * c, 1, h, w), hidden.reshape(b * c, 1, h, w)
+        for _ in range(self.iterations):
+            avg = F.conv2d(flat, kernel, padding=1) / neighbours
+            flat = torch.where(flat_hidden, avg, flat)
+        return flat.view(b, c, h, w)
+
+    def _nearest(self, images: Tensor, hidden: Tensor) -> Tensor:
+        b, c, h, w = images.shape
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        coords = torch.stack([rows.flatten(), cols.flatten()], dim=1).to(images)
+        dist = torch.cdist(coords, coords)  # (H*W, H*W)
+        visible = ~hidden[:, 0].reshape(b, h * w)  # the mask is the same for every channel
+        d = dist.expand(b, -1, -1).masked_fill(~visible[:, None, :], float("inf"))
+        source = d.argmin(dim=-1)  # (b, H*W): nearest visible pixel of every pixel
+        flat = images.reshape(b, c, h * w)
+        out = flat.gather(2, source[:, None, :].expand(-1, c, -1)).view(b, c, h, w)
+        return torch.where(
+            visible.any(dim=1).view(b, 1, 1, 1), out, torch.full_like(out, self.fill)
+        )
+
+    @torch.no_grad()
+    def complete(self, images: Tensor, mask: Tensor) -> Completion:
+        """Fill the ``mask`` patches of ``images`` (``(batch, C, H, W)``, mask ``(batch, N)``)."""
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(f"images must be (batch, C, H, W) floats, got {tuple(images.shape)}")
+        if mask.dtype != torch.bool or mask.shape[0] != images.shape[0]:
+            raise ValueError("mask must be a (batch, patches) bool tensor, True = hidden")
+        hidden = patch_mask_to_pixels(mask, self.patch_size, images.shape[1])
+        if hidden.shape != images.shape:
+            raise ValueError(
+                f"a {mask.shape[1]}-patch mask with patch size {self.patch_size} does not fit"
+                f" images of shape {tuple(images.shape)}"
+            )
+        fill = self._harmonic if self.method == "harmonic" else self._nearest
+        filled = torch.where(hidden, fill(images, hidden), images)
+        return Completion(filled, filled, mask)

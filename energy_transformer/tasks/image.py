@@ -1,0 +1,632 @@
+"""Masked image completion: train an Energy Transformer to fill in hidden patches of images.
+
+Plugs into the ``et`` command line: ``et train image``, ``et eval RUN``, and the commands
+``et demo``, ``et complete`` and ``et convert-official``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from energy_transformer.data.images import (
+    ImageFolder,
+    load_fashion_mnist,
+    load_image_file,
+    load_mnist,
+)
+from energy_transformer.metrics import psnr
+from energy_transformer.models.image import (
+    ImageEnergyTransformer,
+    MaskedImageModel,
+    image_preset,
+    list_presets,
+    patch_mask_to_pixels,
+)
+from energy_transformer.models.interpolation import PatchInterpolation
+from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit_config
+from energy_transformer.nn.block import GRADIENTS
+from energy_transformer.train import TrainConfig, Trainer, load_run, make_loader, resolve_device
+from energy_transformer.train.checkpoint import save_checkpoint
+
+ARCHS: dict[str, type[MaskedImageModel]] = {
+    "et": ImageEnergyTransformer,
+    "vit-mae": ViTMaskedAutoencoder,
+}
+DATASETS = ("fashion-mnist", "mnist", "folder")
+PRESET_DATASET = {"fashion-mnist": "fashion-mnist", "mnist": "mnist", "imagenet": "folder"}
+# Fixed masks for evaluation: the same patches are hidden in every evaluation of every model.
+EVAL_SEED = 1234
+VAL_SEED = 4321
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def build_model(model_config: dict[str, Any]) -> MaskedImageModel:
+    """Rebuild a model from the ``model`` section of a run's ``config.json``."""
+    config = dict(model_config)
+    arch = config.pop("arch", "et")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown image model arch {arch!r}; choose one of {sorted(ARCHS)}")
+    for key in ("mean", "std"):
+        if key in config:
+            config[key] = tuple(config[key])
+    return ARCHS[arch](**config)
+
+
+def model_config_of(model: MaskedImageModel) -> dict[str, Any]:
+    """JSON-able ``{"arch": ..., **constructor kwargs}`` that :func:`build_model` inverts."""
+    arch = next(name for name, cls in ARCHS.items() if type(model) is cls)
+    return {"arch": arch, **model.config}
+
+
+def unwrap(model: nn.Module) -> MaskedImageModel:
+    """The bare model inside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def as_float_images(images: Tensor) -> Tensor:
+    """uint8 pixels (IDX files) to floats in [0, 1]; float images pass through."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+def masked_loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+    """The trainer's loss: draw masks, call the (possibly DDP-wrapped) model, patch MSE."""
+    images = as_float_images(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    bare = unwrap(model)
+    selected, mask = bare.sample_mask(images.shape[0], device=images.device)
+    loss = bare.patch_loss(model(images, mask), images, selected)
+    return loss, {}
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def load_split(
+    dataset: str, split: str, data: Path | None, image_size: int, channels: int
+) -> Dataset:
+    """``(images,)`` items of a split: uint8 tensors for IDX data, floats for folders.
+
+    For ``folder`` data, ``data`` is an ImageNet-style root with ``train/`` and ``val/``
+    sub-folders, each holding one sub-folder per class.
+    """
+    if dataset in ("fashion-mnist", "mnist"):
+        loader = load_fashion_mnist if dataset == "fashion-mnist" else load_mnist
+        images, _ = loader(split, data)
+        return TensorDataset(images)
+    if dataset == "folder":
+        if data is None:
+            raise ValueError("--dataset folder needs --data ROOT (with train/ and val/ folders)")
+        folder = Path(data) / ("train" if split == "train" else "val")
+        return ImageFolder(folder, image_size, channels)
+    raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+
+
+def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
+    """The first ``limit`` images of a dataset as one float tensor ``(n, C, H, W)``."""
+    if isinstance(dataset, TensorDataset):
+        images = dataset.tensors[0]
+        return as_float_images(images[:limit] if limit is not None else images)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    return as_float_images(torch.stack([dataset[i][0] for i in range(n)]))
+
+
+def fixed_masks(model: MaskedImageModel, n: int, seed: int = EVAL_SEED) -> tuple[Tensor, Tensor]:
+    """``(selected, masked)`` for ``n`` images, the same for every model with this masking."""
+    return model.sample_mask(n, torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def masked_mse(
+    model: Any, images: Tensor, mask: Tensor, batch_size: int = 500, device: Any = "cpu"
+) -> tuple[float, Tensor]:
+    """Mean squared error in pixel units ([0, 1]) over the masked pixels.
+
+    Returns:
+        The MSE over all masked pixels of all images, and each image's own ``(n,)``.
+    """
+    per_image = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device)
+        m = mask[start : start + batch_size].to(device)
+        out = model.complete(x, m)
+        hidden = patch_mask_to_pixels(m, model.patch_size, x.shape[1]).to(x.dtype)
+        err = (out.prediction - x).pow(2) * hidden
+        per_image.append((err.sum(dim=(1, 2, 3)) / hidden.sum(dim=(1, 2, 3)).clamp(min=1)).cpu())
+    per_image = torch.cat(per_image)
+    # Every image has the same number of masked pixels, so the pooled MSE is the mean.
+    return float(per_image.double().mean()), per_image
+
+
+# -- et train image ---------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        default="fashion-mnist",
+        choices=list_presets(),
+        help="model size and masking (imagenet = the paper's 4.87 M-parameter model)",
+    )
+    parser.add_argument(
+        "--arch",
+        default="et",
+        choices=sorted(ARCHS),
+        help="et = Energy Transformer; vit-mae = the ViT baseline with `steps` separate layers",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASETS,
+        help="default: the preset's (fashion-mnist, mnist, or folder for imagenet)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder holding fashion-mnist/ or mnist/ (default $ET_DATA, else the cache),"
+        " or the train/ + val/ root of a folder dataset",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/image"), help="run folder")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument(
+        "--gradient",
+        default="closed_form",
+        choices=GRADIENTS,
+        help="how each descent step gets dE/dg: closed form (fast) or autograd (reference)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="descent steps T (preset: 12)")
+    parser.add_argument("--alpha", type=float, default=None, help="step size (preset: 0.1)")
+    parser.add_argument("--subset", type=int, default=None, help="train on the first N images")
+    parser.add_argument(
+        "--val-size",
+        type=int,
+        default=1000,
+        help="training images held out to pick the best epoch (0: keep the last epoch)",
+    )
+    parser.add_argument(
+        "--eval-size",
+        type=int,
+        default=None,
+        help="test images `et eval` scores (default: the whole test split)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def make_model(args: argparse.Namespace) -> MaskedImageModel:
+    """The model that ``et train image`` args describe."""
+    config = image_preset(args.preset)
+    if args.steps is not None:
+        config["steps"] = args.steps
+    if args.alpha is not None:
+        config["alpha"] = args.alpha
+    if args.arch == "vit-mae":
+        return ViTMaskedAutoencoder(**matching_vit_config(config))
+    return ImageEnergyTransformer(**config, gradient=args.gradient)
+
+
+def train(args: argparse.Namespace) -> Path:
+    """``et train image``: train, keep the best epoch on held-out images, save the run."""
+    torch.manual_seed(args.seed)
+    model = make_model(args)
+    dataset = args.dataset or PRESET_DATASET[args.preset]
+    data = load_split(dataset, "train", args.data, model.image_size, model.channels)
+    n = len(data)
+    if args.val_size < 0 or args.val_size >= n:
+        raise SystemExit(f"error: --val-size must be in [0, {n - 1}], got {args.val_size}")
+    # Held-out images are the last ones, so --subset never overlaps them.
+    train_indices = list(range(n - args.val_size))
+    if args.subset is not None:
+        if args.subset < 1:
+            raise SystemExit(f"error: --subset must be >= 1, got {args.subset}")
+        train_indices = train_indices[: args.subset]
+    loader = make_loader(
+        Subset(data, train_indices),
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        device=args.device,
+    )
+    config = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    extra = {
+        "preset": args.preset,
+        "dataset": dataset,
+        "data": str(args.data) if args.data is not None else None,
+        "train_images": len(train_indices),
+        "val_size": args.val_size,
+        "eval_size": args.eval_size,
+        "batch_size": args.batch_size,
+    }
+    trainer = Trainer(
+        model,
+        masked_loss,
+        config,
+        run_dir=args.out,
+        task="image",
+        model_config=model_config_of(model),
+        extra_config=extra,
+    )
+    evaluate = None
+    if args.val_size:
+        val_images = stack_images(Subset(data, range(n - args.val_size, n)))
+        _, val_mask = fixed_masks(model, len(val_images), VAL_SEED)
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            mse, _ = masked_mse(unwrap(m), val_images, val_mask, device=trainer.device)
+            return {"val_mse": mse, "val_psnr": psnr(mse)}
+
+    start = time.perf_counter()
+    result = trainer.fit(
+        loader,
+        evaluate=evaluate,
+        select="val_mse" if evaluate else None,
+        mode="min",
+        resume=args.resume,
+    )
+    if trainer.is_main:
+        minutes = (time.perf_counter() - start) / 60
+        best = f" (best epoch {result.best_epoch})" if result.best_epoch else ""
+        print(f"trained in {minutes:.1f} min{best}; run saved to {args.out}")
+        print(f"next: et eval {args.out}")
+    return Path(args.out)
+
+
+# -- et eval ----------------------------------------------------------------------------------
+
+
+def load_model(run: Path, device: Any = "cpu") -> tuple[MaskedImageModel, dict[str, Any]]:
+    """The model of a run folder (or checkpoint file) and its ``config.json``."""
+    state, config = load_run(run)
+    if config.get("task") != "image":
+        raise ValueError(f"{run} is a {config.get('task')!r} run, not an image run")
+    model = build_model(config["model"])
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval(), config
+
+
+def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``et eval RUN``: test-set masked-patch MSE and PSNR with fixed masks, and pictures."""
+    device = resolve_device(getattr(args, "device", "auto"))
+    model, config = load_model(Path(run_dir), device)
+    extra = config.get("extra", {})
+    out = Path(args.out) if getattr(args, "out", None) else Path(run_dir)
+    if out.is_file():
+        out = out.parent
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = getattr(args, "data", None) or extra.get("data")
+    dataset = extra.get("dataset", "fashion-mnist")
+    limit = getattr(args, "limit", None) or extra.get("eval_size")
+    test = load_split(
+        dataset, "test", Path(data_root) if data_root else None, model.image_size, model.channels
+    )
+    images = stack_images(test, limit)
+    _, mask = fixed_masks(model, len(images))
+
+    start = time.perf_counter()
+    mse, per_image = masked_mse(model, images, mask, device=device)
+    seconds = time.perf_counter() - start
+    interpolation = PatchInterpolation(model.patch_size)
+    interp_mse, _ = masked_mse(interpolation, images, mask)
+    metrics = {
+        "test_images": len(images),
+        "masked_patches_per_image": int(mask[0].sum()),
+        "patches_per_image": model.patches,
+        "mask_seed": EVAL_SEED,
+        "masked_mse": mse,
+        "masked_psnr": psnr(mse),
+        "interpolation_masked_mse": interp_mse,
+        "interpolation_masked_psnr": psnr(interp_mse),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "eval_seconds": seconds,
+    }
+    (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    table = metrics_table(metrics, config)
+    (out / "eval_metrics.md").write_text(table)
+    pictures = write_pictures(model, images, mask, per_image, out)
+    print(table)
+    print(f"metrics: {out / 'eval_metrics.json'}")
+    print("pictures: " + ", ".join(str(p) for p in pictures))
+    return metrics
+
+
+def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    arch = config["model"].get("arch", "et")
+    name = {"et": "Energy Transformer", "vit-mae": "ViT masked autoencoder"}[arch]
+    rows = [
+        ("model", "masked-patch MSE", "PSNR (dB)", "parameters"),
+        (
+            name,
+            f"{metrics['masked_mse']:.5f}",
+            f"{metrics['masked_psnr']:.2f}",
+            f"{metrics['parameters']:,}",
+        ),
+        (
+            "interpolation (harmonic)",
+            f"{metrics['interpolation_masked_mse']:.5f}",
+            f"{metrics['interpolation_masked_psnr']:.2f}",
+            "0",
+        ),
+    ]
+    lines = [
+        f"{metrics['test_images']} test images, {metrics['masked_patches_per_image']} of"
+        f" {metrics['patches_per_image']} patches masked (seed {metrics['mask_seed']});"
+        " MSE over masked pixels in [0, 1] units.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join("---" for _ in rows[0]) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows[1:]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_pictures(
+    model: MaskedImageModel, images: Tensor, mask: Tensor, per_image: Tensor, out: Path
+) -> list[Path]:
+    """Reconstruction grid; for ET also energy descent, memories, updates, positions."""
+    from energy_transformer import plots
+
+    device = next(model.parameters()).device
+    n = min(12, len(images))
+    x, m = images[:n].to(device), mask[:n].to(device)
+    completion = model.complete(x, m)
+    paths = [
+        plots.plot_reconstructions(
+            plots.masked_view(x.cpu(), m.cpu(), model.patch_size),
+            completion.images.cpu(),
+            x.cpu(),
+            out / "reconstructions.png",
+            title=f"{int(m[0].sum())} of {model.patches} patches masked"
+            " (numbers: masked-pixel MSE)",
+            errors=per_image[:n],
+        )
+    ]
+    if not isinstance(model, ImageEnergyTransformer):
+        return paths
+    batch = images[:64].to(device)
+    batch_mask = mask[:64].to(device)
+    out_ = model.complete(batch, batch_mask, return_trajectory=True)
+    trajectory = out_.trajectory
+    paths.append(
+        plots.plot_energy_descent(
+            trajectory.energies,
+            out / "energy.png",
+            title=f"Energy descent over {model.steps} steps (alpha = {model.alpha}),"
+            f" {len(batch)} masked test images",
+        )
+    )
+    xi_patches = model.memory_patches()
+    order = xi_patches.flatten(1).norm(dim=1).argsort(descending=True)[:144]
+    paths.append(
+        plots.plot_memories(
+            xi_patches[order].cpu(),
+            out / "memories.png",
+            title=f"Hopfield memories through the decoder (144 of {len(xi_patches)}, by norm)",
+        )
+    )
+    steps = sorted({0, 1, 2, model.steps // 2, model.steps - 1} & set(range(model.steps)))
+    if steps:
+        tokens = trajectory.tokens[steps, 0]  # (len(steps), N + 1, D) of the first image
+        updates = model.module_updates(tokens)
+        states = model.denormalize(model.unpatchify(model.decode(tokens)))
+        paths.append(
+            plots.plot_updates(
+                {k: v.cpu() for k, v in updates.items()},
+                steps,
+                out / "updates.png",
+                title="Each module's update, decoded to pixels (red: brighter, blue: darker)",
+                states=states.cpu(),
+            )
+        )
+    paths.append(
+        plots.plot_position_similarity(
+            model.pos_embed[1:].detach().cpu(),
+            model.grid,
+            out / "positions.png",
+            title="Positional embeddings: cosine similarity of each patch with every other",
+        )
+    )
+    return paths
+
+
+# -- et demo / et complete / et convert-official -----------------------------------------------
+
+
+DEMO = {
+    "epochs": 3,
+    "subset": 6000,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "warmup_epochs": 0.3,
+    "val_size": 500,
+    "eval_size": 2000,
+}
+
+
+def demo(args: argparse.Namespace) -> None:
+    """``et demo``: train the fashion-mnist preset briefly, evaluate, write pictures."""
+    out = Path(args.out)
+    if (out / "config.json").is_file():
+        shutil.rmtree(out)  # a previous demo run: start over
+    elif out.exists() and any(out.iterdir()):
+        raise SystemExit(f"error: {out} exists and is not a run folder; choose another --out")
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    train_args = parser.parse_args(
+        [
+            "--preset",
+            "fashion-mnist",
+            "--out",
+            str(out),
+            "--epochs",
+            str(DEMO["epochs"]),
+            "--subset",
+            str(DEMO["subset"]),
+            "--batch-size",
+            str(DEMO["batch_size"]),
+            "--lr",
+            str(DEMO["lr"]),
+            "--warmup-epochs",
+            str(DEMO["warmup_epochs"]),
+            "--val-size",
+            str(DEMO["val_size"]),
+            "--eval-size",
+            str(DEMO["eval_size"]),
+            "--device",
+            args.device,
+            *(["--data", str(args.data)] if args.data else []),
+        ]
+    )
+    print(
+        f"et demo: training the fashion-mnist preset on {DEMO['subset']} images for"
+        f" {DEMO['epochs']} epochs, then scoring {DEMO['eval_size']} test images"
+    )
+    start = time.perf_counter()
+    train(train_args)
+    evaluate(out, argparse.Namespace(out=out, data=args.data, device=args.device))
+    print(f"demo done in {(time.perf_counter() - start) / 60:.1f} min; everything is in {out}/")
+
+
+def complete(args: argparse.Namespace) -> None:
+    """``et complete CHECKPOINT IMAGE...``: hide patches of each image and fill them in."""
+    device = resolve_device(args.device)
+    model, _ = load_model(args.checkpoint, device)
+    from energy_transformer import plots
+
+    masked = model.masked if args.masked is None else args.masked
+    if not 0 <= masked <= model.patches:
+        raise SystemExit(f"error: --masked must be in [0, {model.patches}], got {masked}")
+    out = Path(args.out)
+    generator = torch.Generator().manual_seed(args.seed)
+    kwargs = {}
+    if isinstance(model, ImageEnergyTransformer):
+        kwargs = {"steps": args.steps, "alpha": args.alpha}
+    for path in args.images:
+        image = load_image_file(path, model.image_size, model.channels)[None].to(device)
+        ranks = torch.rand(model.patches, generator=generator).argsort().argsort()
+        mask = (ranks < masked)[None].to(device)
+        result = model.complete(image, mask, **kwargs)
+        target = out / f"{Path(path).stem}_completed.png"
+        plots.plot_completion(
+            plots.masked_view(image.cpu(), mask.cpu(), model.patch_size)[0],
+            result.images[0].cpu(),
+            image[0].cpu(),
+            target,
+            title=f"{Path(path).name}: {masked} of {model.patches} patches masked",
+        )
+        print(target)
+
+
+def convert_official(args: argparse.Namespace) -> None:
+    """``et convert-official NPZ OUT``: the released .npz layout to a run folder of ours."""
+    from energy_transformer.official import from_official_npz
+
+    model = from_official_npz(
+        args.npz,
+        steps=args.steps,
+        alpha=args.alpha,
+        mean=tuple(args.mean) if args.mean else None,
+        std=tuple(args.std) if args.std else None,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "task": "image",
+        "model": model_config_of(model),
+        "train": {},
+        "extra": {"source": str(args.npz), "dataset": args.dataset, "data": None},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_checkpoint(out / "last.safetensors", model.state_dict(), meta={"source": str(args.npz)})
+    n = sum(p.numel() for p in model.parameters())
+    c = model.config
+    print(
+        f"converted {args.npz}: {c['image_size']} px, {c['patch_size']} px patches,"
+        f" D {c['dim']}, H {c['heads']}, Y {c['head_dim']}, K {c['memories']}; {n:,} parameters"
+    )
+    print(f"wrote {out / 'config.json'} and {out / 'last.safetensors'}")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="train a small Energy Transformer on Fashion-MNIST and show what it does",
+        description="Train the fashion-mnist preset for a few minutes on the CPU, evaluate it"
+        " on test images with fixed masks, and write pictures and a metrics table.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything goes")
+    p.add_argument("--data", type=Path, default=None, help="folder holding fashion-mnist/")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.set_defaults(func=demo)
+
+    p = subparsers.add_parser(
+        "complete",
+        help="fill in hidden patches of your own images with a trained model",
+        description="Hide random patches of each IMAGE, let the model fill them in, and write"
+        " IMAGE_completed.png (masked | reconstructed | original side by side).",
+    )
+    p.add_argument("checkpoint", type=Path, help="run folder or checkpoint file of et train")
+    p.add_argument("images", type=Path, nargs="+", help="image files (png, jpg, ...)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the pictures")
+    p.add_argument("--masked", type=int, default=None, help="patches to hide (default: model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random patch choice")
+    p.add_argument("--steps", type=int, default=None, help="descent steps (default: model's)")
+    p.add_argument("--alpha", type=float, default=None, help="step size (default: model's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.set_defaults(func=complete)
+
+    p = subparsers.add_parser(
+        "convert-official",
+        help="convert the authors' released ImageNet .npz weights to a run folder",
+        description="Read an .npz in the authors' released layout (Wq, Wk, Xi, Wenc, Benc,"
+        " Wdec, Bdec, LNORM_gamma, LNORM_bias, CLS_token, MASK_token, POS_embed), infer the"
+        " model size from the shapes, and write OUT/config.json + OUT/last.safetensors for"
+        " `et eval` and `et complete`. The released weights allow self-attention.",
+    )
+    p.add_argument("npz", type=Path, help="the released .npz file")
+    p.add_argument("out", type=Path, help="run folder to write")
+    p.add_argument("--steps", type=int, default=12, help="descent steps T")
+    p.add_argument("--alpha", type=float, default=0.1, help="step size")
+    p.add_argument("--mean", type=float, nargs="+", default=None, help="pixel mean per channel")
+    p.add_argument("--std", type=float, nargs="+", default=None, help="pixel std per channel")
+    p.add_argument(
+        "--dataset", default="folder", choices=DATASETS, help="what `et eval` should score on"
+    )
+    p.set_defaults(func=convert_official)
+
+
+__all__ = [
+    "ARCHS",
+    "add_commands",
+    "add_train_arguments",
+    "build_model",
+    "evaluate",
+    "masked_loss",
+    "masked_mse",
+    "train",
+]
