@@ -108,42 +108,49 @@ class EdgeKeySets:
         if q.shape[2] != self.num_nodes:
             raise ValueError(f"q has {q.shape[2]} tokens but the graph has {self.num_nodes} nodes")
 
-    def _softmax_parts(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-edge scores' softmax pieces: gathered keys ``(b, h, E, y)``, scores
-        ``(b, h, E)`` and per-node logsumexp ``(b, h, N)`` (0 where a node has no key)."""
+    def _softmax_parts(
+        self, q: Tensor, k: Tensor, beta: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-edge pieces: gathered queries and keys ``(b, E, h, y)``, softmax weights
+        :math:`\\omega` ``(b, E, h)`` and per-node logsumexp ``(b, N, h)`` (0 without keys)."""
         self._check(q, k)
         src, dst, has_keys = self._edges_on(q.device)
-        k_src = k.index_select(2, src)
-        scores = (q.index_select(2, dst) * k_src).sum(-1) * beta[:, None]  # (b, h, E)
-        shape = (*scores.shape[:2], self.num_nodes)
-        index = dst.expand_as(scores)
+        # Token-major layout: each gathered row is one node's heads * head_dim contiguous floats.
+        q_dst = q.transpose(1, 2).index_select(1, dst)
+        k_src = k.transpose(1, 2).index_select(1, src)
+        scores = (q_dst * k_src).sum(-1) * beta  # (b, E, h)
+        shape = (scores.shape[0], self.num_nodes, scores.shape[2])
+        has_keys = has_keys[:, None]
         # The shift only keeps exp() in range; its gradient cancels, so it is detached.
         top = torch.full(shape, float("-inf"), dtype=scores.dtype, device=scores.device)
-        top = top.scatter_reduce(2, index, scores.detach(), "amax", include_self=True)
+        index = dst[None, :, None].expand_as(scores)
+        top = top.scatter_reduce(1, index, scores.detach(), "amax", include_self=True)
         top = torch.where(has_keys, top, torch.zeros_like(top))
+        unnorm = (scores - top.index_select(1, dst)).exp()
         total = torch.zeros(shape, dtype=scores.dtype, device=scores.device)
-        total = total.index_add(2, dst, (scores - top.index_select(2, dst)).exp())
-        # A node without keys has total 0; log(1) keeps it at 0 energy and finite.
-        lse = top + torch.where(has_keys, total, torch.ones_like(total)).log()
-        lse = torch.where(has_keys, lse, torch.zeros_like(lse))
-        return k_src, scores, lse
+        total = total.index_add(1, dst, unnorm)
+        # A node without keys has total 0: log(1) keeps it finite, then it is zeroed.
+        total = torch.where(has_keys, total, torch.ones_like(total))
+        lse = torch.where(has_keys, top + total.log(), torch.zeros_like(top))
+        omega = unnorm / total.index_select(1, dst)
+        return q_dst, k_src, omega, lse
 
     def node_energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
         """Each query's share of :math:`E_{att}`: :math:`-\\sum_h \\frac{1}{\\beta_h}
         \\log\\sum_{B \\to C} \\exp(\\beta_h A_{hBC})`, ``(batch, N)``; sums to :meth:`energy`."""
-        _, _, lse = self._softmax_parts(q, k, beta)
-        return -(lse / beta[:, None]).sum(1)
+        lse = self._softmax_parts(q, k, beta)[-1]
+        return -(lse / beta).sum(-1)
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
         return self.node_energy(q, k, beta).sum(-1)
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
         src, dst, _ = self._edges_on(q.device)
-        k_src, scores, lse = self._softmax_parts(q, k, beta)
-        omega = (scores - lse.index_select(2, dst)).exp().unsqueeze(-1)  # (b, h, E, 1)
-        dq = torch.zeros_like(q).index_add(2, dst, omega * k_src)
-        dk = torch.zeros_like(k).index_add(2, src, omega * q.index_select(2, dst))
-        return dq, dk
+        q_dst, k_src, omega, _ = self._softmax_parts(q, k, beta)
+        omega = omega.unsqueeze(-1)  # (b, E, h, 1)
+        dq = torch.zeros_like(q.transpose(1, 2)).index_add(1, dst, omega * k_src)
+        dk = torch.zeros_like(k.transpose(1, 2)).index_add(1, src, omega * q_dst)
+        return dq.transpose(1, 2), dk.transpose(1, 2)
 
     def __repr__(self) -> str:
         return f"EdgeKeySets(num_nodes={self.num_nodes}, num_edges={self.num_edges})"

@@ -1,0 +1,90 @@
+"""NodeEnergyTransformer: shapes, per-node energies, training signal, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from energy_transformer.models.node import NodeEnergyTransformer
+from energy_transformer.nn.sparse_attention import EdgeKeySets
+
+
+def toy_graph(n=20, e=60, f=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, n, (2, e), generator=g)
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    return torch.randn(n, f, generator=g), edge_index
+
+
+@pytest.mark.parametrize("concat_input", [True, False])
+def test_forward_shapes_and_trajectory(concat_input):
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=3, concat_input=concat_input)
+    logits, traj = model(x, ei, return_trajectory=True)
+    assert logits.shape == (20, 2)
+    assert traj.tokens.shape == (4, 1, 20, 8)
+    assert traj.energies.total.shape == (4, 1)
+    torch.testing.assert_close(logits, model(x, ei))
+
+
+def test_node_energies_sum_to_block_energy():
+    torch.manual_seed(0)
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=2, qk_init_std=0.3).double()
+    tokens = torch.randn(20, 8, dtype=torch.float64)
+    parts = model.node_energies(tokens, ei)
+    keysets = EdgeKeySets(ei, 20, self_loops=True)
+    terms = model.block.energy_terms(tokens.unsqueeze(0), keysets=keysets)
+    torch.testing.assert_close(parts["attention"].sum(), terms.attention[0])
+    torch.testing.assert_close(parts["hopfield"].sum(), terms.hopfield[0])
+    torch.testing.assert_close(parts["total"], parts["attention"] + parts["hopfield"])
+    scores = model.energy_scores(x.double(), ei)
+    assert scores.shape == (20,) and torch.isfinite(scores).all()
+
+
+def test_isolated_nodes_without_self_loops_stay_finite():
+    x, _ = toy_graph()
+    ei = torch.tensor([[0, 1], [1, 0]])  # 18 isolated nodes
+    model = NodeEnergyTransformer(5, dim=8, heads=1, head_dim=4, self_loops=False)
+    assert torch.isfinite(model(x, ei)).all()
+    assert torch.isfinite(model.energy_scores(x, ei, term="attention")).all()
+    assert torch.all(model.energy_scores(x, ei, term="attention")[2:] == 0)
+
+
+def test_learns_a_graph_signal():
+    # Label = whether a node's neighbours have positive mean feature: needs message passing.
+    torch.manual_seed(0)
+    n = 60
+    x = torch.randn(n, 1)
+    ring = torch.arange(n)
+    ei = torch.stack([torch.cat([ring, (ring + 1) % n]), torch.cat([(ring + 1) % n, ring])])
+    y = ((x.roll(1, 0) + x.roll(-1, 0)) > 0).long().squeeze(1)
+    model = NodeEnergyTransformer(1, dim=16, heads=2, head_dim=8, steps=2, alpha=0.5)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    first = None
+    for _ in range(50):
+        loss = F.cross_entropy(model(x, ei), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_keysets_are_cached_per_edge_tensor():
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=1, head_dim=4)
+    assert model.keysets(ei, 20) is model.keysets(ei, 20)
+    assert model.keysets(ei.clone(), 20) is not model.keysets(ei, 20)
+
+
+def test_bad_inputs():
+    model = NodeEnergyTransformer(5, dim=8, heads=1, head_dim=4)
+    x, ei = toy_graph()
+    with pytest.raises(ValueError, match="3 features but the model expects 5"):
+        model(x[:, :3], ei)
+    with pytest.raises(ValueError, match="floating-point"):
+        model(x.long(), ei)
+    with pytest.raises(ValueError, match="term must be one of"):
+        model.energy_scores(x, ei, term="kinetic")
+    with pytest.raises(ValueError, match="in_dim"):
+        NodeEnergyTransformer(0)
