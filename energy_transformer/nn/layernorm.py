@@ -23,7 +23,8 @@ class EnergyLayerNorm(nn.Module):
     {D s^2}\big]` with :math:`P = I - \mathbf{1}\mathbf{1}^\top / D` is symmetric positive
     semi-definite exactly when :math:`\gamma > 0`; that is what makes the ET energy a Lyapunov
     function of the dynamics. ``gamma`` is therefore stored as ``log_gamma`` and exposed as
-    ``gamma = exp(log_gamma)``, positive for every value of the parameter. It is one scalar: a
+    ``gamma = exp(log_gamma)``, positive for every value of the parameter (clamped at the
+    dtype's smallest normal number, so that ``exp`` cannot underflow to 0). It is one scalar: a
     per-feature gamma would make :math:`g` no longer a gradient.
 
     Args:
@@ -52,7 +53,7 @@ class EnergyLayerNorm(nn.Module):
     @property
     def gamma(self) -> Tensor:
         """The positive scale :math:`\\gamma = \\exp(\\text{log\\_gamma})`, a 0-d tensor."""
-        return self.log_gamma.exp()
+        return self.log_gamma.exp().clamp_min(torch.finfo(self.log_gamma.dtype).tiny)
 
     def _centred_and_scale(self, x: Tensor) -> tuple[Tensor, Tensor]:
         centred = x - x.mean(dim=-1, keepdim=True)

@@ -1,0 +1,166 @@
+"""Energy attention: the energy against a loop over the spec's sum, the closed-form gradient
+against autograd, key sets (mask, padding, exclude_self), empty key sets, learnable beta."""
+
+import math
+
+import pytest
+import torch
+from core_factory import DTYPE, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energy_transformer import DenseKeySets, EnergyAttention
+
+
+def loop_energy(q, k, beta, allowed):
+    """Spec §1.2 written as loops: -(1/beta_h) sum_C log sum_{B in S(C)} exp(beta_h q_C . k_B)."""
+    batch, heads, tokens, _ = q.shape
+    energy = torch.zeros(batch, dtype=q.dtype)
+    for b in range(batch):
+        for h in range(heads):
+            for c in range(tokens):
+                keys = [j for j in range(tokens) if allowed[b, c, j]]
+                if not keys:
+                    continue  # empty key set: no energy
+                terms = torch.stack([beta[h] * q[b, h, c] @ k[b, h, j] for j in keys])
+                energy[b] -= torch.logsumexp(terms, 0) / beta[h]
+    return energy
+
+
+def random_qk(batch, heads, tokens, head_dim, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, tokens, head_dim, generator=gen, dtype=DTYPE)
+    k = torch.randn(batch, heads, tokens, head_dim, generator=gen, dtype=DTYPE)
+    beta = torch.rand(heads, generator=gen, dtype=DTYPE) + 0.3
+    return q, k, beta
+
+
+def allowed_keys(batch, tokens, mask, padding_mask, exclude_self):
+    allowed = torch.ones(batch, tokens, tokens, dtype=torch.bool)
+    if exclude_self:
+        allowed &= ~torch.eye(tokens, dtype=torch.bool)
+    if mask is not None:
+        allowed &= mask
+    if padding_mask is not None:
+        allowed &= ~padding_mask[:, None, :] & ~padding_mask[:, :, None]
+    return allowed
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    heads=st.integers(1, 3),
+    tokens=st.integers(1, 6),
+    head_dim=st.integers(1, 4),
+    exclude_self=st.booleans(),
+    use_mask=st.booleans(),
+    use_padding=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_energy_equals_loop_and_grad_equals_autograd(
+    batch, heads, tokens, head_dim, exclude_self, use_mask, use_padding, seed
+):
+    q, k, beta = random_qk(batch, heads, tokens, head_dim, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    mask = torch.rand(batch, tokens, tokens, generator=gen) < 0.5 if use_mask else None
+    padding_mask = None
+    if use_padding:
+        padding_mask = torch.rand(batch, tokens, generator=gen) < 0.3
+    keysets = DenseKeySets(tokens, mask, padding_mask, exclude_self, DTYPE)
+    allowed = allowed_keys(batch, tokens, mask, padding_mask, exclude_self)
+
+    q.requires_grad_()
+    k.requires_grad_()
+    energy = keysets.energy(q, k, beta)
+    assert torch.isfinite(energy).all()
+    torch.testing.assert_close(energy, loop_energy(q.detach(), k.detach(), beta, allowed))
+
+    dq, dk = keysets.neg_grad(q.detach(), k.detach(), beta)
+    gq, gk = torch.autograd.grad(energy.sum(), (q, k))
+    assert torch.isfinite(dq).all() and torch.isfinite(dk).all()
+    torch.testing.assert_close(dq, -gq, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dk, -gk, rtol=1e-10, atol=1e-12)
+
+
+def test_mask_is_additive_not_multiplicative():
+    # A masked-out key with a huge score must have no influence at all.
+    q, k, beta = random_qk(1, 1, 3, 2)
+    mask = torch.tensor([[True, True, False], [True, True, True], [True, True, True]])
+    keysets = DenseKeySets(3, mask, dtype=DTYPE)
+    k_far = k.clone()
+    k_far[0, 0, 2] = 1e3 * q[0, 0, 0]
+    dq, _ = keysets.neg_grad(q, k, beta)
+    dq_far, _ = keysets.neg_grad(q, k_far, beta)
+    torch.testing.assert_close(dq[0, 0, 0], dq_far[0, 0, 0])
+
+
+def test_isolated_node_finite_and_zero_gradient():
+    # Token 2's mask row is all False and exclude_self: an empty key set.
+    tokens = 4
+    q, k, beta = random_qk(2, 2, tokens, 3)
+    mask = torch.ones(tokens, tokens, dtype=torch.bool)
+    mask[2] = False
+    keysets = DenseKeySets(tokens, mask, exclude_self=True, dtype=DTYPE)
+    q.requires_grad_()
+    energy = keysets.energy(q, k, beta)
+    (gq,) = torch.autograd.grad(energy.sum(), q)
+    dq, dk = keysets.neg_grad(q.detach(), k, beta)
+    for t in (energy, gq, dq, dk):
+        assert torch.isfinite(t).all()
+    assert (dq[:, :, 2] == 0).all() and (gq[:, :, 2] == 0).all()
+    # Its query contributes no energy: the energy does not depend on q_2 at all.
+    q2 = q.detach().clone()
+    q2[:, :, 2] = 100.0
+    torch.testing.assert_close(keysets.energy(q2, k, beta), energy.detach())
+
+
+def test_all_keys_masked_everywhere_gives_zero():
+    q, k, beta = random_qk(2, 2, 3, 2)
+    keysets = DenseKeySets(3, torch.zeros(3, 3, dtype=torch.bool), dtype=DTYPE)
+    assert (keysets.energy(q, k, beta) == 0).all()
+    dq, dk = keysets.neg_grad(q, k, beta)
+    assert (dq == 0).all() and (dk == 0).all()
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+@pytest.mark.parametrize("learn_beta", [False, True])
+def test_module_neg_grad_equals_autograd(exclude_self, learn_beta):
+    torch.manual_seed(0)
+    att = EnergyAttention(5, 3, 4, learn_beta=learn_beta, init_std=0.7).to(DTYPE)
+    g = torch.randn(2, 6, 5, dtype=DTYPE, requires_grad=True)
+    keysets = DenseKeySets(6, exclude_self=exclude_self, dtype=DTYPE)
+    (grad,) = torch.autograd.grad(att.energy(g, keysets).sum(), g)
+    assert rel_err(att.neg_grad(g.detach(), keysets), -grad) < 1e-10
+
+
+def test_shapes_and_defaults():
+    att = EnergyAttention(10, 3, 7)
+    assert att.wq.shape == att.wk.shape == (3, 7, 10)
+    assert "beta" not in dict(att.named_parameters())
+    torch.testing.assert_close(att.beta, torch.full((3,), 1 / math.sqrt(7)))
+    q, k = att.project(torch.randn(2, 5, 10))
+    assert q.shape == k.shape == (2, 3, 5, 7)
+    learned = EnergyAttention(10, 3, 7, beta=0.5, learn_beta=True)
+    assert learned.beta.shape == (3,) and learned.beta.requires_grad
+    assert (learned.beta == 0.5).all()
+
+
+def test_learned_beta_per_head_gets_its_own_gradient():
+    torch.manual_seed(1)
+    att = EnergyAttention(4, 3, 2, learn_beta=True, init_std=0.8).to(DTYPE)
+    with torch.no_grad():
+        att.beta.copy_(torch.tensor([0.3, 0.9, 1.7]))
+    g = torch.randn(2, 5, 4, dtype=DTYPE)
+    keysets = DenseKeySets(5, dtype=DTYPE)
+    att.energy(g, keysets).sum().backward()
+    grad = att.beta.grad.clone()
+    # Finite difference per head: each head's beta only moves that head's term.
+    for h in range(3):
+        eps = 1e-6
+        with torch.no_grad():
+            att.beta[h] += eps
+            up = att.energy(g, keysets).sum()
+            att.beta[h] -= 2 * eps
+            down = att.energy(g, keysets).sum()
+            att.beta[h] += eps
+        assert math.isclose(grad[h].item(), ((up - down) / (2 * eps)).item(), rel_tol=1e-6)

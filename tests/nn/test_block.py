@@ -1,0 +1,373 @@
+"""The Energy Transformer block: closed-form gradient == autograd of the energy, monotone and
+bounded energy descent, padding invariance, batching, training through unrolled steps, errors."""
+
+import math
+
+import pytest
+import torch
+from core_factory import DTYPE, make_block, make_inputs, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import functional_call
+
+from energy_transformer import DenseKeySets, EnergyTransformer
+
+block_config = {
+    "dim": st.integers(4, 10),
+    "heads": st.integers(1, 3),
+    "head_dim": st.integers(1, 5),
+    "memories": st.integers(1, 12),
+    "hopfield": st.sampled_from(["relu", "softmax"]),
+    "exclude_self": st.booleans(),
+    "learn_beta": st.booleans(),
+}
+input_config = {
+    "batch": st.integers(1, 3),
+    "tokens": st.integers(1, 7),
+    "mask": st.booleans(),
+    "padding": st.booleans(),
+    "seed": st.integers(0, 10_000),
+}
+
+
+def reference_neg_grad(block, x, mask=None, padding_mask=None):
+    """-dE/dg at g = LN(x) by autograd of the per-module energies (not the block's own code)."""
+    g = block.norm(x).detach().requires_grad_()
+    keysets = DenseKeySets(x.shape[1], mask, padding_mask, block.exclude_self, DTYPE)
+    weight = None if padding_mask is None else (~padding_mask).to(DTYPE)[..., None]
+    energy = block.attention.energy(g, keysets) + block.hopfield.energy(g, weight)
+    (grad,) = torch.autograd.grad(energy.sum(), g)
+    return -grad
+
+
+@settings(max_examples=40, deadline=None)
+@given(**block_config, **input_config)
+def test_closed_form_equals_autograd(
+    dim,
+    heads,
+    head_dim,
+    memories,
+    hopfield,
+    exclude_self,
+    learn_beta,
+    batch,
+    tokens,
+    mask,
+    padding,
+    seed,
+):
+    block = make_block(dim, heads, head_dim, memories, hopfield, exclude_self, learn_beta, seed)
+    x, attn_mask, padding_mask = make_inputs(batch, tokens, dim, seed, mask, padding)
+    expected = -reference_neg_grad(block, x, attn_mask, padding_mask)
+    for gradient in ("closed_form", "autograd"):
+        got = block.energy_grad(x, attn_mask, padding_mask, gradient=gradient)
+        assert rel_err(got, expected) < 1e-10, gradient
+        with torch.no_grad():  # the in-place inference path
+            got = block.energy_grad(x, attn_mask, padding_mask, gradient=gradient)
+        assert rel_err(got, expected) < 1e-10, gradient
+    # The descent itself: both gradients, with and without autograd, give the same tokens.
+    steps = {"steps": 3, "alpha": 0.05, "mask": attn_mask, "padding_mask": padding_mask}
+    reference = block(x, gradient="autograd", **steps)
+    assert rel_err(block(x, **steps), reference) < 1e-10
+    with torch.no_grad():
+        assert rel_err(block(x, **steps), reference) < 1e-10
+
+
+def test_energy_terms_are_the_module_energies():
+    block = make_block(hopfield="softmax", exclude_self=True)
+    x, mask, padding_mask = make_inputs(2, 5, 6, mask=True, padding=True)
+    g = block.norm(x)
+    keysets = DenseKeySets(5, mask, padding_mask, True, DTYPE)
+    weight = (~padding_mask).to(DTYPE)[..., None]
+    terms = block.energy_terms(x, mask, padding_mask)
+    torch.testing.assert_close(terms.attention, block.attention.energy(g, keysets))
+    torch.testing.assert_close(terms.hopfield, block.hopfield.energy(g, weight))
+    torch.testing.assert_close(terms.total, terms.attention + terms.hopfield)
+    torch.testing.assert_close(block.energy(x, mask, padding_mask), terms.total)
+
+
+@torch.no_grad()
+def energy_lower_bound(block: EnergyTransformer, tokens: int) -> float:
+    """A bound from ||g - delta|| <= gamma sqrt(D): |g| <= R, so |q . k| <= |W^Q_h| |W^K_h| R^2."""
+    radius = float(block.norm.gamma * math.sqrt(block.dim) + block.norm.delta.norm())
+    att = block.attention
+    bound = 0.0
+    for h in range(att.heads):
+        a_max = float(
+            torch.linalg.matrix_norm(att.wq[h], 2) * torch.linalg.matrix_norm(att.wk[h], 2)
+        )
+        bound -= tokens * (a_max * radius**2 + math.log(tokens) / float(att.beta[h]))
+    xi_norms = block.hopfield.xi.norm(dim=-1)
+    if block.hopfield.kind == "relu":
+        bound -= tokens * 0.5 * float((xi_norms * radius).pow(2).sum())
+    else:
+        beta_hn = float(block.hopfield.beta)
+        bound -= tokens * (
+            float(xi_norms.max()) * radius + math.log(block.hopfield.memories) / beta_hn
+        )
+    return bound
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    dim=st.integers(4, 10),
+    heads=st.integers(1, 3),
+    hopfield=st.sampled_from(["relu", "softmax"]),
+    exclude_self=st.booleans(),
+    mask=st.booleans(),
+    padding=st.booleans(),
+    scale=st.floats(0.1, 10.0),
+    seed=st.integers(0, 10_000),
+)
+def test_energy_never_increases_and_is_bounded_below(
+    dim, heads, hopfield, exclude_self, mask, padding, scale, seed
+):
+    block = make_block(dim, heads, 3, 2 * dim, hopfield, exclude_self, seed=seed)
+    x, attn_mask, padding_mask = make_inputs(2, 5, dim, seed, mask, padding)
+    with torch.no_grad():
+        _, traj = block(
+            scale * x, steps=12, alpha=1e-3, mask=attn_mask, padding_mask=padding_mask,
+            return_trajectory=True,
+        )  # fmt: skip
+    energy = traj.energies.total  # (steps + 1, batch)
+    increase = energy[1:] - energy[:-1]
+    assert (increase <= 1e-12 * (1 + energy[:-1].abs())).all(), increase.max()
+    assert (increase < 0).any()
+    assert (energy >= energy_lower_bound(block, 5)).all()
+
+
+def test_energy_bounded_below_for_any_tokens():
+    block = make_block(memories=10, hopfield="relu")
+    bound = energy_lower_bound(block, 4)
+    x = torch.randn(200, 4, 6, dtype=DTYPE) * torch.logspace(-3, 3, 200, dtype=DTYPE)[:, None, None]
+    assert (block.energy(x) >= bound).all()
+    # A long descent with the spec's step size stays above it too.
+    with torch.no_grad():
+        _, traj = block(x[:5], steps=60, alpha=0.1, return_trajectory=True)
+    assert (traj.energies.total >= bound).all()
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_padding_invariance(gradient, exclude_self):
+    block = make_block(hopfield="softmax", exclude_self=exclude_self, seed=3)
+    x, mask, _ = make_inputs(2, 5, 6, seed=3, mask=True)
+    extra = torch.randn(2, 3, 6, dtype=DTYPE)
+    x_pad = torch.cat([x, extra], dim=1)
+    mask_pad = torch.rand(2, 8, 8) < 0.6  # random where padding is involved
+    mask_pad[:, :5, :5] = mask
+    padding_mask = torch.zeros(2, 8, dtype=torch.bool)
+    padding_mask[:, 5:] = True
+    for grad_enabled in (True, False):
+        with torch.set_grad_enabled(grad_enabled):
+            out, traj = block(x, 4, 0.1, mask, gradient=gradient, return_trajectory=True)
+            out_pad, traj_pad = block(
+                x_pad, 4, 0.1, mask_pad, padding_mask, gradient=gradient, return_trajectory=True
+            )
+        torch.testing.assert_close(out_pad[:, :5], out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out_pad[:, 5:], extra, rtol=0, atol=0)  # padding stays put
+        for term, term_pad in zip(traj.energies, traj_pad.energies, strict=True):
+            torch.testing.assert_close(term_pad, term, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+def test_batched_equals_one_by_one(gradient):
+    block = make_block(exclude_self=True, seed=5)
+    x, mask, padding_mask = make_inputs(3, 6, 6, seed=5, mask=True, padding=True)
+    out, traj = block(x, 3, 0.1, mask, padding_mask, gradient=gradient, return_trajectory=True)
+    for b in range(3):
+        one, traj_one = block(
+            x[b : b + 1], 3, 0.1, mask[b : b + 1], padding_mask[b : b + 1], gradient=gradient,
+            return_trajectory=True,
+        )  # fmt: skip
+        torch.testing.assert_close(out[b : b + 1], one, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(traj.energies.total[:, b : b + 1], traj_one.energies.total)
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+def test_isolated_node(gradient):
+    # Token 1 attends nothing (mask row all False, exclude_self) and nobody attends it.
+    block = make_block(exclude_self=True, seed=7)
+    x, _, _ = make_inputs(2, 5, 6, seed=7)
+    mask = torch.ones(5, 5, dtype=torch.bool)
+    mask[1, :] = False
+    mask[:, 1] = False
+    g = block.norm(x)
+    keysets = DenseKeySets(5, mask, exclude_self=True, dtype=DTYPE)
+    att_grad = block.attention.neg_grad(g, keysets)
+    assert torch.isfinite(att_grad).all() and (att_grad[:, 1] == 0).all()
+    grad = block.energy_grad(x, mask, gradient=gradient)
+    out = block(x, 3, 0.1, mask, gradient=gradient)
+    assert torch.isfinite(grad).all() and torch.isfinite(out).all()
+    # Only the Hopfield term moves it: the same as with no attention partner at all.
+    hopfield_only = -block.hopfield.neg_grad(g)
+    torch.testing.assert_close(grad[:, 1], hopfield_only[:, 1], rtol=1e-12, atol=1e-12)
+
+
+def tiny_descent(block, names, gradient, x, padding_mask):
+    def run(*params):
+        state = dict(zip(names, params, strict=True))
+        out = functional_call(
+            block,
+            state,
+            (x,),
+            {"steps": 2, "alpha": 0.3, "padding_mask": padding_mask, "gradient": gradient},
+        )
+        return out.pow(2).sum(dim=(1, 2))
+
+    return run
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+@pytest.mark.parametrize(("hopfield", "learn_beta"), [("relu", True), ("softmax", False)])
+def test_parameter_gradients_match_finite_differences(gradient, hopfield, learn_beta):
+    block = make_block(4, 2, 2, 5, hopfield, exclude_self=True, learn_beta=learn_beta, seed=11)
+    x, _, padding_mask = make_inputs(2, 3, 4, seed=11, padding=True)
+    names, params = zip(*block.named_parameters(), strict=True)
+    fn = tiny_descent(block, names, gradient, x, padding_mask)
+    inputs = tuple(p.detach().clone().requires_grad_() for p in params)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hopfield", ["relu", "softmax"])
+def test_training_gives_equal_parameter_grads_for_both_paths(hopfield):
+    block = make_block(8, 3, 4, 16, hopfield, exclude_self=False, learn_beta=True, seed=13)
+    x, mask, padding_mask = make_inputs(3, 6, 8, seed=13, mask=True, padding=True)
+    x.requires_grad_()
+    target = torch.randn_like(x)
+    grads = {}
+    for gradient in ("closed_form", "autograd"):
+        block.zero_grad()
+        x.grad = None
+        out = block(x, 5, 0.1, mask, padding_mask, gradient=gradient)
+        (out - target).pow(2).sum().backward()
+        grads[gradient] = {n: p.grad.clone() for n, p in block.named_parameters()} | {"x": x.grad}
+    assert set(grads["closed_form"]) == {
+        "norm.log_gamma", "norm.delta", "attention.wq", "attention.wk", "attention.beta",
+        "hopfield.xi", "x",
+    } | ({"hopfield.beta"} if hopfield == "softmax" else set())  # fmt: skip
+    for name, grad in grads["autograd"].items():
+        assert grad.abs().sum() > 0, name
+        assert rel_err(grads["closed_form"][name], grad) < 1e-10, name
+
+
+def test_inference_does_not_touch_the_input_and_matches_grad_mode():
+    block = make_block()
+    x, mask, padding_mask = make_inputs(2, 5, 6, mask=True, padding=True)
+    x_before = x.clone()
+    with_grad, traj = block(x, 3, 0.1, mask, padding_mask, return_trajectory=True)
+    with torch.no_grad():
+        without, traj_ng = block(x, 3, 0.1, mask, padding_mask, return_trajectory=True)
+    assert torch.equal(x, x_before)
+    torch.testing.assert_close(without, with_grad, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(traj_ng.tokens, traj.tokens, rtol=1e-13, atol=1e-13)
+    assert not without.requires_grad and with_grad.requires_grad
+
+
+def test_trajectory_records_tokens_and_energies():
+    block = make_block(hopfield="softmax")
+    x, _, padding_mask = make_inputs(2, 4, 6, padding=True)
+    out, traj = block(x, 4, 0.1, padding_mask=padding_mask, return_trajectory=True)
+    assert traj.tokens.shape == (5, 2, 4, 6)
+    torch.testing.assert_close(traj.tokens[0], x)
+    torch.testing.assert_close(traj.tokens[-1], out)
+    for t in range(5):
+        terms = block.energy_terms(traj.tokens[t], padding_mask=padding_mask)
+        for got, expected in zip(traj.energies, terms, strict=True):
+            torch.testing.assert_close(got[t], expected)
+    assert torch.equal(block(x, steps=0), x)
+
+
+def test_noise_spares_padding_and_follows_the_seed():
+    block = make_block()
+    x, _, padding_mask = make_inputs(2, 5, 6, padding=True)
+    torch.manual_seed(0)
+    a = block(x, 2, 0.1, padding_mask=padding_mask, noise_std=0.5)
+    torch.manual_seed(0)
+    b = block(x, 2, 0.1, padding_mask=padding_mask, noise_std=0.5)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a[padding_mask], x[padding_mask], rtol=0, atol=0)
+    assert not torch.allclose(a, block(x, 2, 0.1, padding_mask=padding_mask))
+
+
+def test_bfloat16_energies_reported_in_float32():
+    block = make_block(std=0.1).to(torch.bfloat16)
+    x = torch.randn(2, 5, 6, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out, traj = block(x, 2, 0.1, return_trajectory=True)
+    assert out.dtype == torch.bfloat16 and traj.energies.total.dtype == torch.float32
+
+
+def test_public_names_and_shapes():
+    block = EnergyTransformer(16, 4, 8)
+    assert block.attention.wq.shape == block.attention.wk.shape == (4, 8, 16)
+    assert block.hopfield.xi.shape == (64, 16) and block.hopfield.kind == "relu"
+    assert block.norm.delta.shape == (16,) and block.norm.gamma.item() == pytest.approx(1.0)
+    assert not block.exclude_self
+    assert block.energy(torch.randn(3, 5, 16)).shape == (3,)
+
+
+X = torch.randn(2, 4, 6, dtype=DTYPE)
+BAD_CALLS = [
+    # (exception, message fragment, call kwargs)
+    (ValueError, "shape \\(batch, tokens, dim\\)", {"x": X[0]}),
+    (ValueError, "dim 5", {"x": X[..., :5]}),
+    (TypeError, "floating-point", {"x": X.long()}),
+    (TypeError, "torch.Tensor", {"x": X.tolist()}),
+    (ValueError, "NaN or inf", {"x": X.clone().index_fill_(1, torch.tensor([2]), float("nan"))}),
+    (ValueError, "NaN or inf", {"x": X.clone().index_fill_(2, torch.tensor([0]), float("inf"))}),
+    (ValueError, "mask must have shape", {"mask": torch.ones(2, 4, 5, dtype=torch.bool)}),
+    (ValueError, "mask must have shape", {"mask": torch.ones(3, 4, 4, dtype=torch.bool)}),
+    (TypeError, "mask must be a bool", {"mask": torch.ones(4, 4)}),
+    (
+        ValueError,
+        "padding_mask must have shape",
+        {"padding_mask": torch.zeros(2, 5, dtype=torch.bool)},
+    ),
+    (TypeError, "padding_mask must be a bool", {"padding_mask": torch.zeros(2, 4)}),
+    (ValueError, "steps", {"steps": -1}),
+    (ValueError, "steps", {"steps": 2.5}),
+    (ValueError, "steps", {"steps": True}),
+    (ValueError, "alpha", {"alpha": 0.0}),
+    (ValueError, "alpha", {"alpha": -0.1}),
+    (ValueError, "alpha", {"alpha": float("nan")}),
+    (ValueError, "alpha", {"alpha": float("inf")}),
+    (TypeError, "alpha", {"alpha": "0.1"}),
+    (ValueError, "noise_std", {"noise_std": -1.0}),
+    (ValueError, "gradient must be one of", {"gradient": "numerical"}),
+    (
+        ValueError,
+        "either mask or keysets",
+        {"mask": torch.ones(4, 4, dtype=torch.bool), "keysets": DenseKeySets(4)},
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "match", "kwargs"), BAD_CALLS)
+def test_bad_input_gets_a_clear_error(error, match, kwargs):
+    block = make_block()
+    kwargs = {"x": X} | kwargs
+    with pytest.raises(error, match=match):
+        block(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dim": 0}, "dim"),
+        ({"heads": 1.5}, "heads"),
+        ({"head_dim": -2}, "head_dim"),
+        ({"hopfield": "tanh"}, "hopfield kind"),
+    ],
+)
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EnergyTransformer(**{"dim": 4, "heads": 2, "head_dim": 3} | kwargs)
+
+
+def test_energy_and_energy_grad_check_their_inputs():
+    block = make_block()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        block.energy(torch.full((1, 3, 6), float("nan"), dtype=DTYPE))
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        block.energy_grad(X, gradient="exact")
