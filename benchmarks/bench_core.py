@@ -1,0 +1,254 @@
+"""Closed-form descent vs autograd of the energy: time, peak memory and FLOP rate (issue 2).
+
+Both paths run the same block with the same stacked projection ``g @ [W^Q; W^K; xi]^T``; they
+differ only in how ``dE/dg`` is obtained each step: spec §1.2/§1.3's closed form, or
+``torch.autograd.grad`` of the energy (the authors' JAX and PyTorch approach; training then
+needs ``create_graph=True``, a double backward).
+
+Measured, in one run on one machine, for each preset:
+
+- inference: ``steps`` descent steps under ``torch.no_grad``;
+- training step: the same forward with grad enabled, then ``backward`` of a scalar loss to the
+  parameters.
+
+FLOPs of one descent step, counted analytically (matrix products only):
+``4 B N D (2 H Y + K)`` for the stacked projection and back-projection plus ``6 B H N^2 Y`` for
+the scores, ``Omega K`` and ``Omega^T Q``. A training step is counted as three forward passes
+(forward + backward of every product). The machine's matmul rate is measured in the same run on
+a square product of the same dtype.
+
+Peak memory is the high-water mark of tensor memory allocated during the call, above what was
+allocated before it (inputs and weights excluded): on CUDA from ``torch.cuda.max_memory_allocated``,
+on CPU by replaying the allocation events that ``torch.profiler`` records with
+``profile_memory=True`` (a separate, untimed run).
+
+Run ``python benchmarks/bench_core.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from energy_transformer import EnergyTransformer
+
+# name -> (tokens N, dim D, heads H, head_dim Y, memories K, batch B)
+PRESETS: dict[str, tuple[int, int, int, int, int, int]] = {
+    "small": (65, 128, 4, 32, 512, 32),
+    "image": (197, 768, 12, 64, 3072, 8),
+}
+GRADIENTS = ("closed_form", "autograd")
+FLOP_FORMULA = "4*B*N*D*(2*H*Y + K) + 6*B*H*N^2*Y"
+
+
+def step_flops(batch: int, tokens: int, dim: int, heads: int, head_dim: int, memories: int) -> int:
+    """Matrix-product FLOPs of one descent step (see :data:`FLOP_FORMULA`)."""
+    projections = 4 * batch * tokens * dim * (2 * heads * head_dim + memories)
+    attention = 6 * batch * heads * tokens**2 * head_dim
+    return projections + attention
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, interleaved so that load drifts hit all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes of tensor memory allocated by ``fn`` above what was allocated before it."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    allocations = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.tag == _EventType.Allocation:
+            allocations.append((event.start_time_ns, event.extra_fields.alloc_size))
+        stack.extend(event.children)
+    live = peak = 0
+    for _, size in sorted(allocations):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+def matmul_rate(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """Best FLOP/s of a ``size``-square matrix product in ``dtype`` on ``device``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    times = time_calls({"mm": lambda: torch.mm(a, b, out=out)}, repeats, 2, device)["mm"]
+    return 2 * size**3 / min(times)
+
+
+@dataclass
+class Row:
+    preset: str
+    mode: str
+    seconds: dict[str, float]
+    peak_bytes: dict[str, int]
+    flops: float
+
+
+def bench_preset(
+    name: str,
+    sizes: tuple[int, int, int, int, int, int],
+    args: argparse.Namespace,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[Row]:
+    tokens, dim, heads, head_dim, memories, batch = sizes
+    torch.manual_seed(0)
+    block = EnergyTransformer(dim, heads, head_dim, memories).to(device=device, dtype=dtype)
+    x = torch.randn(args.batch or batch, tokens, dim, device=device, dtype=dtype)
+    batch = x.shape[0]
+    flops = args.steps * step_flops(batch, tokens, dim, heads, head_dim, memories)
+
+    def inference(gradient: str) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return block(x, steps=args.steps, alpha=0.1, gradient=gradient)
+
+        return run
+
+    def training(gradient: str) -> Callable[[], object]:
+        def run() -> None:
+            block.zero_grad(set_to_none=True)
+            out = block(x, steps=args.steps, alpha=0.1, gradient=gradient)
+            out.float().pow(2).mean().backward()
+
+        return run
+
+    rows = []
+    for mode, make, mode_flops in (
+        ("inference", inference, flops),
+        ("training", training, 3 * flops),
+    ):
+        fns = {gradient: make(gradient) for gradient in GRADIENTS}
+        times = time_calls(fns, args.repeats, args.warmup, device)
+        rows.append(
+            Row(
+                preset=name,
+                mode=mode,
+                seconds={g: min(t) for g, t in times.items()},
+                peak_bytes={g: peak_memory(fn, device) for g, fn in fns.items()},
+                flops=mode_flops,
+            )
+        )
+    return rows
+
+
+def format_table(rows: Sequence[Row], rate: float) -> str:
+    lines = [
+        "| preset | mode | closed form ms | autograd ms | speed-up | closed form GFLOP/s "
+        "(% of matmul) | autograd GFLOP/s (% of matmul) | closed form peak MiB | "
+        "autograd peak MiB | memory ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cf, ag = row.seconds["closed_form"], row.seconds["autograd"]
+        mcf, mag = row.peak_bytes["closed_form"], row.peak_bytes["autograd"]
+        rate_cf, rate_ag = row.flops / cf, row.flops / ag
+        lines.append(
+            f"| {row.preset} | {row.mode} | {cf * 1e3:.1f} | {ag * 1e3:.1f} | {ag / cf:.2f}x | "
+            f"{rate_cf / 1e9:.1f} ({100 * rate_cf / rate:.0f}%) | "
+            f"{rate_ag / 1e9:.1f} ({100 * rate_ag / rate:.0f}%) | "
+            f"{mcf / 2**20:.1f} | {mag / 2**20:.1f} | {mcf / max(mag, 1):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--preset", choices=["small", "image", "both"], default="both")
+    parser.add_argument("--batch", type=int, default=None, help="override the preset's batch")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per path (best is kept)"
+    )
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
+    parser.add_argument(
+        "--matmul-size", type=int, default=None, help="side of the reference square product"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the benchmark, print and return the markdown report."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    torch.set_num_threads(args.threads)
+    matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+    rate = matmul_rate(matmul_size, dtype, device, max(args.repeats, 3))
+
+    presets = PRESETS if args.preset == "both" else {args.preset: PRESETS[args.preset]}
+    rows = [
+        row
+        for name, sizes in presets.items()
+        for row in bench_preset(name, sizes, args, device, dtype)
+    ]
+
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+        memory_how = "torch.cuda.max_memory_allocated above the allocation before the call"
+    else:
+        machine = f"{platform.processor() or platform.machine()}, {args.threads} torch threads"
+        memory_how = "tensor allocations replayed from torch.profiler(profile_memory=True)"
+    header = [
+        f"torch {torch.__version__}, device {machine}, dtype {args.dtype} "
+        f"(energies reduced in float32), {args.steps} steps, alpha 0.1, best of "
+        f"{args.repeats} timed calls per path (interleaved) after {args.warmup} warm-up",
+        f"matmul rate: {rate / 1e9:.1f} GFLOP/s ({matmul_size}^3 {args.dtype} product, best "
+        "of the same run)",
+        f"FLOPs per step: {FLOP_FORMULA}; training counted as 3x the forward's FLOPs",
+        f"peak memory: {memory_how}, inputs and weights excluded",
+        "sizes: "
+        + ", ".join(
+            f"{n} N={s[0]} D={s[1]} H={s[2]} Y={s[3]} K={s[4]} B={args.batch or s[5]}"
+            for n, s in presets.items()
+        ),
+    ]
+    report = "\n".join(f"- {line}" for line in header) + "\n\n" + format_table(rows, rate)
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

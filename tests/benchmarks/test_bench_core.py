@@ -1,0 +1,41 @@
+"""The core benchmark's harness end to end at a toy size (timings themselves are not checked)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_core.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_core", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_formula(bench):
+    # Image preset, one step: 4*8*197*768*(2*12*64 + 3072) + 6*8*12*197^2*64.
+    assert bench.step_flops(8, 197, 768, 12, 64, 3072) == 22_309_502_976 + 1_430_654_976
+
+
+def test_main_prints_a_full_table(bench, capsys):
+    report = bench.main(
+        ["--preset", "small", "--batch", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]
+        + ["--matmul-size", "128"]
+    )
+    assert report in capsys.readouterr().out
+    rows = [line for line in report.splitlines() if line.startswith("| small")]
+    assert [row.split("|")[2].strip() for row in rows] == ["inference", "training"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[3:-1]]
+        assert len(cells) == 8
+        closed_ms, autograd_ms, speedup = float(cells[0]), float(cells[1]), cells[2]
+        assert closed_ms > 0 and autograd_ms > 0
+        assert float(speedup.rstrip("x")) == pytest.approx(autograd_ms / closed_ms, rel=0.05)
+        closed_mib, autograd_mib = float(cells[5]), float(cells[6])
+        assert closed_mib > 0 and autograd_mib > 0  # the memory probe saw the allocations
