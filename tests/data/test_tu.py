@@ -1,0 +1,167 @@
+"""TU loader: exact parsing of a hand-written dataset, clear errors, the real MUTAG counts."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from energy_transformer.data.paths import DataNotFoundError
+from energy_transformer.data.tu import keep_first_nodes, load_tu, read_tu, write_tu
+
+# Three graphs: a triangle (nodes 1-3), a path 4-5, an isolated node 6.
+TINY = {
+    "A": "1, 2\n2, 1\n2, 3\n3, 2\n3, 1\n1, 3\n4, 5\n5, 4\n",
+    "graph_indicator": "1\n1\n1\n2\n2\n3\n",
+    "graph_labels": "-1\n1\n-1\n",
+    "node_labels": "3\n5\n3\n7\n5\n3\n",
+    "node_attributes": "0.5, 1.0\n1.5, 2.0\n2.5, 3.0\n3.5, 4.0\n4.5, 5.0\n5.5, 6.0\n",
+}
+
+
+def write_tiny(tmp_path: Path, files: dict[str, str] = TINY, as_zip: bool = True) -> Path:
+    if as_zip:
+        path = tmp_path / "TINY.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for key, text in files.items():
+                # The public zips use "NAME//NAME_A.txt" member names: the loader must cope.
+                z.writestr(f"TINY//TINY_{key}.txt", text)
+        return path
+    folder = tmp_path / "TINY"
+    folder.mkdir()
+    for key, text in files.items():
+        (folder / f"TINY_{key}.txt").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_tiny_dataset_parsed_exactly(tmp_path, as_zip):
+    ds = read_tu(write_tiny(tmp_path, as_zip=as_zip))
+    assert ds.name == "TINY" and len(ds) == 3
+    assert ds.classes == ["-1", "1"]
+    assert ds.labels.tolist() == [0, 1, 0]
+    triangle, path, single = ds
+    assert triangle.edge_index.tolist() == [[0, 0, 1, 1, 2, 2], [1, 2, 0, 2, 0, 1]]
+    assert path.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert single.edge_index.shape == (2, 0) and single.num_nodes == 1
+    # x = one-hot of the labels {3, 5, 7} -> {0, 1, 2}, then the two attributes.
+    assert triangle.x.tolist() == [
+        [1, 0, 0, 0.5, 1.0],
+        [0, 1, 0, 1.5, 2.0],
+        [1, 0, 0, 2.5, 3.0],
+    ]
+    assert path.x[:, :3].tolist() == [[0, 0, 1], [0, 1, 0]]
+    assert path.node_label.tolist() == [2, 1]
+    assert ds.num_features == 5 and ds.num_classes == 2
+
+
+def test_feature_choices(tmp_path):
+    path = write_tiny(tmp_path)
+    assert read_tu(path, node_features="labels").num_features == 3
+    attrs = read_tu(path, node_features="attributes")
+    assert attrs[1].x.tolist() == [[3.5, 4.0], [4.5, 5.0]]
+    degree = read_tu(path, node_features="degree")
+    # degrees 2,2,2 | 1,1 | 0 -> one-hot over 0..2
+    assert degree[0].x.argmax(1).tolist() == [2, 2, 2]
+    assert degree[1].x.argmax(1).tolist() == [1, 1]
+    assert degree[2].x.tolist() == [[1, 0, 0]]
+    capped = read_tu(path, node_features="degree", max_degree=1)
+    assert capped[0].x.tolist() == [[0, 1]] * 3
+    with pytest.raises(ValueError, match="node_features must be one of"):
+        read_tu(path, node_features="colour")
+
+
+def test_no_node_labels_falls_back_to_degrees(tmp_path):
+    files = {k: v for k, v in TINY.items() if k in ("A", "graph_indicator", "graph_labels")}
+    ds = read_tu(write_tiny(tmp_path, files))
+    assert ds.feature_names == ["degree: one-hot 0..2"]
+    assert not hasattr(ds[0], "node_label") or ds[0].node_label is None
+    with pytest.raises(FileNotFoundError, match="TINY_node_attributes.txt is missing"):
+        read_tu(write_tiny(tmp_path, files), node_features="attributes")
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "message"),
+    [
+        ("A", "1, 2\n2, 1\n2, x\n", r"TINY_A.txt, line 3: expected integers, got '2, x'"),
+        ("A", "1, 2\n2\n", r"TINY_A.txt, line 2: expected 2 comma-separated values, got 1"),
+        ("A", "1, 2\n1, 9\n", r"TINY_A.txt, line 2: node id outside 1..6"),
+        ("A", "1, 2\n3, 4\n", r"TINY_A.txt, line 2: edge '3, 4' joins two different graphs"),
+        ("graph_indicator", "1\n1\n1\n2\n2\n4\n", r"graph_indicator.txt, line 6: graph id 4"),
+        ("graph_indicator", "1\n1\n1\n3\n3\n3\n", r"graph_indicator.txt: graph 2 has no nodes"),
+        ("graph_labels", "-1\n1.5\n-1\n", r"TINY_graph_labels.txt, line 2: expected integers"),
+        ("node_labels", "3\n5\n3\n", r"TINY_node_labels.txt has 3 lines, expected 6"),
+        ("node_attributes", "0.5, 1\n" * 5 + "0.5\n", r"node_attributes.txt, line 6: expected 2"),
+        (
+            "node_attributes",
+            "0.5, 1\n" * 5 + "0.5, nan?\n",
+            r"attributes.txt, line 6: expected num",
+        ),
+        ("graph_labels", "\n\n", r"TINY_graph_labels.txt is empty"),
+    ],
+)
+def test_malformed_files_name_file_and_line(tmp_path, key, text, message):
+    files = dict(TINY, **{key: text})
+    with pytest.raises(ValueError, match=message):
+        read_tu(write_tiny(tmp_path, files))
+
+
+def test_missing_file_and_bad_paths(tmp_path):
+    files = {k: v for k, v in TINY.items() if k != "graph_labels"}
+    with pytest.raises(FileNotFoundError, match="TINY_graph_labels.txt is missing"):
+        read_tu(write_tiny(tmp_path, files))
+    not_zip = tmp_path / "X.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(ValueError, match="is not a zip file"):
+        read_tu(not_zip)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_tu(tmp_path / "nowhere")
+
+
+def test_load_tu_offline_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match="NOPE.zip"):
+        load_tu("NOPE", tmp_path, allow_download=False)
+
+
+def test_load_tu_from_root_layout_and_round_trip(tmp_path):
+    ds = read_tu(write_tiny(tmp_path))
+    write_tu(tmp_path / "root" / "TUDataset", "COPY", ds.graphs, attributes=False)
+    copy = load_tu("COPY", tmp_path / "root")
+    assert len(copy) == 3
+    for a, b in zip(ds, copy, strict=True):
+        assert torch.equal(a.edge_index, b.edge_index)
+        assert torch.equal(a.node_label, b.node_label)
+        assert torch.equal(a.y, b.y)
+    folder = write_tu(tmp_path / "plain", "COPY", ds.graphs, attributes=True, as_zip=False)
+    again = read_tu(folder)
+    assert torch.allclose(again[0].x[:, 3:], ds[0].x)  # labels one-hot, then x as attributes
+
+
+def test_keep_first_nodes(tmp_path):
+    triangle = read_tu(write_tiny(tmp_path))[0]
+    cut = keep_first_nodes(triangle, 2)
+    assert cut.num_nodes == 2 and cut.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert cut.x.shape == (2, 5) and cut.y.tolist() == triangle.y.tolist()
+    assert keep_first_nodes(triangle, 3) is triangle
+    with pytest.raises(ValueError, match="max_nodes"):
+        keep_first_nodes(triangle, 0)
+
+
+def test_mutag_counts():
+    root = os.environ.get("ET_DATA")
+    if not root or not (Path(root) / "TUDataset" / "MUTAG.zip").is_file():
+        pytest.skip("ET_DATA with TUDataset/MUTAG.zip not available")
+    ds = load_tu("MUTAG", root, allow_download=False)
+    assert len(ds) == 188
+    assert torch.bincount(ds.labels).tolist() == [63, 125]
+    assert ds.classes == ["-1", "1"]
+    assert sum(g.num_nodes for g in ds) == 3371
+    assert sum(g.edge_index.shape[1] for g in ds) == 7442
+    assert ds.num_features == 7  # one-hot atom types
+    for g in ds:  # undirected: every edge listed both ways
+        pairs = set(map(tuple, g.edge_index.t().tolist()))
+        assert all((t, s) in pairs for s, t in pairs)
