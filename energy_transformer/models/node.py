@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,14 +92,20 @@ class NodeEnergyTransformer(nn.Module):
         )
         width = 2 * dim if concat_input else dim
         self.head = nn.Sequential(nn.Linear(width, dim), nn.ReLU(), nn.Linear(dim, num_classes))
-        self._keysets: tuple[tuple[Any, ...], EdgeKeySets] | None = None
+        self._keysets: tuple[Tensor, tuple[int, int], EdgeKeySets] | None = None
 
     def keysets(self, edge_index: Tensor, num_nodes: int) -> EdgeKeySets:
-        """The graph's :class:`EdgeKeySets`, cached while the same edge tensor is passed."""
-        key = (edge_index.data_ptr(), edge_index.shape, edge_index.device, num_nodes)
-        if self._keysets is None or self._keysets[0] != key:
-            self._keysets = (key, EdgeKeySets(edge_index, num_nodes, self_loops=self.self_loops))
-        return self._keysets[1]
+        """The graph's :class:`EdgeKeySets`, cached while the same (unmodified) edge tensor
+        is passed; the cache holds a reference, so a freed tensor's memory cannot alias it."""
+        cached = self._keysets
+        if (
+            cached is None
+            or cached[0] is not edge_index
+            or cached[1] != (edge_index._version, num_nodes)
+        ):
+            keysets = EdgeKeySets(edge_index, num_nodes, self_loops=self.self_loops)
+            self._keysets = cached = (edge_index, (edge_index._version, num_nodes), keysets)
+        return cached[2]
 
     def _check(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 2:

@@ -1,0 +1,424 @@
+"""Graph anomaly detection protocols: splits, training, model selection and scoring.
+
+Two protocols, one harness, the same budget for every model:
+
+- ``"bwgnn"`` (the ET paper's, from BWGNN, Tang et al. 2022): stratified train split of 1% or
+  40%, the rest split 1:2 into validation and test; class-weighted cross-entropy; the macro-F1
+  threshold is tuned on validation over 0.05..0.95; test macro-F1 and AUROC are read at the epoch
+  of best validation macro-F1.
+- ``"gadbench"`` (Tang et al., NeurIPS 2023): stratified 40% train, the rest 1:2 val:test;
+  AUROC, AUPRC and Rec@K (K = number of true anomalies); test scores at the epoch of best
+  validation AUPRC; 10 seeds.
+
+Neural models (ET and the PyG baselines) train full-batch through
+:class:`~energy_transformer.train.Trainer`, evaluated on validation after every epoch;
+RF-Graph is fitted once with scikit-learn. Results are mean :math:`\\pm` std over seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from energy_transformer.metrics import auprc, auroc, macro_f1, recall_at_k, tune_threshold_macro_f1
+from energy_transformer.models.gad_baselines import GAD_BASELINES, RFGraph, is_neural
+from energy_transformer.models.node import NodeEnergyTransformer
+from energy_transformer.train import TrainConfig, Trainer, seed_everything
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A protocol: default train ratio, the validation metric that selects the epoch, and the
+    test metrics reported (keys of :func:`score_split`)."""
+
+    name: str
+    train_ratio: float
+    select: str
+    metrics: tuple[str, ...]
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "bwgnn": Protocol("bwgnn", 0.4, "val_macro_f1", ("macro_f1", "auroc")),
+    "gadbench": Protocol("gadbench", 0.4, "val_auprc", ("auroc", "auprc", "rec_at_k")),
+}
+MODELS: tuple[str, ...] = ("et", *GAD_BASELINES)
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+# -- splits ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Node indices (int64, sorted) of one train / validation / test split."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+
+
+def stratified_split(
+    y: Tensor, train_ratio: float, seed: int = 0, label_mask: Tensor | None = None
+) -> Split:
+    """Stratified split: ``train_ratio`` of each class to train, the rest 1:2 into val:test.
+
+    Args:
+        y: ``(N,)`` labels in {0, 1}.
+        train_ratio: fraction of the labelled nodes used for training, in (0, 1).
+        seed: the permutation's seed.
+        label_mask: ``(N,)`` bool; nodes with False (e.g. Amazon's unlabeled users) are left out.
+
+    Every class gets at least one node in each part, so ratios as small as 1% still give a
+    training set with both classes.
+    """
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must lie in (0, 1), got {train_ratio}")
+    labelled = torch.ones_like(y, dtype=torch.bool) if label_mask is None else label_mask
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[Tensor]] = [[], [], []]
+    for c in (0, 1):
+        idx = torch.nonzero((y == c) & labelled).flatten()
+        if idx.numel() < 3:
+            raise ValueError(f"class {c} has {idx.numel()} labelled nodes; a split needs >= 3")
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        n_train = min(max(1, round(train_ratio * idx.numel())), idx.numel() - 2)
+        n_val = max(1, round((idx.numel() - n_train) / 3))
+        parts[0].append(idx[:n_train])
+        parts[1].append(idx[n_train : n_train + n_val])
+        parts[2].append(idx[n_train + n_val :])
+    return Split(*(torch.cat(p).sort().values for p in parts))
+
+
+def file_split(data: Any, index: int = 0) -> Split:
+    """The ``index``-th split shipped with a dataset (``train_masks`` ... of the .npz layout)."""
+    if not hasattr(data, "train_masks"):
+        raise ValueError("this dataset ships no split masks (train_masks/val_masks/test_masks)")
+    masks = (data.train_masks, data.val_masks, data.test_masks)
+    if not 0 <= index < masks[0].shape[0]:
+        raise ValueError(f"split index {index} out of range [0, {masks[0].shape[0]})")
+    return Split(*(torch.nonzero(m[index]).flatten() for m in masks))
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+RANKING = ("auroc", "auprc", "rec_at_k")
+
+
+def score_split(scores: Tensor, y: Tensor, split: Split) -> dict[str, float]:
+    """Validation and test metrics of anomaly scores ``(N,)`` (higher = more anomalous).
+
+    Keys ``val_<m>`` and ``test_<m>`` for ``m`` in ``macro_f1``, ``auroc``, ``auprc``,
+    ``rec_at_k``, plus ``threshold``: the macro-F1 threshold is the one maximising validation
+    macro-F1 over 0.05..0.95 (scores read as probabilities), then applied to test. All metrics
+    are computed at once so that one training run serves every protocol.
+    """
+    scores, y = scores.detach().float().cpu(), y.cpu()
+    sv, yv, st, yt = scores[split.val], y[split.val], scores[split.test], y[split.test]
+    out: dict[str, float] = {}
+    out["threshold"], out["val_macro_f1"] = tune_threshold_macro_f1(sv, yv)
+    out["test_macro_f1"] = macro_f1((st > out["threshold"]).long(), yt)
+    for name, fn in (("auroc", auroc), ("auprc", auprc), ("rec_at_k", recall_at_k)):
+        out[f"val_{name}"], out[f"test_{name}"] = fn(sv, yv), fn(st, yt)
+    return out
+
+
+def select_epoch(history: list[dict[str, float]], protocol: Protocol) -> dict[str, float]:
+    """The epoch's row with the best validation metric of ``protocol`` (first one on ties)."""
+    if not history:
+        raise ValueError("no epochs to select from")
+    return max(history, key=lambda row: row[protocol.select])
+
+
+def pick_test(row: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    return {k: row[f"test_{k}"] for k in names}
+
+
+def class_weight(y: Tensor) -> Tensor:
+    """Cross-entropy weights ``[1, #normal / #anomalous]`` of the training labels."""
+    pos = int(y.sum())
+    if pos == 0 or pos == y.numel():
+        raise ValueError("the training nodes hold a single class; both are needed")
+    return torch.tensor([1.0, (y.numel() - pos) / pos])
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@dataclass
+class HarnessConfig:
+    """What every model of a comparison shares: epochs, optimiser, sizes.
+
+    ``et`` holds extra keyword arguments of :class:`NodeEnergyTransformer`; ``baseline`` those of
+    the PyG baselines; ``rf`` those of :class:`RFGraph`.
+    """
+
+    epochs: int = 100
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    hidden: int = 64
+    grad_clip: float | None = 1.0
+    standardize: bool = True
+    device: str = "auto"
+    progress: bool = False
+    et: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    rf: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(name: str, in_dim: int, cfg: HarnessConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """A neural model by name and the keyword arguments that rebuild it."""
+    if name == "et":
+        kwargs = {"in_dim": in_dim, "dim": cfg.hidden, **cfg.et}
+        return NodeEnergyTransformer(**kwargs), {"name": name, **kwargs}
+    if name not in GAD_BASELINES or not is_neural(name):
+        raise ValueError(f"unknown neural model {name!r}; choose from {MODELS}")
+    kwargs = {"in_dim": in_dim, "hidden": cfg.hidden, **cfg.baseline}
+    return GAD_BASELINES[name](**kwargs), {"name": name, **kwargs}
+
+
+def rebuild_model(model_config: dict[str, Any]) -> nn.Module:
+    """The inverse of :func:`build_model`'s second output."""
+    kwargs = dict(model_config)
+    name = kwargs.pop("name")
+    if name == "et":
+        return NodeEnergyTransformer(**kwargs)
+    return GAD_BASELINES[name](**kwargs)
+
+
+def prepare(data: Any, standardize: bool = True) -> Any:
+    """Standardise node features with statistics over all nodes (labels are not used)."""
+    data = data.clone()
+    if standardize:
+        mean, std = data.x.mean(0), data.x.std(0)
+        data.x = (data.x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    return data
+
+
+def anomaly_scores(model: nn.Module, data: Any) -> Tensor:
+    """Softmax probability of class 1 for every node, ``(N,)``."""
+    return torch.softmax(model(data.x, data.edge_index), dim=-1)[:, 1]
+
+
+@dataclass
+class RunResult:
+    """One model, one seed: per protocol, the test metrics at its selected epoch; wall time.
+
+    ``energy_metrics`` (ET only): ranking metrics of the final node energies as anomaly
+    scores, with the weights selected by the first protocol.
+    """
+
+    model: str
+    seed: int
+    metrics: dict[str, dict[str, float]]
+    seconds: float
+    best_epoch: dict[str, int] = field(default_factory=dict)
+    energy_metrics: dict[str, float] | None = None
+    state: dict[str, Tensor] | None = None
+
+
+def _protocols(protocols: str | Protocol | list | tuple) -> list[Protocol]:
+    if isinstance(protocols, (str, Protocol)):
+        protocols = [protocols]
+    out = [get_protocol(p) if isinstance(p, str) else p for p in protocols]
+    if not out:
+        raise ValueError("give at least one protocol")
+    return out
+
+
+def train_neural(
+    name: str,
+    data: Any,
+    split: Split,
+    protocols: str | Protocol | list,
+    cfg: HarnessConfig,
+    seed: int,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    extra_config: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train one neural model full-batch with weighted cross-entropy; select on validation.
+
+    The Trainer keeps the weights of the first protocol's best epoch; every protocol reads its
+    own best epoch from the per-epoch history (they differ only in the selection metric).
+    """
+    protocols = _protocols(protocols)
+    seed_everything(seed)
+    model, model_config = build_model(name, data.x.shape[1], cfg)
+    weight = class_weight(data.y[split.train])
+    train_idx = split.train
+
+    def loss_fn(m: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        logits = m(batch.x, batch.edge_index)
+        idx = train_idx.to(logits.device)
+        loss = F.cross_entropy(logits[idx], batch.y[idx], weight=weight.to(logits.device))
+        return loss, {}
+
+    train_cfg = TrainConfig(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_epochs=0.0,
+        min_lr=cfg.lr,  # constant learning rate: GADBench and BWGNN use Adam without schedule
+        grad_clip=cfg.grad_clip,
+        seed=seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        log_every=1,
+    )
+    extra = {
+        **(extra_config or {}),
+        "protocols": [p.name for p in protocols],
+        "seed": seed,
+        "standardize": cfg.standardize,
+    }
+    trainer = Trainer(
+        model,
+        loss_fn,
+        train_cfg,
+        run_dir=run_dir,
+        task="anomaly",
+        model_config=model_config,
+        extra_config=extra,
+    )
+    graph = data.to(trainer.device)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return score_split(anomaly_scores(m, graph), graph.y, split)
+
+    start = time.perf_counter()
+    result = trainer.fit([graph], evaluate=evaluate, select=protocols[0].select, resume=resume)
+    seconds = time.perf_counter() - start
+    metrics, best_epoch = {}, {}
+    for p in protocols:
+        row = select_epoch(result.history, p)
+        metrics[p.name], best_epoch[p.name] = pick_test(row, p.metrics), int(row["epoch"])
+    model.load_state_dict(result.best_state)
+    model.eval()
+    energy = None
+    if name == "et":
+        scores = model.energy_scores(graph.x, graph.edge_index)
+        energy = pick_test(score_split(scores, graph.y, split), RANKING)
+    return RunResult(name, seed, metrics, seconds, best_epoch, energy, result.best_state)
+
+
+def fit_rf(
+    data: Any, split: Split, protocols: str | Protocol | list, cfg: HarnessConfig, seed: int
+) -> RunResult:
+    """Fit RF-Graph on the training nodes and score validation and test once."""
+    start = time.perf_counter()
+    rf = RFGraph(seed=seed, **cfg.rf).fit(data.x, data.edge_index, data.y, split.train)
+    row = score_split(rf.predict_proba(data.x, data.edge_index), data.y, split)
+    seconds = time.perf_counter() - start
+    metrics = {p.name: pick_test(row, p.metrics) for p in _protocols(protocols)}
+    return RunResult("rf-graph", seed, metrics, seconds)
+
+
+def run_one(
+    name: str,
+    data: Any,
+    protocols: str | Protocol | list,
+    cfg: HarnessConfig,
+    seed: int,
+    split: Split,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    extra_config: dict[str, Any] | None = None,
+) -> RunResult:
+    """One model, one seed, on a given split (``extra_config`` goes to the run's config)."""
+    if name == "rf-graph":
+        return fit_rf(data, split, protocols, cfg, seed)
+    sizes = [len(split.train), len(split.val), len(split.test)]
+    extra = {**(extra_config or {}), "split_sizes": sizes}
+    return train_neural(name, data, split, protocols, cfg, seed, run_dir, resume, extra)
+
+
+def run_protocols(
+    data: Any,
+    protocols: str | Protocol | list = ("gadbench", "bwgnn"),
+    models: list[str] | tuple[str, ...] = MODELS,
+    seeds: list[int] | tuple[int, ...] = tuple(range(10)),
+    cfg: HarnessConfig | None = None,
+    train_ratio: float | None = None,
+    run_root: Path | None = None,
+    resume: bool = False,
+    on_result: Callable[[RunResult], None] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> list[RunResult]:
+    """Run every model for every seed on ``data`` (one graph) under the given protocols.
+
+    For a given seed every model sees the same stratified split (``train_ratio``, default the
+    first protocol's; the rest 1:2 val:test). The protocols share each training run and
+    differ in the validation metric that picks the reported epoch. Checkpoints go to
+    ``run_root/<model>/seed<k>/`` when ``run_root`` is given (``resume`` continues them), with
+    ``extra_config`` (and the train ratio) recorded in each run's ``config.json``.
+    """
+    protocols = _protocols(protocols)
+    cfg = cfg or HarnessConfig()
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {MODELS}")
+    data = prepare(data, cfg.standardize)
+    ratio = protocols[0].train_ratio if train_ratio is None else train_ratio
+    results = []
+    for seed in seeds:
+        split = stratified_split(data.y, ratio, seed, getattr(data, "label_mask", None))
+        for name in models:
+            run_dir = None if run_root is None else Path(run_root) / name / f"seed{seed}"
+            extra = {**(extra_config or {}), "train_ratio": ratio}
+            result = run_one(name, data, protocols, cfg, seed, split, run_dir, resume, extra)
+            result.state = None  # keep memory flat over many runs
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def summarize(
+    results: list[RunResult], protocol: str | Protocol
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per model: metric -> (mean, std over seeds) under ``protocol``; ``seconds`` is the mean
+    wall time per seed (one run serves all protocols). ET's energy score is the row
+    ``et-energy`` (ranking metrics only)."""
+    protocol = _protocols(protocol)[0]
+    rows: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        row = rows.setdefault(r.model, {})
+        for k, v in {**r.metrics[protocol.name], "seconds": r.seconds}.items():
+            row.setdefault(k, []).append(v)
+        if r.energy_metrics is not None:
+            erow = rows.setdefault(f"{r.model}-energy", {})
+            for k in protocol.metrics:
+                if k in r.energy_metrics:
+                    erow.setdefault(k, []).append(r.energy_metrics[k])
+    return {
+        model: {k: (float(np.mean(v)), float(np.std(v))) for k, v in row.items()}
+        for model, row in rows.items()
+    }
+
+
+def format_table(summary: dict[str, dict[str, tuple[float, float]]], scale: float = 100.0) -> str:
+    """A markdown table: one row per model, ``mean ± std`` (in %) per metric, seconds per seed."""
+    metrics = list(dict.fromkeys(k for row in summary.values() for k in row if k != "seconds"))
+    head = "| model | " + " | ".join(metrics) + " | s / seed |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    for model, row in summary.items():
+        cells = [
+            f"{row[k][0] * scale:.1f} ± {row[k][1] * scale:.1f}" if k in row else "-"
+            for k in metrics
+        ]
+        sec = f"{row['seconds'][0]:.1f}" if "seconds" in row else "(in et)"
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {sec} |")
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""Graph anomaly detection: an Energy Transformer over a graph's edges, against GNN baselines.
+
+Plugs into the ``et`` command line: ``et train anomaly --dataset tolokers --protocol gadbench``
+trains ET (or any baseline, or all of them) for several seeds under the GADBench and/or BWGNN
+protocol and writes checkpoints, a results table and figures; ``et eval RUN`` re-scores the
+saved weights and redraws the figures.
+
+Run folder layout: ``RUN/config.json`` (the command), ``RUN/results.json`` and
+``RUN/results.md`` (per protocol, mean ± std over seeds), ``RUN/<model>/seed<k>/`` (one
+Trainer run each: ``config.json``, ``best.safetensors``, ``last.safetensors``, ``metrics.csv``)
+and ``RUN/figures/`` (ET's energy descent, score distributions of normal vs anomalous nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from energy_transformer.data.gad import GAD_DATASETS, load_gad
+from energy_transformer.protocols.gad import (
+    MODELS,
+    PROTOCOLS,
+    HarnessConfig,
+    RunResult,
+    anomaly_scores,
+    file_split,
+    format_table,
+    prepare,
+    rebuild_model,
+    run_one,
+    run_protocols,
+    score_split,
+    stratified_split,
+    summarize,
+)
+from energy_transformer.train import load_run, resolve_device
+
+PROTOCOL_CHOICES = (*PROTOCOLS, "both")
+
+
+def _seeds(text: str) -> list[int]:
+    """``"5"`` -> seeds 0..4; ``"0,3,7"`` (or ``"7,"`` for one) -> those seeds."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"seeds must be a count or a list: {text!r}") from err
+    if "," in text:
+        return seeds
+    if len(seeds) != 1 or seeds[0] < 1:
+        raise argparse.ArgumentTypeError(f"a seed count must be >= 1, got {text!r}")
+    return list(range(seeds[0]))
+
+
+def _models(text: str) -> list[str]:
+    names = list(MODELS) if text == "all" else [m.strip() for m in text.split(",")]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; choose from {MODELS}")
+    return names
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="tolokers", choices=sorted(GAD_DATASETS))
+    parser.add_argument(
+        "--protocol",
+        default="gadbench",
+        choices=PROTOCOL_CHOICES,
+        help="gadbench: select on val AUPRC, report AUROC/AUPRC/Rec@K; bwgnn: select on val"
+        " macro-F1 (threshold tuned on val), report macro-F1/AUROC; both: one run, both tables",
+    )
+    parser.add_argument(
+        "--model", type=_models, default=["et"], help=f"comma list of {MODELS}, or all"
+    )
+    parser.add_argument(
+        "--train-ratio", type=float, default=0.4, help="stratified train fraction (1%%: 0.01)"
+    )
+    parser.add_argument(
+        "--seeds", type=_seeds, default=[0], help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
+    )
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--head-dim", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2, help="ET descent steps T")
+    parser.add_argument("--alpha", type=float, default=0.1, help="ET step size")
+    parser.add_argument("--no-self-loops", action="store_true", help="exclude B = C (paper)")
+    parser.add_argument("--no-concat", action="store_true", help="classify final tokens only")
+    parser.add_argument(
+        "--splits",
+        default="random",
+        choices=("random", "file"),
+        help="random: stratified per seed; file: the dataset's own masks (split = seed)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/anomaly"))
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: $ET_DATA)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _config(args: argparse.Namespace) -> HarnessConfig:
+    return HarnessConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        hidden=args.hidden,
+        device=args.device,
+        progress=not args.no_progress,
+        et={
+            "heads": args.heads,
+            "head_dim": args.head_dim,
+            "steps": args.steps,
+            "alpha": args.alpha,
+            "self_loops": not args.no_self_loops,
+            "concat_input": not args.no_concat,
+        },
+    )
+
+
+def _protocol_names(name: str) -> list[str]:
+    # The first protocol's selection decides which weights are saved as best.safetensors.
+    return ["gadbench", "bwgnn"] if name == "both" else [name]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def results_markdown(results: list[RunResult], protocols: list[str], title: str) -> str:
+    parts = [f"# {title}\n"]
+    for p in protocols:
+        parts.append(f"## protocol: {p} (metrics in %, mean ± std over seeds)\n")
+        parts.append(format_table(summarize(results, p)) + "\n")
+    return "\n".join(parts)
+
+
+def train(args: argparse.Namespace) -> None:
+    """``et train anomaly``: every chosen model, every seed, one results table per protocol."""
+    protocols = _protocol_names(args.protocol)
+    data = load_gad(args.dataset, root=args.data)
+    cfg = _config(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    command.pop("func", None)
+    _write_json(args.out / "config.json", {"task": "anomaly", "command": command})
+    record = {"dataset": args.dataset, "data": str(args.data) if args.data else None}
+    if args.splits == "file":
+        record["splits"] = "file"
+    print(
+        f"{args.dataset}: {data.num_nodes} nodes, {data.edge_index.shape[1]} directed edges,"
+        f" {int(data.y[data.label_mask].sum())} anomalies; models {args.model},"
+        f" seeds {args.seeds}, protocol {args.protocol}"
+    )
+    results: list[RunResult] = []
+
+    def report(r: RunResult) -> None:
+        results.append(r)
+        shown = " ".join(f"{p}:{m}" for p, m in r.metrics.items())
+        print(f"[{r.model} seed {r.seed}] {shown} ({r.seconds:.1f}s)", flush=True)
+
+    if args.splits == "file":
+        _run_file_splits(data, protocols, args, cfg, record, report)
+    else:
+        run_protocols(
+            data,
+            protocols,
+            args.model,
+            args.seeds,
+            cfg,
+            args.train_ratio,
+            run_root=args.out,
+            resume=args.resume,
+            on_result=report,
+            extra_config=record,
+        )
+    title = f"{args.dataset}, train ratio {args.train_ratio}, {args.epochs} epochs"
+    text = results_markdown(results, protocols, title)
+    (args.out / "results.md").write_text(text)
+    _write_json(
+        args.out / "results.json",
+        {p: summarize(results, p) for p in protocols} | {"runs": [_run_record(r) for r in results]},
+    )
+    print(text)
+    if "et" in args.model:
+        figures(args.out / "et" / f"seed{args.seeds[0]}", args.out / "figures", args.data)
+    print(f"results: {args.out / 'results.md'}")
+
+
+def _run_file_splits(data, protocols, args, cfg, record, report) -> None:
+    """The dataset's own split masks, split ``k`` for seed ``k``."""
+    prepared = prepare(data, cfg.standardize)
+    for seed in args.seeds:
+        split = file_split(data, seed)
+        for name in args.model:
+            run_dir = args.out / name / f"seed{seed}"
+            extra = {**record, "train_ratio": None}
+            report(
+                run_one(name, prepared, protocols, cfg, seed, split, run_dir, args.resume, extra)
+            )
+
+
+def _run_record(r: RunResult) -> dict[str, Any]:
+    return {
+        "model": r.model,
+        "seed": r.seed,
+        "metrics": r.metrics,
+        "seconds": r.seconds,
+        "best_epoch": r.best_epoch,
+        "energy_metrics": r.energy_metrics,
+    }
+
+
+# -- evaluation and figures -------------------------------------------------------------------
+
+
+def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
+    """Model (best weights), prepared graph and split of one ``RUN/<model>/seed<k>`` folder."""
+    state, config = load_run(run_dir)
+    extra = config.get("extra", {})
+    if "dataset" not in extra:
+        raise ValueError(f"{run_dir}/config.json records no dataset: not an anomaly run")
+    root = data_root if data_root is not None else extra.get("data")
+    data = prepare(load_gad(extra["dataset"], root=root), extra.get("standardize", True))
+    if extra.get("splits") == "file":
+        split = file_split(data, extra["seed"])
+    else:
+        split = stratified_split(
+            data.y, extra["train_ratio"], extra["seed"], getattr(data, "label_mask", None)
+        )
+    model = rebuild_model(config["model"])
+    model.load_state_dict(state)
+    dev = resolve_device(device)
+    return model.to(dev).eval(), data.to(dev), split, config
+
+
+@torch.no_grad()
+def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Path]:
+    """Energy descent of ET's node tokens and score histograms (normal vs anomalous)."""
+    from energy_transformer.plots import plot_energy_descent
+
+    model, data, split, _ = _load_model_run(run_dir, data_root)
+    _, _, traj = model.descend(data.x, data.edge_index, return_trajectory=True)
+    paths = [
+        plot_energy_descent(
+            traj.energies, out / "energy_descent.png", "ET energy over descent steps (one graph)"
+        )
+    ]
+    test = split.test
+    scores = {
+        "anomaly probability (classifier)": anomaly_scores(model, data)[test],
+        "final node energy (label-free)": model.energy_scores(data.x, data.edge_index)[test],
+    }
+    paths.append(plot_score_distributions(scores, data.y[test], out / "score_distributions.png"))
+    return paths
+
+
+def plot_score_distributions(scores: dict[str, Tensor], labels: Tensor, path: Path) -> Path:
+    """One panel per score: histograms of normal and anomalous nodes (densities)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
+    y = labels.cpu().bool()
+    for ax, (name, s) in zip(axes[0], scores.items(), strict=True):
+        s = s.detach().float().cpu()
+        bins = torch.linspace(float(s.min()), float(s.max()) + 1e-12, 41).numpy()
+        ax.hist(s[~y].numpy(), bins=bins, density=True, alpha=0.6, label="normal", color="#2563eb")
+        ax.hist(
+            s[y].numpy(), bins=bins, density=True, alpha=0.6, label="anomalous", color="#dc2626"
+        )
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        ax.legend()
+    fig.suptitle("test nodes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
+    """``et eval RUN``: re-score every saved model of ``RUN`` (or one ``RUN/<model>/seed<k>``)
+    on its split and redraw ET's figures."""
+    run_dir = Path(run_dir)
+    runs = [run_dir] if (run_dir / "best.safetensors").is_file() else []
+    runs = runs or sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
+    if not runs:
+        raise SystemExit(f"error: no trained model (best.safetensors) under {run_dir}")
+    out = Path(args.out) if getattr(args, "out", None) else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for run in runs:
+        model, data, split, config = _load_model_run(run, args.data, args.device)
+        with torch.no_grad():
+            metrics = score_split(anomaly_scores(model, data), data.y, split)
+        name = f"{config['model']['name']}/{run.name}"
+        rows[name] = {k: v for k, v in metrics.items() if k.startswith("test_")}
+        print(name, " ".join(f"{k}={v:.4f}" for k, v in rows[name].items()))
+        if config["model"]["name"] == "et":
+            for path in figures(run, out / "figures" / run.name, args.data):
+                print(f"figure: {path}")
+    _write_json(out / "eval.json", rows)
+    print(f"wrote {out / 'eval.json'}")
