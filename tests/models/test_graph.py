@@ -1,0 +1,249 @@
+"""Graph ET: Laplacian PEs, sign flips, padding invariance, the attention structure, soft keys."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from energy_transformer.models.graph import (
+    PRESETS,
+    GraphEnergyTransformer,
+    LaplacianPE,
+    SoftAdjacencyKeySets,
+    build_graph_et,
+    laplacian_eigenvectors,
+    normalized_laplacian,
+)
+from energy_transformer.nn import EnergyTransformer
+
+
+def cycle(n: int) -> torch.Tensor:
+    s = torch.arange(n)
+    t = (s + 1) % n
+    return torch.stack([torch.cat([s, t]), torch.cat([t, s])])
+
+
+def path(n: int) -> torch.Tensor:
+    s = torch.arange(n - 1)
+    return torch.stack([torch.cat([s, s + 1]), torch.cat([s + 1, s])])
+
+
+def graph(edge_index: torch.Tensor, n: int, features: int = 3, label: int = 0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    data = Data(x=torch.randn(n, features, generator=g), edge_index=edge_index, num_nodes=n)
+    data.y = torch.tensor([label])
+    return LaplacianPE(4)(data)
+
+
+def small_model(**kw) -> GraphEnergyTransformer:
+    torch.manual_seed(0)
+    base = dict(dim=16, heads=2, head_dim=8, memories=32, pe_dim=4, steps=3, alpha=0.1)
+    return GraphEnergyTransformer(3, 2, **{**base, **kw})
+
+
+# -- Laplacian positional encodings ---------------------------------------------------------
+
+
+def test_cycle_eigenpairs():
+    n, k = 10, 6
+    vals, vecs = laplacian_eigenvectors(cycle(n), n, k)
+    # The normalised Laplacian of C_n has eigenvalues 1 - cos(2 pi j / n), j = 0..n-1.
+    expected = np.sort(1 - np.cos(2 * np.pi * np.arange(n) / n))[1 : k + 1]
+    assert np.allclose(vals.numpy(), expected, atol=1e-10)
+    assert torch.allclose(vecs.T @ vecs, torch.eye(k, dtype=torch.float64), atol=1e-10)
+    lap = torch.from_numpy(normalized_laplacian(cycle(n), n).toarray())
+    assert torch.allclose(lap @ vecs, vecs * vals, atol=1e-10)
+    # Non-trivial: orthogonal to the trivial eigenvector D^{1/2} 1 (constant on a cycle).
+    assert torch.allclose(vecs.sum(0), torch.zeros(k, dtype=torch.float64), atol=1e-10)
+
+
+def test_small_graphs_zero_padded_and_isolated_nodes():
+    vals, vecs = laplacian_eigenvectors(path(3), 3, 15)
+    assert vecs.shape == (3, 15) and vals.shape == (15,)
+    assert torch.allclose(vals[:2], torch.tensor([1.0, 2.0], dtype=torch.float64))  # P3: 0, 1, 2
+    assert (vecs[:, 2:] == 0).all() and (vals[2:] == 0).all()
+    single = laplacian_eigenvectors(torch.zeros(2, 0, dtype=torch.long), 1, 5)[1]
+    assert single.shape == (1, 5) and (single == 0).all()
+    isolated = laplacian_eigenvectors(torch.tensor([[0, 1], [1, 0]]), 3, 2)  # node 2 isolated
+    assert torch.isfinite(isolated[1]).all()
+    with pytest.raises(ValueError, match="empty graph"):
+        laplacian_eigenvectors(torch.zeros(2, 0, dtype=torch.long), 0, 3)
+
+
+def test_sparse_path_matches_dense(monkeypatch):
+    import energy_transformer.models.graph as graph_module
+
+    g = torch.Generator().manual_seed(0)
+    edges = torch.randint(0, 60, (2, 200), generator=g)
+    dense_vals, _ = laplacian_eigenvectors(edges, 60, 5)
+    monkeypatch.setattr(graph_module, "_DENSE_EIGH_MAX", 10)
+    sparse_vals, sparse_vecs = laplacian_eigenvectors(edges, 60, 5)
+    assert torch.allclose(dense_vals, sparse_vals, atol=1e-8)
+    lap = torch.from_numpy(normalized_laplacian(edges, 60).toarray())
+    assert torch.allclose(lap @ sparse_vecs, sparse_vecs * sparse_vals, atol=1e-6)
+
+
+def test_sign_flips_only_in_training():
+    model = small_model()
+    batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(5), 5, seed=1)])
+    seen = []
+    model.pe_proj.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    model.eval()
+    model(batch)
+    assert torch.equal(seen[-1], batch.pe)
+    model.train()
+    torch.manual_seed(1)
+    flips = []
+    for _ in range(4):
+        model(batch)
+        ratio = seen[-1] / torch.where(batch.pe == 0, torch.ones_like(batch.pe), batch.pe)
+        ratio = torch.where(batch.pe == 0, torch.ones_like(ratio), ratio)
+        assert torch.allclose(ratio.abs(), torch.ones_like(ratio))
+        # One sign per graph and eigenvector: constant over a graph's nodes.
+        for b in range(2):
+            rows = ratio[batch.batch == b]
+            nonzero = batch.pe[batch.batch == b] != 0
+            assert all(rows[nonzero[:, j], j].unique().numel() <= 1 for j in range(ratio.shape[1]))
+        flips.append(ratio)
+    assert any(not torch.equal(flips[0], f) for f in flips[1:])
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(adjacency="soft"), dict(blocks=2, steps=1, exclude_self=True, learn_beta=True)],
+)
+def test_padding_invariance(kw):
+    model = small_model(**kw).eval()
+    small, big = graph(cycle(5), 5), graph(path(11), 11, seed=3)
+    alone = model(Batch.from_data_list([small]))
+    together = model(Batch.from_data_list([small, big]))
+    flipped = model(Batch.from_data_list([big, small]))
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    assert torch.allclose(alone[0], flipped[1], atol=1e-5)
+    assert torch.allclose(model(Batch.from_data_list([big]))[0], together[1], atol=1e-5)
+
+
+def test_attention_structure_cls_sees_all_nodes_see_neighbours():
+    model = small_model()
+    a, b = graph(path(4), 4), graph(cycle(6), 6)
+    _, allowed, padding = model.tokens(Batch.from_data_list([a, b]))
+    assert allowed.shape == (2, 7, 7) and padding.shape == (2, 7)
+    assert padding.tolist()[0] == [False] * 5 + [True] * 2
+    assert not padding[1].any()
+    for i, g in enumerate((a, b)):
+        n = g.num_nodes
+        assert allowed[i, 0, : n + 1].all() and allowed[i, : n + 1, 0].all()  # CLS <-> nodes
+        adj = torch.zeros(n, n, dtype=torch.bool)
+        adj[g.edge_index[0], g.edge_index[1]] = True
+        assert torch.equal(allowed[i, 1 : n + 1, 1 : n + 1], adj | torch.eye(n, dtype=torch.bool))
+    # Path 0-1-2-3: node 0 attends CLS, itself and node 1 only.
+    assert allowed[0, 1, :5].tolist() == [True, True, True, False, False]
+
+
+def test_non_neighbour_keys_get_zero_attention():
+    model = small_model()
+    batch = Batch.from_data_list([graph(path(4), 4)])
+    x, allowed, padding = model.tokens(batch)
+    block = model.blocks[0]
+    from energy_transformer.nn import DenseKeySets
+
+    keys = DenseKeySets(5, allowed, padding, False)
+    q, k = block.attention.project(block.norm(x))
+    omega = torch.softmax(keys._scores(q, k, block.attention.beta), dim=-1)
+    assert (omega[0, :, ~allowed[0]] == 0).all()
+    assert (omega[0, :, allowed[0]] > 0).all()
+
+
+def test_soft_adjacency_keysets_gradient_matches_autograd():
+    torch.manual_seed(0)
+    block = EnergyTransformer(8, 2, 4, 16, learn_beta=True).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    adjacency = torch.rand(2, 5, 5) > 0.5
+    padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    weight = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    keys = SoftAdjacencyKeySets(adjacency, weight, padding)
+    closed = block.energy_grad(x, padding_mask=padding, keysets=keys)
+    auto = block.energy_grad(x, padding_mask=padding, keysets=keys, gradient="autograd")
+    assert torch.allclose(closed, auto, atol=1e-10)
+    # The bias is w_h on edges, 0 off edges, -inf on padding keys.
+    bias = keys.bias
+    assert bias.shape == (2, 2, 5, 5)
+    assert torch.isneginf(bias[1, :, :3, 3:]).all()
+    real = bias[0]
+    assert torch.equal(real[0], 0.7 * adjacency[0].double())
+    assert torch.equal(real[1], -1.3 * adjacency[0].double())
+
+
+def test_soft_edge_weight_is_learned():
+    model = small_model(adjacency="soft")
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, label=1)])
+    torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+    assert model.edge_weight.grad is not None and model.edge_weight.grad.abs().sum() > 0
+
+
+def test_energy_descends_in_eval():
+    model = small_model(alpha=0.02, steps=6).eval()
+    batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(7), 7, seed=1)])
+    logits, trajectories = model(batch, return_trajectory=True)
+    assert logits.shape == (2, 2) and len(trajectories) == 1
+    total = trajectories[0].energies.total
+    assert total.shape == (7, 2)
+    assert (total[1:] <= total[:-1] + 1e-5).all()
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny matrices: one thread avoids oversubscribing a busy CPU (40x slower here otherwise).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_learns_structure_features_cannot_show(one_thread):
+    # Cycles vs paths with identical node features: the label is in the structure only.
+    graphs = []
+    for i, n in enumerate([5, 6, 7, 8, 5, 6, 7, 8]):
+        edges = cycle(n) if i % 2 == 0 else path(n)
+        data = Data(x=torch.ones(n, 3), edge_index=edges, y=torch.tensor([i % 2]), num_nodes=n)
+        graphs.append(LaplacianPE(4)(data))
+    batch = Batch.from_data_list(graphs)
+    model = small_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+        opt.step()
+    model.eval()
+    assert (model(batch).argmax(-1) == batch.y).all()
+
+
+def test_errors_and_presets():
+    model = small_model()
+    batch = Batch.from_data_list([Data(x=torch.ones(3, 3), edge_index=path(3), num_nodes=3)])
+    with pytest.raises(ValueError, match="apply LaplacianPE"):
+        model(batch)
+    with pytest.raises(ValueError, match="adjacency must be one of"):
+        small_model(adjacency="fuzzy")
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_graph_et(3, 2, "huge")
+    released = build_graph_et(7, 2, "released")
+    assert len(released.blocks) == 4 and released.steps == 1 and released.noise_std == 0.02
+    block = released.blocks[0]
+    assert block.attention.wq.shape == (12, 64, 128) and block.hopfield.xi.shape == (512, 128)
+    assert released.edge_weight.shape == (4, 12)
+    assert set(PRESETS) >= {"released", "paper", "cpu"}
+    assert math.isclose(released.alpha, 0.1)
+
+
+def test_noise_only_in_training():
+    model = small_model(noise_std=0.5).eval()
+    batch = Batch.from_data_list([graph(cycle(5), 5)])
+    assert torch.equal(model(batch), model(batch))
