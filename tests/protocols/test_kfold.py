@@ -1,0 +1,118 @@
+"""k-fold protocol: stratified partitions, per-fold files, resume, the train-on-all label."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from energy_transformer.protocols.kfold import (
+    NOT_GENERALISATION,
+    Fold,
+    FoldResult,
+    run_kfold,
+    stratified_folds,
+    summarize,
+)
+
+LABELS = np.array([0] * 60 + [1] * 30 + [2] * 20)
+
+
+def test_folds_partition_and_keep_class_ratios():
+    folds = stratified_folds(LABELS, folds=10, val_fraction=0.1, seed=3)
+    assert len(folds) == 10
+    tests = np.concatenate([f.test for f in folds])
+    assert np.array_equal(np.sort(tests), np.arange(LABELS.size))  # test sets partition
+    for f in folds:
+        parts = [set(f.train), set(f.val), set(f.test)]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert set.union(*parts) == set(range(LABELS.size))
+        # Each test fold holds 6, 3 and 2 of the classes (1/10 of 60, 30, 20).
+        assert np.bincount(LABELS[f.test], minlength=3).tolist() == [6, 3, 2]
+        val_counts = np.bincount(LABELS[f.val], minlength=3)
+        assert abs(f.val.size - 0.1 * 99) <= 1 and (val_counts >= 1).all()
+        assert abs(val_counts[0] / f.val.size - 60 / 110) < 0.15
+
+
+def test_folds_fixed_by_seed():
+    a = stratified_folds(LABELS, 5, seed=0)
+    b = stratified_folds(LABELS, 5, seed=0)
+    c = stratified_folds(LABELS, 5, seed=1)
+    assert all(np.array_equal(x.test, y.test) for x, y in zip(a, b, strict=True))
+    assert any(not np.array_equal(x.test, y.test) for x, y in zip(a, c, strict=True))
+
+
+def test_train_on_all_and_errors():
+    (only,) = stratified_folds(LABELS, protocol="train-on-all")
+    everything = np.arange(LABELS.size)
+    assert all(np.array_equal(s, everything) for s in (only.train, only.val, only.test))
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        stratified_folds(LABELS, protocol="peek")
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        stratified_folds(LABELS, folds=1)
+    with pytest.raises(ValueError, match="smallest class has 2 graphs, fewer than folds=3"):
+        stratified_folds(np.array([0] * 10 + [1] * 2), folds=3)
+    with pytest.raises(ValueError, match="val_fraction"):
+        stratified_folds(LABELS, val_fraction=1.5)
+    with pytest.raises(ValueError, match="non-empty 1-d"):
+        stratified_folds(np.zeros((0,)))
+
+
+def majority(labels):
+    """A fit_fold predicting the training fold's majority class: accuracies known by hand."""
+    calls = []
+
+    def fit_fold(fold: Fold) -> FoldResult:
+        calls.append(fold.index)
+        guess = np.bincount(labels[fold.train]).argmax()
+        acc = {
+            k: float((labels[getattr(fold, k)] == guess).mean()) for k in ("train", "val", "test")
+        }
+        return FoldResult(fold.index, acc["test"], acc["val"], acc["train"], 0.5, {"guess": guess})
+
+    return fit_fold, calls
+
+
+def test_run_kfold_saves_per_fold_results_and_resumes(tmp_path):
+    fit_fold, calls = majority(LABELS)
+    summary = run_kfold(LABELS, fit_fold, folds=5, seed=0, out=tmp_path, meta={"model": "maj"})
+    # Class 0 is 60/110 of every stratified test fold (12 of 22).
+    assert np.isclose(summary.mean, 12 / 22) and np.isclose(summary.std, 0.0)
+    assert calls == [0, 1, 2, 3, 4]
+    for i in range(5):
+        saved = json.loads((tmp_path / f"fold-{i:02d}" / "result.json").read_text())
+        split = json.loads((tmp_path / f"fold-{i:02d}" / "split.json").read_text())
+        assert saved["fold"] == i and np.isclose(saved["test_acc"], 12 / 22)
+        assert len(split["test"]) == 22
+    with open(tmp_path / "folds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["fold"]) for r in rows] == list(range(5)) and rows[0]["guess"] == "0"
+    body = json.loads((tmp_path / "summary.json").read_text())
+    assert body["model"] == "maj" and body["folds_run"] == 5 and body["protocol"] == "cv"
+    # Resume: finished folds are read back, not re-run; a removed fold is re-run.
+    (tmp_path / "fold-03" / "result.json").unlink()
+    fit_again, calls_again = majority(LABELS)
+    resumed = run_kfold(LABELS, fit_again, folds=5, seed=0, out=tmp_path, resume=True)
+    assert calls_again == [3]
+    assert np.isclose(resumed.mean, summary.mean)
+
+
+def test_max_folds_and_summary_std(tmp_path):
+    fit_fold, calls = majority(LABELS)
+    partial = run_kfold(LABELS, fit_fold, folds=10, max_folds=3, out=tmp_path)
+    assert calls == [0, 1, 2] and len(partial.folds) == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["folds_run"] == 3
+    results = [FoldResult(i, acc, 0, 0, 1.0, {}) for i, acc in enumerate([0.5, 0.7, 0.9])]
+    s = summarize(results)
+    assert np.isclose(s.mean, 0.7) and np.isclose(s.std, np.sqrt(((0.2**2) * 2) / 3))
+    assert s.describe() == "70.0 +- 16.3"
+
+
+def test_train_on_all_is_labelled(tmp_path):
+    fit_fold, _ = majority(LABELS)
+    summary = run_kfold(LABELS, fit_fold, protocol="train-on-all", out=tmp_path)
+    assert len(summary.folds) == 1 and "NOT a generalisation measure" in summary.describe()
+    body = json.loads((tmp_path / "summary.json").read_text())
+    assert body["note"] == NOT_GENERALISATION and "NOT a generalisation measure" in body["note"]
