@@ -161,13 +161,13 @@ def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = No
         writer.writerows(rows)
     os.replace(tmp, out / "folds.csv")
     body = {
+        **(meta or {}),
         "protocol": summary.protocol,
         "note": summary.note,
         "test_acc_mean": summary.mean,
         "test_acc_std": summary.std,
         "seconds_per_fold": summary.seconds_per_fold,
         "folds": [asdict(r) for r in summary.folds],
-        **(meta or {}),
     }
     _write_atomic(out / "summary.json", json.dumps(body, indent=2, default=str))
 
