@@ -202,19 +202,30 @@ class EnergyTransformer(nn.Module):
 
     # -- gradient ---------------------------------------------------------------------------
 
-    def _stacked_neg_grad(
+    def _back_weights(self, weight: Tensor, scale: float) -> list[Tensor]:
+        """``scale * weight`` for the back-projection, scaled once per call (not in every step's
+        backward); split as :meth:`_closed_form_terms` splits its factors."""
+        if not torch.is_grad_enabled():
+            return [scale * weight]
+        rows = 2 * self.attention.heads * self.attention.head_dim
+        return [scale * weight[rows:], scale * weight[:rows]]
+
+    def _closed_form_terms(
         self,
         g: Tensor,
         keysets: KeySets,
         token_weight: Tensor | None,
         weight: Tensor,
         out: Tensor | None = None,
-    ) -> Tensor:
-        """Closed form: ``[dq | dk | act]: (batch, N, 2 * heads * head_dim + memories)``, with
-        :math:`-\\partial E/\\partial g` = ``result @ weight`` (one stacked back-projection).
+    ) -> list[Tensor]:
+        """Closed form :math:`-\\partial E/\\partial g` as factors ``a: (batch * N, rows)``
+        whose products with :meth:`_back_weights` sum to it.
 
-        Without autograd (inference) the result is written over the projection ``g @ weight.T``
-        itself, in ``out`` when given: no concatenation and no new buffer per step.
+        Without autograd (inference): one factor, ``[dq | dk | act]`` written over the
+        projection ``g @ weight.T`` itself (in ``out`` when given) for one stacked
+        back-projection, with no concatenation and no new buffer per step. With autograd:
+        ``act`` and ``[dq | dk]`` separately, so that the tensor the ReLU keeps for its
+        backward is not copied into a second ``(batch, N, memories)`` one.
         """
         batch, tokens, dim = g.shape
         inplace = not torch.is_grad_enabled()
@@ -225,16 +236,10 @@ class EnergyTransformer(nn.Module):
             q.copy_(dq)
             k.copy_(dk)
             self.hopfield.activation(h, token_weight, inplace=True)
-            return p.view(batch, tokens, -1)
+            return [p]
         act = self.hopfield.activation(h, token_weight)
-        return torch.cat(
-            [
-                dq.transpose(1, 2).reshape(batch, tokens, -1),
-                dk.transpose(1, 2).reshape(batch, tokens, -1),
-                act,
-            ],
-            dim=-1,
-        )
+        dqk = torch.stack([dq.transpose(1, 2), dk.transpose(1, 2)], dim=2)  # (batch, N, 2, H, Y)
+        return [act.reshape(batch * tokens, -1), dqk.reshape(batch * tokens, -1)]
 
     def _neg_grad_autograd(
         self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
@@ -261,7 +266,9 @@ class EnergyTransformer(nn.Module):
         g, weight = self.norm(x), self._stacked_weight()
         if gradient == "autograd":
             return -self._neg_grad_autograd(g, keysets, token_weight, weight)
-        return -(self._stacked_neg_grad(g, keysets, token_weight, weight) @ weight)
+        factors = self._closed_form_terms(g, keysets, token_weight, weight)
+        back = self._back_weights(weight, -1.0)
+        return sum(a @ w for a, w in zip(factors, back, strict=True)).view_as(g)
 
     # -- dynamics ---------------------------------------------------------------------------
 
@@ -311,6 +318,7 @@ class EnergyTransformer(nn.Module):
         if inplace:
             x = x.clone(memory_format=torch.contiguous_format)
         buffer = None
+        back = self._back_weights(weight, alpha) if gradient == "closed_form" else []
 
         energies: list[EnergyTerms] = []
         tokens_seen = [x.clone() if inplace else x] if return_trajectory else []
@@ -319,15 +327,13 @@ class EnergyTransformer(nn.Module):
             if return_trajectory:
                 energies.append(self._report_energy(g, keysets, token_weight, weight))
             if gradient == "closed_form":
-                out = None if buffer is None else buffer.view(batch * tokens, -1)
-                buffer = self._stacked_neg_grad(g, keysets, token_weight, weight, out)
-                # x + alpha * stacked @ weight as one fused product-and-add.
-                if inplace:
-                    x.view(-1, dim).addmm_(buffer.view(batch * tokens, -1), weight, alpha=alpha)
-                else:
-                    x = torch.addmm(
-                        x.reshape(-1, dim), buffer.reshape(batch * tokens, -1), weight, alpha=alpha
-                    ).view(batch, tokens, dim)
+                factors = self._closed_form_terms(g, keysets, token_weight, weight, buffer)
+                # x + alpha * (-dE/dg) as fused product-and-adds.
+                x2d = x.view(-1, dim) if inplace else x.reshape(-1, dim)
+                for a, w in zip(factors, back, strict=True):
+                    x2d = x2d.addmm_(a, w) if inplace else x2d.addmm(a, w)
+                x = x2d.view(batch, tokens, dim)
+                buffer = factors[0] if inplace else None
             else:
                 update = self._neg_grad_autograd(g, keysets, token_weight, weight)
                 x = x.add_(update, alpha=alpha) if inplace else torch.add(x, update, alpha=alpha)
