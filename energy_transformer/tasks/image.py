@@ -179,7 +179,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/image"), help="run folder")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
@@ -461,7 +461,7 @@ DEMO = {
     "epochs": 3,
     "subset": 6000,
     "batch_size": 64,
-    "lr": 2e-3,
+    "lr": 3e-3,
     "warmup_epochs": 0.3,
     "val_size": 500,
     "eval_size": 2000,

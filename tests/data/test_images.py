@@ -1,0 +1,129 @@
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from image_fixtures import idx_bytes, write_fake_mnist, write_idx
+
+from energy_transformer.data.images import (
+    ImageFolder,
+    load_fashion_mnist,
+    load_image_file,
+    parse_idx,
+    read_idx,
+)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", ">i2", ">i4", ">f4", ">f8"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_round_trip(tmp_path, dtype, compress):
+    array = (np.arange(2 * 3 * 5) - 7).reshape(2, 3, 5).astype(dtype)
+    if dtype == "uint8":
+        array = np.arange(30, dtype=np.uint8).reshape(2, 3, 5)
+    path = write_idx(tmp_path / "a.idx", array, compress)
+    out = read_idx(path)
+    assert out.shape == (2, 3, 5)
+    np.testing.assert_array_equal(out, array)
+    assert out.dtype.isnative
+
+
+def test_idx_header_is_big_endian():
+    # 2 images of 1 x 3 pixels: dims are big-endian uint32 after the magic 0x00000803.
+    data = bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    data += (3).to_bytes(4, "big") + bytes([1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(parse_idx(data), [[[1, 2, 3]], [[4, 5, 6]]])
+
+
+def test_bad_magic(tmp_path):
+    data = bytearray(idx_bytes(np.zeros((2, 2), np.uint8)))
+    data[0] = 0x1F
+    with pytest.raises(ValueError, match="bad IDX magic"):
+        parse_idx(bytes(data), "x.idx")
+
+
+def test_unknown_type_code():
+    data = bytes([0, 0, 0x07, 1]) + (1).to_bytes(4, "big") + b"\x00"
+    with pytest.raises(ValueError, match="unknown IDX type code 0x07"):
+        parse_idx(data)
+
+
+def test_truncated_data_names_the_file(tmp_path):
+    data = idx_bytes(np.zeros((4, 28, 28), np.uint8))[:-10]
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(data))
+    with pytest.raises(ValueError, match=r"train-images.*truncated.*3136 bytes.*found 3126"):
+        read_idx(path)
+
+
+def test_truncated_header_and_gzip(tmp_path):
+    with pytest.raises(ValueError, match="truncated IDX header"):
+        parse_idx(bytes([0, 0, 8, 3, 0, 0]))
+    path = tmp_path / "broken.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((8, 8), np.uint8)))[:20])
+    with pytest.raises(ValueError, match="corrupt or truncated gzip"):
+        read_idx(path)
+    with pytest.raises(FileNotFoundError, match="IDX file not found"):
+        read_idx(tmp_path / "missing.gz")
+
+
+def test_fashion_mnist_from_explicit_root(tmp_path):
+    write_fake_mnist(tmp_path, train=20, test=7)
+    images, labels = load_fashion_mnist("train", tmp_path)
+    assert images.shape == (20, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.tolist() == [i % 10 for i in range(20)]
+    assert load_fashion_mnist("test", tmp_path)[0].shape == (7, 1, 28, 28)
+    with pytest.raises(ValueError, match="split must be"):
+        load_fashion_mnist("val", tmp_path)
+
+
+def test_missing_files_say_where_to_put_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):
+        load_fashion_mnist("train", tmp_path)
+
+
+def test_shared_fashion_mnist():
+    root = os.environ.get("ET_DATA")
+    if not root or not (Path(root) / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("ET_DATA with fashion-mnist/ not available")
+    images, labels = load_fashion_mnist("test")
+    assert images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(labels).tolist() == [1000] * 10
+    # The published pixel statistics of the test split.
+    assert abs(images.float().mean().item() / 255 - 0.2868) < 1e-3
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    _png(tmp_path / "cat" / "a.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    _png(tmp_path / "dog" / "b.png", np.full((30, 30), 255, np.uint8))
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    ds = ImageFolder(tmp_path, image_size=16, channels=3)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 2
+    image, label = ds[1]
+    assert image.shape == (3, 16, 16) and label == 1
+    torch.testing.assert_close(image, torch.ones(3, 16, 16))
+    grey = load_image_file(tmp_path / "cat" / "a.png", 8, channels=1)
+    assert grey.shape == (1, 8, 8) and grey.min() >= 0 and grey.max() <= 1
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        ImageFolder(tmp_path / "nope")
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        ImageFolder(tmp_path)
+    bad = tmp_path / "c" / "bad.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_image_file(bad, 8)
