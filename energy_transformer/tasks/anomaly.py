@@ -75,13 +75,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         " macro-F1 (threshold tuned on val), report macro-F1/AUROC; both: one run, both tables",
     )
     parser.add_argument(
-        "--model", type=_models, default=["et"], help=f"comma list of {MODELS}, or all"
+        "--model", type=_models, default="et", help=f"comma list of {MODELS}, or all"
     )
     parser.add_argument(
         "--train-ratio", type=float, default=0.4, help="stratified train fraction (1%%: 0.01)"
     )
     parser.add_argument(
-        "--seeds", type=_seeds, default=[0], help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
+        "--seeds", type=_seeds, default="1", help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
     )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -100,7 +100,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="random: stratified per seed; file: the dataset's own masks (split = seed)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/anomaly"))
-    parser.add_argument("--data", type=Path, default=None, help="data root (default: $ET_DATA)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data root holding gad/ (else $ET_DATA, else the cache)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
     parser.add_argument("--no-progress", action="store_true")
