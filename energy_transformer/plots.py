@@ -184,8 +184,7 @@ def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
         canvas[:, r * (p + gap) : r * (p + gap) + p, c * (p + gap) : c * (p + gap) + p] = tiles[i]
     if channels == 1:
         limit = float(torch.nan_to_num(canvas).abs().max()) or 1.0
-        cmap = plt.get_cmap("RdBu_r" if symmetric else "gray").copy()
-        cmap.set_bad("white")
+        cmap = plt.get_cmap("RdBu_r" if symmetric else "gray").with_extremes(bad="white")
         vmin, vmax = (-limit, limit) if symmetric else (None, None)
         ax.imshow(canvas[0], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     else:

@@ -367,7 +367,11 @@ class ImageEnergyTransformer(MaskedImageModel):
             qk_init_std=qk_init_std,
             xi_init_std=xi_init_std,
         )
-        self.decoder_norm = self.block.norm
+
+    @property
+    def decoder_norm(self) -> nn.Module:
+        """The block's own energy layer norm (one set of weights, as released)."""
+        return self.block.norm
 
     def process(
         self,

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from energy_transformer import plots
+from energy_transformer.nn import EnergyTerms
+
+
+def _is_png(path):
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_energy_descent(tmp_path):
+    e = -torch.rand(13, 5).cumsum(0)
+    path = plots.plot_energy_descent(EnergyTerms(e, 0.5 * e, 1.5 * e), tmp_path / "e.png", "t")
+    assert _is_png(path)
+    with pytest.raises(ValueError, match=r"energies.attention must be a \(steps \+ 1, batch\)"):
+        plots.plot_energy_descent(EnergyTerms(e[0], e[0], e[0]), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="hopfield has shape"):
+        plots.plot_energy_descent(EnergyTerms(e, e[:3], e), tmp_path / "x.png")
+
+
+def test_image_figures(tmp_path):
+    images = torch.rand(4, 1, 8, 8)
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[:, 0] = True
+    masked = plots.masked_view(images, mask, 4)
+    assert torch.equal(masked[:, :, 4:], images[:, :, 4:])
+    assert (masked[:, :, :4, :4] == 0.45).all()
+    assert _is_png(plots.plot_reconstructions(masked, images, images, tmp_path / "r.png"))
+    assert _is_png(plots.plot_memories(torch.randn(10, 1, 4, 4), tmp_path / "m.png"))
+    updates = {"attention": torch.randn(3, 1, 8, 8), "hopfield": torch.randn(3, 1, 8, 8)}
+    assert _is_png(plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png", states=images[:3]))
+    assert _is_png(plots.plot_position_similarity(torch.randn(9, 6), 3, tmp_path / "p.png"))
+    assert _is_png(plots.plot_completion(images[0], images[1], images[2], tmp_path / "c.png"))
+    with pytest.raises(ValueError, match="one shape"):
+        plots.plot_reconstructions(masked, images[:2], images, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"pos_embed must be \(9, dim\)"):
+        plots.plot_position_similarity(torch.randn(8, 6), 3, tmp_path / "x.png")
