@@ -8,22 +8,30 @@ train on every graph and score the same graphs, so they are training-set accurac
 
     python benchmarks/bench_graph.py                       # all six datasets, all four models
     python benchmarks/bench_graph.py --datasets MUTAG PROTEINS --epochs 30 --max-folds 3
+    python benchmarks/bench_graph.py --models et:paper et:released gin mlp --jobs 16 \\
+        --device cuda --deadline 400                       # folds spread over processes
+    python benchmarks/bench_graph.py --collect runs/a runs/b   # table of finished runs only
 
-Prints a markdown table (and writes it to --out/results.md).
+A model is ``et``, ``et:PRESET`` (an ET preset of energy_transformer.models.graph.PRESETS),
+``gin``, ``mlp`` or ``wl``. Prints a markdown table (and writes it to --out/results.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from energy_transformer.data.tu import TUDataset
 from energy_transformer.models.graph import PRESETS
+from energy_transformer.protocols.kfold import load_results, save_results, summarize
 from energy_transformer.tasks.graph import (
     PAPER_TRAIN_SET_ACC,
     cross_validate,
@@ -39,6 +47,23 @@ NAMES = {"et": "ET", "gin": "GIN", "mlp": "MLP (sum)", "wl": "WL+SVM"}
 MAX_NODES = {"DD": 200}
 
 
+def parse_model(spec: str, preset: str) -> tuple[str, str]:
+    """``"et:released"`` -> ``("et", "released")``; other models keep the default preset."""
+    name, _, chosen = spec.partition(":")
+    if name not in MODELS or (chosen and (name != "et" or chosen not in PRESETS)):
+        raise ValueError(f"bad model {spec!r}: use et, et:PRESET ({sorted(PRESETS)}), gin, mlp, wl")
+    return name, chosen or preset
+
+
+def label(spec: str) -> str:
+    name, _, preset = spec.partition(":")
+    return NAMES[name] + (f" ({preset})" if preset else "")
+
+
+def run_dir(out: str | os.PathLike, dataset: str, spec: str) -> Path:
+    return Path(out) / f"{dataset}-{spec.replace(':', '-')}"
+
+
 def run(
     datasets: list[str] | tuple[str, ...] = DATASETS,
     models: list[str] | tuple[str, ...] = MODELS,
@@ -52,79 +77,179 @@ def run(
     seed: int = 0,
     max_nodes: dict[str, int] | None = None,
     device: str = "auto",
+    batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Cross-validate every model on every dataset; one row per (dataset, model)."""
+    """Cross-validate every model on every dataset in this process; one row per pair."""
     caps = MAX_NODES if max_nodes is None else max_nodes
     rows = []
     for name in datasets:
-        start = time.perf_counter()
-        pe_dim = PRESETS[preset]["pe_dim"]
-        dataset = prepare_dataset(name, root, "et", caps.get(name), pe_dim)
-        prep = time.perf_counter() - start
-        for model in models:
+        dataset = prepare_dataset(name, root, "et", caps.get(name), PRESETS[preset]["pe_dim"])
+        for spec in models:
+            model, model_preset = parse_model(spec, preset)
             summary = cross_validate(
                 name,
                 model,
                 folds=folds,
                 max_folds=max_folds,
                 epochs=epochs,
-                preset=preset,
+                preset=model_preset,
                 seed=seed,
                 root=root,
-                out=Path(out) / f"{name}-{model}",
+                out=run_dir(out, name, spec),
                 max_nodes=caps.get(name),
                 device=device,
                 progress=progress,
                 dataset=dataset,
+                batch_size=batch_size,
             )
+            rows.append({"dataset": name, "model": spec, "summary": summary})
+            print(f"{name:12s} {spec:12s} {summary.describe()}", flush=True)
+    return rows
+
+
+# -- many processes: one (dataset, model, fold) per task ---------------------------------------
+
+_DATA: dict[str, TUDataset] = {}
+
+
+def _one_fold(task: dict[str, Any]) -> str:
+    if time.time() > task["deadline"]:
+        return f"skipped {task['dataset']} {task['spec']} fold {task['fold']} (deadline)"
+    torch.set_num_threads(1)
+    model, preset = parse_model(task["spec"], task["preset"])
+    start = time.perf_counter()
+    summary = cross_validate(
+        task["dataset"],
+        model,
+        folds=task["folds"],
+        only=[task["fold"]],
+        epochs=task["epochs"],
+        preset=preset,
+        root=task["root"],
+        out=run_dir(task["out"], task["dataset"], task["spec"]),
+        max_nodes=task["max_nodes"],
+        device=task["device"],
+        progress=False,
+        dataset=_DATA[task["dataset"]],
+        batch_size=task["batch_size"],
+    )
+    acc = 100 * summary.folds[0].test_acc
+    took = time.perf_counter() - start
+    return f"{task['dataset']} {task['spec']} fold {task['fold']}: {acc:.1f}% ({took:.0f} s)"
+
+
+def run_parallel(
+    datasets: list[str],
+    models: list[str],
+    folds: int,
+    epochs: int,
+    preset: str,
+    root: str | None,
+    out: str,
+    jobs: int,
+    deadline: float,
+    device: str,
+    batch_size: int | None,
+    max_nodes: dict[str, int],
+) -> None:
+    """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
+    first, so a deadline leaves every cell with about as many folds. Folds not started
+    ``deadline`` seconds from now are skipped; :func:`collect` reads what finished."""
+    for name in datasets:  # prepared once, before forking (no CUDA in this process)
+        _DATA[name] = prepare_dataset(name, root, "et", max_nodes.get(name))
+        print(f"prepared {name}", flush=True)
+    stop = time.time() + deadline
+    tasks = [
+        dict(
+            dataset=d,
+            spec=m,
+            fold=f,
+            folds=folds,
+            epochs=epochs,
+            preset=preset,
+            root=root,
+            out=out,
+            device=device,
+            deadline=stop,
+            batch_size=batch_size,
+            max_nodes=max_nodes.get(d),
+        )
+        for f in range(folds)
+        for d in datasets
+        for m in models
+    ]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        for message in pool.map(_one_fold, tasks):
+            print(message, flush=True)
+
+
+def collect(outs: list[str]) -> list[dict[str, Any]]:
+    """Rows from every finished run folder under ``outs`` (as written by this script)."""
+    rows = []
+    for out in outs:
+        for folder in sorted(Path(out).iterdir()):
+            config = folder / "config.json"
+            results = load_results(folder) if folder.is_dir() else []
+            if not config.is_file() or not results:
+                continue
+            meta = json.loads(config.read_text())["extra"]
+            spec = folder.name[len(meta["dataset"]) + 1 :].replace("-", ":", 1)
+            summary = summarize(results, meta["protocol"])
+            save_results(folder, summary, meta)  # folds run by several processes: one summary
             rows.append(
                 {
-                    "dataset": name,
-                    "model": model,
+                    "dataset": meta["dataset"],
+                    "model": spec,
                     "summary": summary,
-                    "max_nodes": caps.get(name),
-                    "prep_seconds": prep,
+                    "k": meta["k"],
+                    "epochs": meta.get("train", {}).get("epochs"),
                 }
-            )
-            print(
-                f"{name:12s} {model:4s} {summary.describe()}  "
-                f"({summary.seconds_per_fold:.1f} s/fold)",
-                flush=True,
             )
     return rows
 
 
 def markdown(rows: list[dict[str, Any]], budget: str) -> str:
-    """The results table: one line per dataset, accuracy and seconds per fold of each model."""
+    """One line per dataset: accuracy and seconds per fold of each model, the paper beside."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    header = " | ".join(f"{NAMES[m]} acc % | s/fold" for m in models)
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    datasets += [d for d in dict.fromkeys(r["dataset"] for r in rows) if d not in datasets]
+    header = " | ".join(f"{label(m)} | s/fold" for m in models)
     lines = [
-        f"Budget: {budget}. Test accuracy mean +- std over folds (%), wall seconds per fold.",
+        f"Budget: {budget}. Test accuracy mean +- std over folds (%); wall seconds per fold;"
+        " [n] = folds finished when fewer than planned.",
         "",
         f"| dataset | {header} | paper ET (train-set acc!) |",
         "|---|" + "---|---|" * len(models) + "---|",
     ]
-    wins = 0
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    ets = [m for m in models if m.split(":")[0] == "et"]
+    wins = dict.fromkeys(ets, 0)
     for name in datasets:
         by_model = {r["model"]: r for r in rows if r["dataset"] == name}
         cells = []
         for m in models:
+            if m not in by_model:
+                cells.append("- | -")
+                continue
             s = by_model[m]["summary"]
-            cells.append(f"{s.describe()} | {s.seconds_per_fold:.1f}")
-        cap = by_model[models[0]]["max_nodes"]
-        label = f"{name} (first {cap} nodes)" if cap else name
+            planned = by_model[m].get("k")
+            done = f" [{len(s.folds)}]" if planned and len(s.folds) < planned else ""
+            cells.append(f"{s.describe()}{done} | {s.seconds_per_fold:.0f}")
+        cap = MAX_NODES.get(name)
+        shown = f"{name} (first {cap} nodes)" if cap else name
         paper = PAPER_TRAIN_SET_ACC.get(name)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {paper if paper else '-'} |")
-        if {"et", "gin", "mlp"} <= set(by_model):
-            et = by_model["et"]["summary"].mean
-            wins += et > by_model["gin"]["summary"].mean and et > by_model["mlp"]["summary"].mean
-    if {"et", "gin", "mlp"} <= set(models):
-        lines += [
-            "",
-            f"ET ahead of both GIN and the MLP on {wins} of {len(datasets)} datasets"
-            " (issue goal: at least 4 of 6).",
-        ]
+        lines.append(f"| {shown} | " + " | ".join(cells) + f" | {paper or '-'} |")
+        for et in ets:
+            if {et, "gin", "mlp"} <= set(by_model):
+                acc = by_model[et]["summary"].mean
+                wins[et] += all(acc > by_model[b]["summary"].mean for b in ("gin", "mlp"))
+    if {"gin", "mlp"} <= set(models):
+        lines.append("")
+        for et in ets:
+            lines.append(
+                f"{label(et)} ahead of both GIN and the MLP on {wins[et]} of {len(datasets)}"
+                " datasets (issue goal: at least 4 of 6)."
+            )
     lines += [
         "",
         "Paper column: the released notebooks train on every graph and score the same graphs,"
@@ -137,51 +262,51 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--max-folds", type=int, default=None, help="run the first N folds only")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--data", default=None, help="data root (default $ET_DATA)")
     parser.add_argument("--out", default="runs/bench_graph")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dd-max-nodes", type=int, default=MAX_NODES["DD"])
+    parser.add_argument("--jobs", type=int, default=1, help="processes, one fold per task")
+    parser.add_argument("--deadline", type=float, default=1e9, help="seconds (with --jobs)")
+    parser.add_argument("--collect", nargs="+", default=None, help="only tabulate these outs")
+    parser.add_argument("--budget", default=None, help="budget text for the table header")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    for spec in args.models:
+        parse_model(spec, args.preset)
+    MAX_NODES["DD"] = args.dd_max_nodes
     start = time.perf_counter()
-    rows = run(
-        args.datasets,
-        args.models,
-        args.folds,
-        args.max_folds,
-        args.epochs,
-        args.preset,
-        args.data,
-        args.out,
-        max_nodes={"DD": args.dd_max_nodes},
-        device=args.device,
-    )
+    if args.collect is None:
+        if args.jobs > 1:
+            run_parallel(
+                args.datasets, args.models, args.folds, args.epochs, args.preset, args.data,
+                args.out, args.jobs, args.deadline, args.device, args.batch_size,
+                {"DD": args.dd_max_nodes},
+            )  # fmt: skip
+        else:
+            run(
+                args.datasets, args.models, args.folds, args.max_folds, args.epochs, args.preset,
+                args.data, args.out, max_nodes={"DD": args.dd_max_nodes}, device=args.device,
+                batch_size=args.batch_size,
+            )  # fmt: skip
+    rows = collect(args.collect or [args.out])
     folds = f"{args.max_folds} of {args.folds}" if args.max_folds else f"{args.folds}"
-    budget = f"{folds} folds, {args.epochs} epochs, preset {args.preset}"
+    budget = args.budget or f"{folds} folds, {args.epochs} epochs, ET preset {args.preset}"
     table = markdown(rows, budget)
-    total = time.perf_counter() - start
-    table += f"\n\nTotal wall time {total / 60:.1f} min on {args.device}, {args.threads} threads."
+    if args.collect is None:
+        minutes = (time.perf_counter() - start) / 60
+        table += f"\n\nTotal wall time {minutes:.1f} min on {args.device}, {args.jobs} process(es)."
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table + "\n")
-    raw = [
-        {
-            "dataset": r["dataset"],
-            "model": r["model"],
-            "mean": r["summary"].mean,
-            "std": r["summary"].std,
-            "seconds_per_fold": r["summary"].seconds_per_fold,
-        }
-        for r in rows
-    ]
-    (out / "results.json").write_text(json.dumps(raw, indent=2))
 
 
 if __name__ == "__main__":

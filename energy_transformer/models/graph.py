@@ -24,15 +24,17 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg
-from threadpoolctl import threadpool_limits
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
+from energy_transformer.nn.sparse_attention import EdgeKeySets
 
 ADJACENCIES = ("hard", "soft")
+ATTENTIONS = ("edges", "dense")
 # Dense eigendecomposition up to this many nodes, shift-invert Lanczos above.
 _DENSE_EIGH_MAX = 1500
 
@@ -244,6 +246,10 @@ class GraphEnergyTransformer(nn.Module):
         alpha: step size.
         noise_std: std of Gaussian noise added to the tokens after each step, training only.
         adjacency: ``"hard"`` (mask: nodes attend neighbours and CLS) or ``"soft"``.
+        attention: how the hard mask is computed: ``"edges"`` (an edge list over all the
+            batch's tokens, no padding, O(edges); the default) or ``"dense"`` (padded
+            ``(graphs, 1 + N, 1 + N)`` masks, O(N^2), per-graph energies in trajectories).
+            Both give the same result; ``adjacency="soft"`` weights every pair, so it is dense.
         soft_init: initial per-head edge bias :math:`w_h` for ``adjacency="soft"``.
         exclude_self: remove a token from its own key set (default: allowed).
         learn_beta: learn the attention inverse temperature per head.
@@ -269,6 +275,7 @@ class GraphEnergyTransformer(nn.Module):
         alpha: float = 0.1,
         noise_std: float = 0.0,
         adjacency: Literal["hard", "soft"] = "hard",
+        attention: Literal["edges", "dense"] = "edges",
         soft_init: float = 1.0,
         exclude_self: bool = False,
         learn_beta: bool = False,
@@ -277,10 +284,12 @@ class GraphEnergyTransformer(nn.Module):
         super().__init__()
         if adjacency not in ADJACENCIES:
             raise ValueError(f"adjacency must be one of {ADJACENCIES}, got {adjacency!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         if blocks < 1 or steps < 0:
             raise ValueError(f"need blocks >= 1 and steps >= 0, got {blocks}, {steps}")
         self.pe_dim, self.steps, self.alpha = pe_dim, steps, alpha
-        self.noise_std, self.adjacency = noise_std, adjacency
+        self.noise_std, self.adjacency, self.attention = noise_std, adjacency, attention
         self.embed = nn.Linear(in_features, dim)
         self.pe_proj = nn.Linear(pe_dim, dim)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.002)
@@ -303,14 +312,8 @@ class GraphEnergyTransformer(nn.Module):
         )
         self.head = nn.Linear(dim, num_classes)
 
-    def tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """Input tokens and attention structure of a batch.
-
-        Returns:
-            ``x: (graphs, 1 + N, D)`` (CLS first), ``allowed: (graphs, 1 + N, 1 + N)`` bool
-            (``allowed[b, C, B]``: query ``C`` may attend key ``B``; CLS and every node see each
-            other, nodes see their neighbours and themselves) and ``padding_mask: (graphs, 1 + N)``.
-        """
+    def _node_embeddings(self, batch: Batch) -> Tensor:
+        """Embedded features plus projected (sign-flipped in training) PEs, ``(nodes, D)``."""
         pe = getattr(batch, "pe", None)
         if pe is None or pe.shape[-1] != self.pe_dim:
             got = None if pe is None else tuple(pe.shape)
@@ -320,12 +323,21 @@ class GraphEnergyTransformer(nn.Module):
             )
         if batch.x.shape[0] == 0:
             raise ValueError("empty batch: no nodes")
-        graph = batch.batch
-        num_graphs = int(batch.num_graphs)
         if self.training:
-            sign = torch.randint(0, 2, (num_graphs, self.pe_dim), device=pe.device) * 2 - 1
-            pe = pe * sign[graph].to(pe.dtype)
-        h = self.embed(batch.x) + self.pe_proj(pe)
+            sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
+            pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)
+        return self.embed(batch.x) + self.pe_proj(pe)
+
+    def tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Padded input tokens and attention structure of a batch (the dense layout).
+
+        Returns:
+            ``x: (graphs, 1 + N, D)`` (CLS first), ``allowed: (graphs, 1 + N, 1 + N)`` bool
+            (``allowed[b, C, B]``: query ``C`` may attend key ``B``; CLS and every node see each
+            other, nodes see their neighbours and themselves) and ``padding_mask: (graphs, 1 + N)``.
+        """
+        h = self._node_embeddings(batch)
+        graph, num_graphs = batch.batch, int(batch.num_graphs)
         nodes, node_mask = to_dense_batch(h, graph, batch_size=num_graphs)
         n = nodes.shape[1]
         x = torch.cat([self.cls.expand(num_graphs, 1, -1), nodes], dim=1)
@@ -336,23 +348,53 @@ class GraphEnergyTransformer(nn.Module):
         cls_pad = torch.zeros(num_graphs, 1, dtype=torch.bool, device=adj.device)
         return x, allowed, torch.cat([cls_pad, ~node_mask], dim=1)
 
+    def edge_tokens(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """All the batch's tokens as one unpadded set, and the edges between them.
+
+        Returns:
+            ``x: (1, graphs + nodes, D)`` (the graphs' CLS tokens first, then the nodes in batch
+            order) and ``edge_index: (2, E)`` (key -> query): both directions of every graph edge
+            and of every CLS-node pair; self loops are added by the key sets.
+        """
+        h = self._node_embeddings(batch)
+        num_graphs = int(batch.num_graphs)
+        nodes = torch.arange(h.shape[0], device=h.device) + num_graphs
+        src, dst = batch.edge_index + num_graphs
+        edge_index = torch.stack(
+            [
+                torch.cat([src, dst, nodes, batch.batch]),
+                torch.cat([dst, src, batch.batch, nodes]),
+            ]
+        )
+        x = torch.cat([self.cls[0].expand(num_graphs, -1), h]).unsqueeze(0)
+        return x, edge_index
+
     def forward(
         self, batch: Batch, return_trajectory: bool = False
     ) -> Tensor | tuple[Tensor, list[Trajectory]]:
         """Logits ``(graphs, num_classes)``; with ``return_trajectory`` also each block's
-        :class:`~energy_transformer.nn.Trajectory`."""
-        x, allowed, padding = self.tokens(batch)
+        :class:`~energy_transformer.nn.Trajectory` (with ``attention="edges"`` its energies
+        are summed over the batch's graphs: one column)."""
         noise = self.noise_std if self.training else 0.0
-        trajectories = []
-        for i, block in enumerate(self.blocks):
+        padding = None
+        if self.adjacency == "hard" and self.attention == "edges":
+            x, edge_index = self.edge_tokens(batch)
+            keysets = [
+                EdgeKeySets(edge_index, x.shape[1], self_loops=not block.exclude_self)
+                for block in self.blocks
+            ]
+            kws = [dict(keysets=k) for k in keysets]
+        else:
+            x, allowed, padding = self.tokens(batch)
             if self.edge_weight is None:
-                kw = dict(mask=allowed)
+                kws = [dict(mask=allowed)] * len(self.blocks)
             else:
-                kw = dict(
-                    keysets=SoftAdjacencyKeySets(
-                        allowed, self.edge_weight[i], padding, block.exclude_self
-                    )
-                )
+                kws = [
+                    dict(keysets=SoftAdjacencyKeySets(allowed, w, padding, b.exclude_self))
+                    for w, b in zip(self.edge_weight, self.blocks, strict=True)
+                ]
+        trajectories = []
+        for block, kw in zip(self.blocks, kws, strict=True):
             out = block(
                 x,
                 steps=self.steps,
@@ -367,7 +409,8 @@ class GraphEnergyTransformer(nn.Module):
                 trajectories.append(trajectory)
             else:
                 x = out
-        logits = self.head(self.blocks[-1].norm(x[:, 0]))
+        cls = x[0, : int(batch.num_graphs)] if padding is None else x[:, 0]
+        logits = self.head(self.blocks[-1].norm(cls))
         return (logits, trajectories) if return_trajectory else logits
 
 

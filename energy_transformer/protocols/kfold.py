@@ -17,7 +17,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,7 @@ def run_kfold(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     max_folds: int | None = None,
+    only: Sequence[int] | None = None,
 ) -> CVSummary:
     """Run ``fit_fold`` on every round and summarise.
 
@@ -193,12 +194,16 @@ def run_kfold(
     exists are read back instead of re-run (a ``fit_fold`` may also resume its own training
     inside ``out/fold-XX``). ``max_folds`` runs only the first rounds of the same split (a
     smaller budget; the summary then covers those rounds only and says so in ``folds_run``).
+    ``only`` runs just the listed rounds (to spread one run's folds over processes that share
+    ``out``; :func:`load_results` then gathers them).
     """
     rounds = stratified_folds(labels, folds, val_fraction, seed, protocol)
     if max_folds is not None:
         if max_folds < 1:
             raise ValueError(f"max_folds must be >= 1, got {max_folds}")
         rounds = rounds[:max_folds]
+    if only is not None:
+        rounds = [r for r in rounds if r.index in set(only)]
     out_dir = Path(out) if out is not None else None
     meta = {"seed": seed, "val_fraction": val_fraction, "folds_run": len(rounds)} | (meta or {})
     results: list[FoldResult] = []
@@ -222,3 +227,9 @@ def run_kfold(
     if out_dir is not None:
         save_results(out_dir, summary, meta)
     return summary
+
+
+def load_results(out: str | os.PathLike) -> list[FoldResult]:
+    """The finished rounds saved under ``out`` (``fold-XX/result.json``), in fold order."""
+    files = sorted(Path(out).glob("fold-*/result.json"))
+    return [FoldResult(**json.loads(f.read_text())) for f in files]

@@ -110,7 +110,10 @@ class SizeBuckets:
             yield batches[i].tolist()
 
 
-def train_loader(graphs: Sequence[Data], batch_size: int) -> DataLoader:
+def train_loader(graphs: Sequence[Data], batch_size: int, buckets: bool = False) -> DataLoader:
+    """Shuffled batches; with ``buckets`` (padded dense attention) of similar-size graphs."""
+    if not buckets:
+        return DataLoader(list(graphs), batch_size=batch_size, shuffle=True)
     sampler = SizeBuckets([g.num_nodes for g in graphs], batch_size)
     return DataLoader(list(graphs), batch_sampler=sampler)
 
@@ -176,6 +179,10 @@ def make_fit_neural(
 ):
     """``fit_fold(fold) -> FoldResult`` training ``name`` through the shared Trainer."""
     graphs = dataset.graphs
+    # Padded dense attention: batch graphs of similar size. Edge lists and GNNs need no padding.
+    padded = name == "et" and (
+        config.get("adjacency") == "soft" or config.get("attention") == "dense"
+    )
 
     def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         logits = model(batch)
@@ -198,7 +205,7 @@ def make_fit_neural(
             extra_config={"dataset": dataset.name, "fold": fold.index, **(extra or {})},
         )
         result = trainer.fit(
-            train_loader([graphs[i] for i in fold.train], batch_size),
+            train_loader([graphs[i] for i in fold.train], batch_size, padded),
             evaluate=lambda m: {f"val_{k}": v for k, v in score(m, val, device).items()},
             select="val_select",
             resume=resume,
@@ -247,6 +254,7 @@ def cross_validate(
     model: str = "et",
     folds: int = 10,
     max_folds: int | None = None,
+    only: Sequence[int] | None = None,
     epochs: int | None = None,
     preset: str = "cpu",
     protocol: str = "cv",
@@ -270,6 +278,7 @@ def cross_validate(
         model: ``"et"``, ``"gin"``, ``"mlp"`` or ``"wl"``.
         folds: ``k`` of the stratified k-fold split.
         max_folds: run only the first rounds of that split (smaller budget, same splits).
+        only: run only these rounds (to spread the folds of one run over processes).
         epochs, batch_size, lr: override the preset's training settings (neural models).
         preset: ET preset (:data:`~energy_transformer.models.graph.PRESETS`); its training
             settings are used for every neural model, so baselines get the same budget.
@@ -346,7 +355,17 @@ def cross_validate(
         (out_dir / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
     labels = dataset.labels.numpy()
     return run_kfold(
-        labels, fit_fold, folds, val_fraction, seed, protocol, out_dir, resume, meta, max_folds
+        labels,
+        fit_fold,
+        folds,
+        val_fraction,
+        seed,
+        protocol,
+        out_dir,
+        resume,
+        meta,
+        max_folds,
+        only,
     )
 
 

@@ -117,7 +117,13 @@ def test_sign_flips_only_in_training():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(), dict(adjacency="soft"), dict(blocks=2, steps=1, exclude_self=True, learn_beta=True)],
+    [
+        dict(),
+        dict(attention="dense"),
+        dict(adjacency="soft"),
+        dict(blocks=2, steps=1, exclude_self=True, learn_beta=True),
+        dict(blocks=2, steps=1, exclude_self=True, learn_beta=True, attention="dense"),
+    ],
 )
 def test_padding_invariance(kw):
     model = small_model(**kw).eval()
@@ -128,6 +134,35 @@ def test_padding_invariance(kw):
     assert torch.allclose(alone[0], together[0], atol=1e-5)
     assert torch.allclose(alone[0], flipped[1], atol=1e-5)
     assert torch.allclose(model(Batch.from_data_list([big]))[0], together[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_edge_list_equals_dense_masks(exclude_self):
+    edges = small_model(exclude_self=exclude_self, blocks=2, steps=2).eval()
+    dense = small_model(exclude_self=exclude_self, blocks=2, steps=2, attention="dense").eval()
+    batch = Batch.from_data_list([graph(path(4), 4), graph(cycle(9), 9, seed=2)])
+    assert torch.allclose(edges(batch), dense(batch), atol=1e-5)
+    # Training: same sign flips (same seed), same gradients.
+    edges.train(), dense.train()
+    torch.manual_seed(0)
+    edges(batch).sum().backward()
+    torch.manual_seed(0)
+    dense(batch).sum().backward()
+    for (name, a), b in zip(edges.named_parameters(), dense.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+def test_edge_tokens_structure():
+    model = small_model()
+    a, b = graph(path(3), 3), graph(cycle(4), 4)
+    x, edge_index = model.edge_tokens(Batch.from_data_list([a, b]))
+    assert x.shape == (1, 2 + 7, 16)
+    pairs = set(map(tuple, edge_index.t().tolist()))
+    # Tokens: CLS of graph 0 and 1, then path nodes 2..4, then cycle nodes 5..8.
+    for cls, nodes in ((0, range(2, 5)), (1, range(5, 9))):
+        assert all((cls, v) in pairs and (v, cls) in pairs for v in nodes)
+    assert (2, 3) in pairs and (3, 2) in pairs and (2, 4) not in pairs
+    assert (0, 5) not in pairs and (4, 5) not in pairs  # nothing crosses graphs
 
 
 def test_attention_structure_cls_sees_all_nodes_see_neighbours():
@@ -189,7 +224,7 @@ def test_soft_edge_weight_is_learned():
 
 
 def test_energy_descends_in_eval():
-    model = small_model(alpha=0.02, steps=6).eval()
+    model = small_model(alpha=0.02, steps=6, attention="dense").eval()
     batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(7), 7, seed=1)])
     logits, trajectories = model(batch, return_trajectory=True)
     assert logits.shape == (2, 2) and len(trajectories) == 1
@@ -232,6 +267,8 @@ def test_errors_and_presets():
         model(batch)
     with pytest.raises(ValueError, match="adjacency must be one of"):
         small_model(adjacency="fuzzy")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        small_model(attention="sparse")
     with pytest.raises(ValueError, match="unknown preset"):
         build_graph_et(3, 2, "huge")
     released = build_graph_et(7, 2, "released")

@@ -12,6 +12,7 @@ from energy_transformer.protocols.kfold import (
     NOT_GENERALISATION,
     Fold,
     FoldResult,
+    load_results,
     run_kfold,
     stratified_folds,
     summarize,
@@ -97,6 +98,14 @@ def test_run_kfold_saves_per_fold_results_and_resumes(tmp_path):
     resumed = run_kfold(LABELS, fit_again, folds=5, seed=0, out=tmp_path, resume=True)
     assert calls_again == [3]
     assert np.isclose(resumed.mean, summary.mean)
+
+
+def test_only_listed_folds_then_gathered(tmp_path):
+    fit_fold, calls = majority(LABELS)
+    run_kfold(LABELS, fit_fold, folds=5, only=[3, 1], out=tmp_path)
+    run_kfold(LABELS, fit_fold, folds=5, only=[0], out=tmp_path)
+    assert calls == [1, 3, 0]
+    assert [r.fold for r in load_results(tmp_path)] == [0, 1, 3]
 
 
 def test_max_folds_and_summary_std(tmp_path):
