@@ -148,8 +148,10 @@ class EdgeKeySets:
         src, dst, _ = self._edges_on(q.device)
         q_dst, k_src, omega, _ = self._softmax_parts(q, k, beta)
         omega = omega.unsqueeze(-1)  # (b, E, h, 1)
-        dq = torch.zeros_like(q.transpose(1, 2)).index_add(1, dst, omega * k_src)
-        dk = torch.zeros_like(k.transpose(1, 2)).index_add(1, src, omega * q_dst)
+        batch, heads, tokens, head_dim = q.shape
+        zeros = q.new_zeros(batch, tokens, heads, head_dim)  # token-major, like the gathers
+        dq = zeros.index_add(1, dst, omega * k_src)
+        dk = zeros.index_add(1, src, omega * q_dst)
         return dq.transpose(1, 2), dk.transpose(1, 2)
 
     def __repr__(self) -> str:
