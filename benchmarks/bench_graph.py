@@ -151,6 +151,7 @@ def run_parallel(
     device: str,
     batch_size: int | None,
     max_nodes: dict[str, int],
+    max_folds: int | None = None,
 ) -> None:
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
@@ -174,7 +175,7 @@ def run_parallel(
             batch_size=batch_size,
             max_nodes=max_nodes.get(d),
         )
-        for f in range(folds)
+        for f in range(max_folds or folds)
         for d in datasets
         for m in models
     ]
@@ -204,9 +205,20 @@ def collect(outs: list[str]) -> list[dict[str, Any]]:
                     "summary": summary,
                     "k": meta["k"],
                     "epochs": meta.get("train", {}).get("epochs"),
+                    "max_nodes": meta.get("max_nodes"),
                 }
             )
     return rows
+
+
+def _budget(rows: list[dict[str, Any]]) -> str:
+    """``"3 of 10 folds, 20 epochs"`` from the most-trained neural row of one dataset."""
+    neural = [r for r in rows if r.get("epochs")] or rows
+    best = max(neural, key=lambda r: len(r["summary"].folds))
+    k = best.get("k")
+    folds = len(best["summary"].folds)
+    text = f"{folds} of {k} folds" if k and k != folds else f"{folds} folds"
+    return text + (f", {best['epochs']} epochs" if best.get("epochs") else "")
 
 
 def markdown(rows: list[dict[str, Any]], budget: str) -> str:
@@ -219,8 +231,8 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
         f"Budget: {budget}. Test accuracy mean +- std over folds (%); wall seconds per fold;"
         " [n] = folds finished when fewer than planned.",
         "",
-        f"| dataset | {header} | paper ET (train-set acc!) |",
-        "|---|" + "---|---|" * len(models) + "---|",
+        f"| dataset | budget | {header} | paper ET (train-set acc!) |",
+        "|---|---|" + "---|---|" * len(models) + "---|",
     ]
     ets = [m for m in models if m.split(":")[0] == "et"]
     wins = dict.fromkeys(ets, 0)
@@ -235,10 +247,15 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
             planned = by_model[m].get("k")
             done = f" [{len(s.folds)}]" if planned and len(s.folds) < planned else ""
             cells.append(f"{s.describe()}{done} | {s.seconds_per_fold:.0f}")
-        cap = MAX_NODES.get(name)
+        caps = [r.get("max_nodes", MAX_NODES.get(name)) for r in by_model.values()]
+        cap = caps[0] if caps else None
         shown = f"{name} (first {cap} nodes)" if cap else name
         paper = PAPER_TRAIN_SET_ACC.get(name)
-        lines.append(f"| {shown} | " + " | ".join(cells) + f" | {paper or '-'} |")
+        lines.append(
+            f"| {shown} | {_budget(list(by_model.values()))} | "
+            + " | ".join(cells)
+            + f" | {paper or '-'} |"
+        )
         for et in ets:
             if {et, "gin", "mlp"} <= set(by_model):
                 acc = by_model[et]["summary"].mean
@@ -288,7 +305,7 @@ def main() -> None:
             run_parallel(
                 args.datasets, args.models, args.folds, args.epochs, args.preset, args.data,
                 args.out, args.jobs, args.deadline, args.device, args.batch_size,
-                {"DD": args.dd_max_nodes},
+                {"DD": args.dd_max_nodes}, args.max_folds,
             )  # fmt: skip
         else:
             run(

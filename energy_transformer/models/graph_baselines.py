@@ -135,7 +135,7 @@ class WLSubtreeSVM:
     def __init__(
         self,
         iterations: Sequence[int] = (1, 2, 3, 4, 5),
-        cs: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0),
+        cs: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0, 100.0),
     ) -> None:
         self.iterations, self.cs = tuple(iterations), tuple(cs)
         self.kernels: dict[int, np.ndarray] = {}
