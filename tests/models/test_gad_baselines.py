@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import beta as beta_fn
+from torch_geometric.nn import GCNConv, SAGEConv
 
 from energy_transformer.metrics import auroc
 from energy_transformer.models.gad_baselines import (
@@ -136,6 +137,43 @@ def test_permutation_equivariance(cls):
     torch.testing.assert_close(
         model(x[perm], relabel(edge_index, perm)), model(x, edge_index)[perm]
     )
+
+
+@pytest.mark.parametrize(
+    ("cls", "reference"),
+    [(GCN, lambda a, b: GCNConv(a, b)), (GraphSAGE, lambda a, b: SAGEConv(a, b, aggr="mean"))],
+)
+def test_cached_sparse_path_equals_pyg_edge_list_path(cls, reference):
+    torch.manual_seed(0)
+    n = 10
+    # An existing self loop and an isolated node (9) are the edge cases of the normalisation.
+    edge_index = torch.cat([random_graph(n - 1, 2, seed=6), torch.tensor([[3], [3]])], dim=1)
+    x = torch.randn(n, 5, dtype=torch.float64)
+    model = cls(5, hidden=8, layers=2).double().eval()
+    h = x
+    for layer in model.layers:
+        conv = reference(layer.in_channels, layer.out_channels).double()
+        conv.load_state_dict(layer.state_dict())
+        h = torch.relu(conv(h, edge_index))
+    torch.testing.assert_close(model(x, edge_index), model.head(h))
+
+
+@pytest.mark.parametrize("cls", [GCN, GraphSAGE, BWGNN])
+def test_adjacency_cache_follows_the_graph(cls):
+    torch.manual_seed(0)
+    x = torch.randn(8, 3)
+    first, second = random_graph(8, 2, seed=7), random_graph(8, 2, seed=8)
+    model = cls(3, hidden=8).eval()
+    fresh = [cls(3, hidden=8).eval() for _ in range(2)]
+    for other in fresh:
+        other.load_state_dict(model.state_dict())
+    # The matrix built under inference_mode is reused by a training step on the same graph.
+    with torch.inference_mode():
+        model(x, first)
+    model(x, first).sum().backward()
+    torch.testing.assert_close(model(x, second), fresh[0](x, second))
+    first[:, 0] = first[:, 0].flip(0)  # in-place edit of the same tensor
+    torch.testing.assert_close(model(x, first), fresh[1](x, first.clone()))
 
 
 def dense_laplacian(edge_index: torch.Tensor, n: int) -> torch.Tensor:
