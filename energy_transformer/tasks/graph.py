@@ -394,14 +394,21 @@ def results_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_energy(model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path) -> list[Path]:
-    """Energy descent of each ET block on a batch of graphs (eval mode), one PNG per block."""
+    """Energy descent of each ET block on a batch of graphs (eval mode), one PNG per block.
+
+    Runs the dense layout (same result as the edge list) so each graph's energy is its own.
+    """
     from energy_transformer.plots import plot_energy_descent
 
     device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad():
-        batch = Batch.from_data_list(list(graphs)).to(device)
-        _, trajectories = model(batch, return_trajectory=True)
+    layout, model.attention = model.attention, "dense"
+    try:
+        with torch.no_grad():
+            batch = Batch.from_data_list(list(graphs)).to(device)
+            _, trajectories = model(batch, return_trajectory=True)
+    finally:
+        model.attention = layout
     paths = []
     for i, trajectory in enumerate(trajectories):
         name = "energy_descent.png" if len(trajectories) == 1 else f"energy_descent_block{i}.png"
@@ -445,7 +452,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
     parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
-    parser.add_argument("--adjacency", choices=("hard", "soft"), default=None)
+    parser.add_argument(
+        "--adjacency", choices=("hard", "soft"), default=None, help="hard mask or learned soft"
+    )
+    parser.add_argument(
+        "--attention", choices=("edges", "dense"), default=None, help="edge list or padded masks"
+    )
     parser.add_argument("--noise-std", type=float, default=None, help="Langevin-like noise")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -460,6 +472,7 @@ def train(args: argparse.Namespace) -> Path:
             ("blocks", args.blocks),
             ("steps", args.steps),
             ("adjacency", args.adjacency),
+            ("attention", args.attention),
             ("noise_std", args.noise_std),
         )
         if value is not None

@@ -43,11 +43,17 @@ def toy_root(tmp_path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("model", ["et", "gin", "mlp", "wl"])
-def test_train_and_eval_end_to_end(toy_root, tmp_path, model, one_thread, capsys):
+RELEASED_STYLE = ["--adjacency", "soft", "--blocks", "2", "--steps", "1", "--noise-std", "0.02"]
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("et", []), ("et", RELEASED_STYLE), ("gin", []), ("mlp", []), ("wl", [])],
+)
+def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread, capsys):
     out = tmp_path / f"run-{model}"
     args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", model]
-    args += ["--folds", "2", "--epochs", "2", "--batch-size", "4", "--out", str(out)]
+    args += ["--folds", "2", "--epochs", "2", "--batch-size", "4", "--out", str(out), *extra]
     assert main([*args, "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol"] == "cv" and summary["folds_run"] == 2 and summary["model"] == model
@@ -60,8 +66,13 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, one_thread, capsys
         if model != "wl":
             assert (out / fold / "best.safetensors").is_file()
             assert (out / fold / "metrics.csv").is_file()
-    if model == "et":
+    if model == "et" and not extra:
         assert (out / "energy_descent.png").stat().st_size > 0
+    if extra:  # the released code's options reach the model and its saved config
+        config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
+        assert config["adjacency"] == "soft" and config["blocks"] == 2
+        assert config["steps"] == 1 and config["noise_std"] == 0.02
+        assert (out / "energy_descent_block1.png").stat().st_size > 0
     capsys.readouterr()
     # et eval re-scores the saved checkpoints on the saved test splits: the same accuracies.
     assert main(["eval", str(out), "--data", str(toy_root)]) == 0
