@@ -294,19 +294,25 @@ def plot_position_similarity(
         )
     emb = torch.nn.functional.normalize(pos_embed.detach().float().cpu(), dim=-1)
     sim = (emb @ emb.T).view(grid, grid, grid, grid)
-    fig, axes = plt.subplots(grid, grid, figsize=(0.75 * grid + 1.2, 0.75 * grid), squeeze=False)
-    image = None
+    # One mosaic (a NaN gap between panels) instead of grid^2 axes: fast and crisp.
+    step = grid + 1
+    canvas = torch.full((grid * step - 1, grid * step - 1), float("nan"))
     for r in range(grid):
         for c in range(grid):
-            ax = axes[r, c]
-            image = ax.imshow(sim[r, c], cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.subplots_adjust(wspace=0.06, hspace=0.06, right=0.88)
-    cax = fig.add_axes((0.9, 0.15, 0.02, 0.7))
-    fig.colorbar(image, cax=cax, label="cosine similarity")
+            canvas[r * step : r * step + grid, c * step : c * step + grid] = sim[r, c]
+    fig, ax = plt.subplots(figsize=(0.55 * grid + 2.0, 0.55 * grid + 1.2))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    image = ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([step * c + (grid - 1) / 2 for c in range(grid)], range(grid))
+    ax.set_yticks([step * r + (grid - 1) / 2 for r in range(grid)], range(grid))
+    ax.set_xlabel("patch column")
+    ax.set_ylabel("patch row")
+    ax.tick_params(length=0, labelsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="cosine similarity")
     if title:
-        fig.suptitle(title, fontsize=11, fontweight="bold")
+        ax.set_title(title, fontsize=11, fontweight="bold")
     return _save(fig, path)
 
 

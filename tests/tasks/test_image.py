@@ -1,0 +1,189 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from image_fixtures import fake_images, write_fake_mnist
+from test_official import official_arrays, save
+
+from energy_transformer.cli import main
+from energy_transformer.tasks.image import fixed_masks, load_model, masked_mse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_fake_mnist(tmp_path_factory.mktemp("data"), train=40, test=12)
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    main(
+        [
+            "train",
+            "image",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--subset",
+            "24",
+            "--val-size",
+            "8",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--steps",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
+    return out
+
+
+def test_train_writes_a_run(run):
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "image" and config["model"]["arch"] == "et"
+    assert config["model"]["steps"] == 2 and config["extra"]["train_images"] == 24
+    assert (run / "best.safetensors").is_file() and (run / "last.safetensors").is_file()
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_mse" in rows[0]
+    model, _ = load_model(run)
+    assert model.steps == 2
+
+
+def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
+    main(["eval", str(run), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
+    metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert metrics["test_images"] == 12 and metrics["masked_patches_per_image"] == 20
+    assert metrics["masked_psnr"] == pytest.approx(-10 * np.log10(metrics["masked_mse"]))
+    for name in ("reconstructions", "energy", "memories", "updates", "positions"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert "| Energy Transformer |" in (tmp_path / "eval_metrics.md").read_text()
+    assert "eval_metrics.json" in capsys.readouterr().out
+    # fixed masks: every evaluation and every model sees the same hidden patches
+    model, _ = load_model(run)
+    assert torch.equal(fixed_masks(model, 12)[1], fixed_masks(model, 12)[1])
+    images = torch.from_numpy(fake_images(12, seed=1)).float()[:, None] / 255
+    mse, _ = masked_mse(model, images, fixed_masks(model, 12)[1])
+    assert mse == pytest.approx(metrics["masked_mse"], rel=1e-5)
+
+
+def test_complete_writes_side_by_side(run, tmp_path):
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(
+        tmp_path / "shirt.png"
+    )
+    main(
+        [
+            "complete",
+            str(run),
+            str(tmp_path / "shirt.png"),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert (tmp_path / "o" / "shirt_completed.png").stat().st_size > 1000
+
+
+def test_resume_continues_to_more_epochs(run, data, capsys):
+    main(
+        [
+            "train",
+            "image",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--subset",
+            "24",
+            "--val-size",
+            "8",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--steps",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--resume",
+        ]
+    )
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4  # header + 2 earlier epochs + 1 new
+
+
+def test_convert_official(tmp_path):
+    arrays = official_arrays()
+    npz = save(tmp_path / "released.npz", arrays)
+    main(["convert-official", str(npz), str(tmp_path / "conv"), "--steps", "3"])
+    model, config = load_model(tmp_path / "conv")
+    assert config["model"]["exclude_self"] is False and model.steps == 3
+    torch.testing.assert_close(model.block.hopfield.xi, torch.from_numpy(arrays["Xi"].T).float())
+    torch.testing.assert_close(model.encoder.weight, torch.from_numpy(arrays["Wenc"].T).float())
+
+
+def test_bad_arguments(data, tmp_path):
+    with pytest.raises(SystemExit, match="val-size"):
+        main(
+            [
+                "train",
+                "image",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "x"),
+                "--val-size",
+                "40",
+                "--no-progress",
+            ]
+        )
+    with pytest.raises(SystemExit):
+        main(["train", "image", "--preset", "cifar"])
+
+
+def test_benchmark_harness_end_to_end(data, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "bench_image", ROOT / "benchmarks" / "bench_image.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "image.md"
+    results = bench.main(
+        [
+            "--data",
+            str(data),
+            "--subset",
+            "16",
+            "--test-size",
+            "8",
+            "--batch-size",
+            "8",
+            "--speed-batches",
+            "1",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    names = [r["model"] for r in results["rows"]]
+    assert names[0] == "Energy Transformer" and names[1] == "ViT masked autoencoder"
+    assert results["rows"][0]["parameters"] * 10 < results["rows"][1]["parameters"]
+    assert set(results["speed"]) == {"et (closed form)", "et (autograd)", "vit-mae"}
+    assert all(r["masked_mse"] > 0 for r in results["rows"])
+    table = out.read_text()
+    assert "| Energy Transformer | 109,329 |" in table and "command: `python benchmarks" in table
