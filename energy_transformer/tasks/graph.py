@@ -427,7 +427,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-folds", type=int, default=None, help="run only the first N rounds of the k folds"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs; None: the preset's")
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -440,8 +440,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default="cv",
         help="cv (honest) or train-on-all (released notebooks; NOT a generalisation measure)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/graph-…)")
-    parser.add_argument("--data", type=Path, default=None, help="data folder (default $ET_DATA)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder; None: runs/graph-DATASET-MODEL"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="data folder; None: $ET_DATA, then the cache"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--batch-size", type=int, default=None)
