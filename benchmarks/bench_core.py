@@ -58,10 +58,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
 def time_calls(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, interleaved so that load drifts hit all alike."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -70,10 +78,10 @@ def time_calls(
     for _ in range(repeats):
         for name, fn in fns.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = now()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     return times
 
 
@@ -105,12 +113,15 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
-def matmul_rate(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+def matmul_rate(
+    size: int, dtype: torch.dtype, device: torch.device, repeats: int, clock: str = "wall"
+) -> float:
     """Best FLOP/s of a ``size``-square matrix product in ``dtype`` on ``device``."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
-    times = time_calls({"mm": lambda: torch.mm(a, b, out=out)}, repeats, 2, device)["mm"]
+    fns = {"mm": lambda: torch.mm(a, b, out=out)}
+    times = time_calls(fns, repeats, 2, device, clock)["mm"]
     return 2 * size**3 / min(times)
 
 
@@ -158,7 +169,7 @@ def bench_preset(
         ("training", training, 3 * flops),
     ):
         fns = {gradient: make(gradient) for gradient in GRADIENTS}
-        times = time_calls(fns, args.repeats, args.warmup, device)
+        times = time_calls(fns, args.repeats, args.warmup, device, args.clock)
         rows.append(
             Row(
                 preset=name,
@@ -204,6 +215,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
     parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; process: CPU time of this process (all threads), robust to "
+        "other processes on a shared CPU; use it with --threads 1",
+    )
+    parser.add_argument(
         "--matmul-size", type=int, default=None, help="side of the reference square product"
     )
     return parser.parse_args(argv)
@@ -216,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
     matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
-    rate = matmul_rate(matmul_size, dtype, device, max(args.repeats, 3))
+    if args.clock == "process" and device.type == "cuda":
+        raise SystemExit("--clock process measures CPU work: use it with --device cpu")
+    rate = matmul_rate(matmul_size, dtype, device, max(args.repeats, 3), args.clock)
 
     presets = PRESETS if args.preset == "both" else {args.preset: PRESETS[args.preset]}
     rows = [
@@ -234,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     header = [
         f"torch {torch.__version__}, device {machine}, dtype {args.dtype} "
         f"(energies reduced in float32), {args.steps} steps, alpha 0.1, best of "
-        f"{args.repeats} timed calls per path (interleaved) after {args.warmup} warm-up",
+        f"{args.repeats} timed calls per path (interleaved) after {args.warmup} warm-up, "
+        f"{args.clock} clock",
         f"matmul rate: {rate / 1e9:.1f} GFLOP/s ({matmul_size}^3 {args.dtype} product, best "
         "of the same run)",
         f"FLOPs per step: {FLOP_FORMULA}; training counted as 3x the forward's FLOPs",

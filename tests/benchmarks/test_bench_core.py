@@ -23,10 +23,11 @@ def test_flop_formula(bench):
     assert bench.step_flops(8, 197, 768, 12, 64, 3072) == 22_309_502_976 + 1_430_654_976
 
 
-def test_main_prints_a_full_table(bench, capsys):
+@pytest.mark.parametrize("clock", ["wall", "process"])
+def test_main_prints_a_full_table(bench, capsys, clock):
     report = bench.main(
         ["--preset", "small", "--batch", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]
-        + ["--matmul-size", "128"]
+        + ["--matmul-size", "128", "--clock", clock]
     )
     assert report in capsys.readouterr().out
     rows = [line for line in report.splitlines() if line.startswith("| small")]
