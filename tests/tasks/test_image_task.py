@@ -1,6 +1,4 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +8,6 @@ from test_official import official_arrays, save
 
 from energy_transformer.cli import main
 from energy_transformer.tasks.image import fixed_masks, load_model, masked_mse
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -152,38 +148,3 @@ def test_bad_arguments(data, tmp_path):
         )
     with pytest.raises(SystemExit):
         main(["train", "image", "--preset", "cifar"])
-
-
-def test_benchmark_harness_end_to_end(data, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "bench_image", ROOT / "benchmarks" / "bench_image.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "image.md"
-    results = bench.main(
-        [
-            "--data",
-            str(data),
-            "--subset",
-            "16",
-            "--test-size",
-            "8",
-            "--batch-size",
-            "8",
-            "--speed-batches",
-            "1",
-            "--threads",
-            "1",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    names = [r["model"] for r in results["rows"]]
-    assert names[0] == "Energy Transformer" and names[1] == "ViT masked autoencoder"
-    assert results["rows"][0]["parameters"] * 10 < results["rows"][1]["parameters"]
-    assert set(results["speed"]) == {"et (closed form)", "et (autograd)", "vit-mae"}
-    assert all(r["masked_mse"] > 0 for r in results["rows"])
-    table = out.read_text()
-    assert "| Energy Transformer | 109,329 |" in table and "command: `python benchmarks" in table
