@@ -459,13 +459,15 @@ def write_pictures(
 
 DEMO = {
     "epochs": 3,
-    "subset": 6000,
+    "subset": 5000,
     "batch_size": 64,
     "lr": 3e-3,
     "warmup_epochs": 0.3,
     "val_size": 500,
     "eval_size": 2000,
 }
+# Model overrides of the demo (none: the fashion-mnist preset as is).
+DEMO_MODEL: dict[str, Any] = {}
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -500,6 +502,7 @@ def demo(args: argparse.Namespace) -> None:
             "--device",
             args.device,
             *(["--data", str(args.data)] if args.data else []),
+            *(["--steps", str(DEMO_MODEL["steps"])] if "steps" in DEMO_MODEL else []),
         ]
     )
     print(

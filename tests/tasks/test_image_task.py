@@ -148,3 +148,21 @@ def test_bad_arguments(data, tmp_path):
         )
     with pytest.raises(SystemExit):
         main(["train", "image", "--preset", "cifar"])
+
+
+def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsys):
+    from energy_transformer.tasks import image
+
+    tiny = {**image.DEMO, "epochs": 1, "subset": 16, "batch_size": 8, "val_size": 8, "eval_size": 8}
+    monkeypatch.setattr(image, "DEMO", tiny)
+    monkeypatch.setattr(image, "DEMO_MODEL", {"steps": 1})
+    out = tmp_path / "demo"
+    for _ in range(2):
+        main(["demo", "--out", str(out), "--data", str(data), "--device", "cpu"])
+        assert json.loads((out / "eval_metrics.json").read_text())["test_images"] == 8
+    assert f"everything is in {out}" in capsys.readouterr().out
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    with pytest.raises(SystemExit, match="not a run folder"):
+        main(["demo", "--out", str(tmp_path / "mine"), "--data", str(data)])
+    assert (tmp_path / "mine" / "thesis.tex").is_file()
