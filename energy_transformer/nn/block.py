@@ -204,10 +204,10 @@ class EnergyTransformer(nn.Module):
 
     # -- gradient ---------------------------------------------------------------------------
 
-    def _back_weights(self, weight: Tensor, scale: float) -> list[Tensor]:
+    def _back_weights(self, weight: Tensor, scale: float, inplace: bool) -> list[Tensor]:
         """``scale * weight`` for the back-projection, scaled once per call (not in every step's
         backward); split as :meth:`_closed_form_terms` splits its factors."""
-        if not torch.is_grad_enabled():
+        if inplace:
             return [scale * weight]
         rows = 2 * self.attention.heads * self.attention.head_dim
         return [scale * weight[rows:], scale * weight[:rows]]
@@ -218,19 +218,19 @@ class EnergyTransformer(nn.Module):
         keysets: KeySets,
         token_weight: Tensor | None,
         weight: Tensor,
+        inplace: bool,
         out: Tensor | None = None,
     ) -> list[Tensor]:
         """Closed form :math:`-\\partial E/\\partial g` as factors ``a: (batch * N, rows)``
         whose products with :meth:`_back_weights` sum to it.
 
-        Without autograd (inference): one factor, ``[dq | dk | act]`` written over the
-        projection ``g @ weight.T`` itself (in ``out`` when given) for one stacked
-        back-projection, with no concatenation and no new buffer per step. With autograd:
-        ``act`` and ``[dq | dk]`` separately, so that the tensor the ReLU keeps for its
-        backward is not copied into a second ``(batch, N, memories)`` one.
+        ``inplace`` (no autograd, no autocast: inference): one factor, ``[dq | dk | act]``
+        written over the projection ``g @ weight.T`` itself (in ``out`` when given) for one
+        stacked back-projection, with no concatenation and no new buffer per step. Otherwise:
+        ``act`` and ``[dq | dk]`` separately, so that the tensor the ReLU keeps for its backward
+        is not copied into a second ``(batch, N, memories)`` one.
         """
         batch, tokens, dim = g.shape
-        inplace = not torch.is_grad_enabled()
         p = torch.mm(g.reshape(-1, dim), weight.T, out=out if inplace else None)
         q, k, h = self._split(p.view(batch, tokens, -1))
         dq, dk = keysets.neg_grad(q, k, self.attention.beta)
@@ -268,8 +268,9 @@ class EnergyTransformer(nn.Module):
         g, weight = self.norm(x), self._stacked_weight()
         if gradient == "autograd":
             return -self._neg_grad_autograd(g, keysets, token_weight, weight)
-        factors = self._closed_form_terms(g, keysets, token_weight, weight)
-        back = self._back_weights(weight, -1.0)
+        inplace = _inplace_ok(g)
+        factors = self._closed_form_terms(g, keysets, token_weight, weight, inplace)
+        back = self._back_weights(weight, -1.0, inplace)
         return sum(a @ w for a, w in zip(factors, back, strict=True)).view_as(g)
 
     # -- dynamics ---------------------------------------------------------------------------
@@ -316,11 +317,14 @@ class EnergyTransformer(nn.Module):
         batch, tokens, dim = x.shape
         # Without autograd nothing needs the old tokens: update one copy of x in place and
         # reuse one projection buffer for every step.
-        inplace = not torch.is_grad_enabled()
+        inplace = _inplace_ok(x)
         if inplace:
             x = x.clone(memory_format=torch.contiguous_format)
         buffer = None
-        back = self._back_weights(weight, alpha) if gradient == "closed_form" else []
+        back = self._back_weights(weight, alpha, inplace) if gradient == "closed_form" else []
+        # Under autocast the product is low precision: add it to the tokens out of place, as
+        # x + update, so that the token stream keeps x's dtype.
+        fused = not torch.is_autocast_enabled(x.device.type)
 
         energies: list[EnergyTerms] = []
         tokens_seen = [x.clone() if inplace else x] if return_trajectory else []
@@ -329,11 +333,14 @@ class EnergyTransformer(nn.Module):
             if return_trajectory:
                 energies.append(self._report_energy(g, keysets, token_weight, weight))
             if gradient == "closed_form":
-                factors = self._closed_form_terms(g, keysets, token_weight, weight, buffer)
+                factors = self._closed_form_terms(g, keysets, token_weight, weight, inplace, buffer)
                 # x + alpha * (-dE/dg) as fused product-and-adds.
                 x2d = x.view(-1, dim) if inplace else x.reshape(-1, dim)
                 for a, w in zip(factors, back, strict=True):
-                    x2d = x2d.addmm_(a, w) if inplace else x2d.addmm(a, w)
+                    if inplace:
+                        x2d.addmm_(a, w)
+                    else:
+                        x2d = x2d.addmm(a, w) if fused else x2d + a @ w
                 x = x2d.view(batch, tokens, dim)
                 buffer = factors[0] if inplace else None
             else:
@@ -351,6 +358,12 @@ class EnergyTransformer(nn.Module):
         energies.append(self._report_energy(self.norm(x), keysets, token_weight, weight))
         terms = EnergyTerms(*(torch.stack(t) for t in zip(*energies, strict=True)))
         return x, Trajectory(torch.stack(tokens_seen), terms)
+
+
+def _inplace_ok(x: Tensor) -> bool:
+    """Whether the descent may overwrite its buffers: no autograd graph, and no autocast (whose
+    products would not write into buffers of the tokens' dtype)."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
 
 
 def _check_gradient(gradient: str) -> None:

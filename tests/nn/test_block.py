@@ -371,3 +371,15 @@ def test_energy_and_energy_grad_check_their_inputs():
         block.energy(torch.full((1, 3, 6), float("nan"), dtype=DTYPE))
     with pytest.raises(ValueError, match="gradient must be one of"):
         block.energy_grad(X, gradient="exact")
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+def test_autocast_keeps_the_token_dtype(grad_enabled, gradient):
+    block = make_block(std=0.3).float()
+    x = torch.randn(2, 5, 6)
+    expected = block(x, 3, 0.1, gradient=gradient)
+    with torch.set_grad_enabled(grad_enabled), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x, 3, 0.1, gradient=gradient)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0.05, atol=0.05)
