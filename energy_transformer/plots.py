@@ -155,7 +155,7 @@ def plot_reconstructions(
 
 
 def masked_view(images: Tensor, patch_mask: Tensor, patch_size: int) -> Tensor:
-    """Images with the masked patches replaced by a checkerboard-free mid grey tint.
+    """Images with the masked patches painted over in a flat grey (blue-grey for RGB).
 
     Args:
         images: ``(n, C, H, W)`` in [0, 1].
@@ -198,7 +198,8 @@ def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
 
 
 def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
-    """Hopfield memories decoded to pixel patches, shown as a mosaic (diverging colours).
+    """Hopfield memories decoded to pixel patches, as a mosaic (diverging colours, each tile
+    scaled to its own maximum).
 
     Args:
         patches: ``(memories, C, p, p)`` decoded memories (any scale; zero is white).
@@ -207,8 +208,11 @@ def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
     """
     if patches.dim() != 4:
         raise ValueError(f"patches must be (memories, C, p, p), got {tuple(patches.shape)}")
+    tiles = patches.detach().float().cpu()
+    # Each memory on its own scale: the shape of a memory matters here, not its norm.
+    tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
     fig, ax = plt.subplots(figsize=(7, 7))
-    _tile(ax, patches.detach().float().cpu(), symmetric=True)
+    _tile(ax, tiles, symmetric=True)
     if title:
         ax.set_title(title, fontsize=11, fontweight="bold")
     return _save(fig, path)
