@@ -136,6 +136,10 @@ class MaskedImageModel(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(self.patches + 1, dim) * embed_init_std)
         self.decoder = nn.Linear(dim, self.patch_dim)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay (timm's convention, read by the Trainer)."""
+        return {"pos_embed", "cls_token", "mask_token"}
+
     # -- to be provided by subclasses -------------------------------------------------------
 
     decoder_norm: nn.Module

@@ -195,3 +195,13 @@ def test_bad_inputs():
         tiny(gradient="numeric")
     with pytest.raises(ValueError, match="one value per channel"):
         tiny(mean=(0.1, 0.2))
+
+
+def test_embeddings_are_not_weight_decayed_by_the_trainer():
+    from energy_transformer.train.trainer import _param_groups
+
+    model = tiny()
+    decay, no_decay = _param_groups(model, 0.05)
+    assert any(p is model.pos_embed for p in no_decay["params"])
+    assert not any(p is model.pos_embed for p in decay["params"])
+    assert any(p is model.block.hopfield.xi for p in decay["params"])
