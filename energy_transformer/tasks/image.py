@@ -177,12 +177,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         " or the train/ + val/ root of a folder dataset",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/image"), help="run folder")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training images")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    parser.add_argument(
+        "--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay"
+    )
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm")
     parser.add_argument(
         "--gradient",
         default="closed_form",
@@ -204,7 +206,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="test images `et eval` scores (default: the whole test split)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, order, masks")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
