@@ -120,12 +120,8 @@ class MaskedImageModel(nn.Module):
             )
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.image_size, self.patch_size, self.channels, self.dim = (
-            image_size,
-            patch_size,
-            channels,
-            dim,
-        )
+        self.image_size, self.patch_size = image_size, patch_size
+        self.channels, self.dim = channels, dim
         self.selected, self.masked, self.loss_kind = selected, masked, loss
         self.patch_dim = channels * patch_size * patch_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

@@ -40,12 +40,8 @@ class PatchInterpolation:
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.patch_size, self.method, self.iterations, self.fill = (
-            patch_size,
-            method,
-            iterations,
-            fill,
-        )
+        self.patch_size, self.method = patch_size, method
+        self.iterations, self.fill = iterations, fill
 
     def _harmonic(self, images: Tensor, hidden: Tensor) -> Tensor:
         known = (~hidden).to(images.dtype)
