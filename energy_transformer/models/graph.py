@@ -254,6 +254,8 @@ class GraphEnergyTransformer(nn.Module):
         exclude_self: remove a token from its own key set (default: allowed).
         learn_beta: learn the attention inverse temperature per head.
         hopfield: ``"relu"`` or ``"softmax"``.
+        qk_init_std, xi_init_std: init scales of the block's ``wq``/``wk`` and memories (spec's
+            image preset: 0.002, 0.02).
 
     Shapes:
         - input: a PyG ``Batch`` with ``x: (nodes, F)``, ``pe: (nodes, k)``, ``edge_index``,
@@ -280,6 +282,8 @@ class GraphEnergyTransformer(nn.Module):
         exclude_self: bool = False,
         learn_beta: bool = False,
         hopfield: str = "relu",
+        qk_init_std: float = 0.002,
+        xi_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if adjacency not in ADJACENCIES:
@@ -302,6 +306,8 @@ class GraphEnergyTransformer(nn.Module):
                 hopfield=hopfield,
                 exclude_self=exclude_self,
                 learn_beta=learn_beta,
+                qk_init_std=qk_init_std,
+                xi_init_std=xi_init_std,
             )
             for _ in range(blocks)
         )
