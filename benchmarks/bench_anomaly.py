@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--et-head-dim", type=int, default=8)
     parser.add_argument("--et-steps", type=int, default=2)
     parser.add_argument("--et-alpha", type=float, default=0.1)
+    parser.add_argument("--et-qk-init-std", type=float, default=0.02)
     parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> str:
         "head_dim": args.et_head_dim,
         "steps": args.et_steps,
         "alpha": args.et_alpha,
+        "qk_init_std": args.et_qk_init_std,
     }
     cfg = HarnessConfig(
         epochs=args.epochs,
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> str:
             f" (one 40% / 20% / 40% stratified split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
             f" H {args.et_heads}, Y {args.et_head_dim}, T {args.et_steps}, alpha {args.et_alpha},"
+            f" W^Q/W^K init std {args.et_qk_init_std},"
             " self loops, classifier on [LN(final tokens), input embedding]. `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"
             " classifier, no labels at scoring time). Whole run: {:.1f} min. This is far below"
