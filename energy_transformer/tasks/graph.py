@@ -316,7 +316,8 @@ def cross_validate(
         "data": None if root is None else str(root),
     }
     if model == "wl":
-        fit_fold = make_fit_wl(dataset, 1 if protocol == "train-on-all" else max_folds or folds)
+        rounds = 1 if protocol == "train-on-all" else len(only or []) or max_folds or folds
+        fit_fold = make_fit_wl(dataset, rounds)
     else:
         config = model_config(
             model, dataset.num_features, dataset.num_classes, preset, et_overrides
