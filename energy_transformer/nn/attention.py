@@ -95,16 +95,67 @@ class DenseKeySets:
         # operands once per product). Queries that do not count are zeroed in q and in dq,
         # which removes their rows of Omega at O(N Y) instead of O(N^2) cost.
         k = k.contiguous()
-        if self.query_weight is None:
-            q = q.contiguous()
-        else:
-            weight = self.query_weight[..., None]  # (batch or 1, 1, N, 1)
-            q = q * weight
-        omega = torch.softmax(self._scores(q, k, beta), dim=-1)  # (batch, heads, N, N)
+        weight = None if self.query_weight is None else self.query_weight[..., None]
+        q = q.contiguous() if weight is None else q * weight
+        return _DenseNegGrad.apply(q, k, beta, self.bias, weight)
+
+
+class _DenseNegGrad(torch.autograd.Function):
+    r"""``(dq, dk) = ((Omega k) * weight, Omega^T q)``, :math:`\Omega = \mathrm{softmax}(\beta
+    q k^\top + \text{bias})`, with a hand-written backward (a Hessian-vector product of the
+    energy) for training through the closed-form descent.
+
+    The backward forms :math:`\partial L/\partial\Omega = G_{dq} k^\top + q G_{dk}^\top` as
+    ONE product ``[G_dq | q] @ [k | G_dk]^T`` (autograd would do two, a transposed copy and a
+    sum of ``(N, N)`` tensors) and the softmax backward in place. First-order only: the
+    autograd path (``gradient="autograd"``) is the one for higher derivatives.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        q: Tensor,
+        k: Tensor,
+        beta: Tensor,
+        bias: Tensor | None,
+        weight: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        # q, k: contiguous (batch, heads, N, Y), q zero at queries that do not count;
+        # weight: (batch or 1, 1, N, 1) in {0, 1} or None.
+        scores = torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))
+        if bias is not None:
+            scores.add_(bias)
+        omega = torch.softmax(scores, dim=-1)  # (batch, heads, N queries, N keys)
         dq = torch.matmul(omega, k)
-        if self.query_weight is not None:
+        if weight is not None:
             dq.mul_(weight)
+        ctx.save_for_backward(q, k, beta, omega, weight)
         return dq, torch.matmul(omega.transpose(-1, -2), q)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_dq: Tensor, grad_dk: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        q, k, beta, omega, weight = ctx.saved_tensors
+        if weight is not None:
+            grad_dq = grad_dq * weight
+        scale = beta[:, None, None]
+        grad_omega = torch.matmul(
+            torch.cat([grad_dq, q], dim=-1), torch.cat([k, grad_dk], dim=-1).transpose(-1, -2)
+        )
+        # Softmax backward, in place: Omega * (G - rowsum(Omega * G)).
+        row = (grad_omega * omega).sum(dim=-1, keepdim=True)
+        grad_scores = grad_omega.sub_(row).mul_(omega)
+        grad_scores_k = torch.matmul(grad_scores, k)
+        grad_q = torch.matmul(omega, grad_dk).add_(grad_scores_k * scale)
+        grad_k = torch.matmul(omega.transpose(-1, -2), grad_dq)
+        grad_k.add_(torch.matmul(grad_scores.transpose(-1, -2), q).mul_(scale))
+        grad_beta = None
+        if ctx.needs_input_grad[2]:
+            # d/dbeta_h of beta_h q.k summed against the score gradient.
+            grad_beta = (q * grad_scores_k).sum(dim=(0, 2, 3))
+        return grad_q, grad_k, grad_beta, None, None
 
 
 class EnergyAttention(nn.Module):

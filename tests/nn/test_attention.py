@@ -164,3 +164,17 @@ def test_learned_beta_per_head_gets_its_own_gradient():
             down = att.energy(g, keysets).sum()
             att.beta[h] += eps
         assert math.isclose(grad[h].item(), ((up - down) / (2 * eps)).item(), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize(("masked", "exclude_self"), [(False, False), (True, True)])
+def test_neg_grad_backward_matches_finite_differences(masked, exclude_self):
+    # The closed form's own backward (training through the descent), beta included.
+    q, k, beta = random_qk(2, 2, 5, 3, seed=4)
+    mask = padding_mask = None
+    if masked:
+        mask = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(4)) < 0.5
+        mask[0, 1] = False  # an empty key set
+        padding_mask = torch.tensor([[False] * 4 + [True], [False] * 5])
+    keysets = DenseKeySets(5, mask, padding_mask, exclude_self, DTYPE)
+    inputs = tuple(t.requires_grad_() for t in (q, k, beta))
+    assert torch.autograd.gradcheck(keysets.neg_grad, inputs)
