@@ -48,9 +48,11 @@ class EnergyTransformer(nn.Module):
     same :math:`g` and summed.
 
     ``gradient="closed_form"`` (the default, fast) uses spec §1.2/§1.3's formulas with one stacked
-    projection ``g @ [W^Q; W^K; xi]^T`` and one stacked back-projection per step;
-    ``gradient="autograd"`` differentiates :meth:`energy` (the reference). Training through the
-    unrolled steps works with both.
+    projection ``g @ [W^Q; W^K; xi]^T`` and one stacked back-projection per step (two, Hopfield
+    and attention, when training); ``gradient="autograd"`` differentiates :meth:`energy` (the
+    reference). Training through the unrolled steps works with both. Under ``torch.no_grad``
+    the descent updates a private copy of ``x`` in place and reuses one projection buffer for
+    every step; the input is never modified.
 
     Args:
         dim: token dimension :math:`D`.
