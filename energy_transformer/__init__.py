@@ -2,6 +2,7 @@
 
 from energy_transformer.nn import (
     DenseKeySets,
+    EdgeKeySets,
     EnergyAttention,
     EnergyLayerNorm,
     EnergyTerms,
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DenseKeySets",
+    "EdgeKeySets",
     "EnergyAttention",
     "EnergyLayerNorm",
     "EnergyTerms",
