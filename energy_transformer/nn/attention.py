@@ -107,7 +107,8 @@ class _DenseNegGrad(torch.autograd.Function):
 
     The backward forms :math:`\partial L/\partial\Omega = G_{dq} k^\top + q G_{dk}^\top` as
     ONE product ``[G_dq | q] @ [k | G_dk]^T`` (autograd would do two, a transposed copy and a
-    sum of ``(N, N)`` tensors) and the softmax backward in place. First-order only: the
+    sum of ``(N, N)`` tensors) and the softmax backward in place. A ``bias`` or ``weight`` that
+    requires grad (e.g. a learned soft adjacency) gets its gradient too. First-order only: the
     autograd path (``gradient="autograd"``) is the one for higher derivatives.
     """
 
@@ -130,6 +131,7 @@ class _DenseNegGrad(torch.autograd.Function):
         if weight is not None:
             dq.mul_(weight)
         ctx.save_for_backward(q, k, beta, omega, weight)
+        ctx.bias_shape = None if bias is None else bias.shape
         return dq, torch.matmul(omega.transpose(-1, -2), q)
 
     @staticmethod
@@ -138,6 +140,9 @@ class _DenseNegGrad(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad_dq: Tensor, grad_dk: Tensor
     ) -> tuple[Tensor | None, ...]:
         q, k, beta, omega, weight = ctx.saved_tensors
+        grad_weight = None
+        if ctx.needs_input_grad[4]:
+            grad_weight = (torch.matmul(omega, k) * grad_dq).sum_to_size(weight.shape)
         if weight is not None:
             grad_dq = grad_dq * weight
         scale = beta[:, None, None]
@@ -155,7 +160,8 @@ class _DenseNegGrad(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # d/dbeta_h of beta_h q.k summed against the score gradient.
             grad_beta = (q * grad_scores_k).sum(dim=(0, 2, 3))
-        return grad_q, grad_k, grad_beta, None, None
+        grad_bias = grad_scores.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[3] else None
+        return grad_q, grad_k, grad_beta, grad_bias, grad_weight
 
 
 class EnergyAttention(nn.Module):

@@ -178,3 +178,19 @@ def test_neg_grad_backward_matches_finite_differences(masked, exclude_self):
     keysets = DenseKeySets(5, mask, padding_mask, exclude_self, DTYPE)
     inputs = tuple(t.requires_grad_() for t in (q, k, beta))
     assert torch.autograd.gradcheck(keysets.neg_grad, inputs)
+
+
+def test_neg_grad_backward_reaches_a_learned_bias_and_query_weight():
+    # Subclasses (e.g. a learned soft adjacency) may make the bias a function of parameters.
+    q, k, beta = random_qk(2, 3, 4, 2, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    keysets = DenseKeySets(4, dtype=DTYPE)
+    bias = torch.randn(2, 1, 4, 4, generator=gen, dtype=DTYPE, requires_grad=True)
+    query_weight = torch.rand(2, 1, 4, generator=gen, dtype=DTYPE, requires_grad=True)
+
+    def neg_grad(q, k, beta, bias, query_weight):
+        keysets.bias, keysets.query_weight = bias, query_weight
+        return keysets.neg_grad(q, k, beta)
+
+    inputs = (q.requires_grad_(), k.requires_grad_(), beta.requires_grad_(), bias, query_weight)
+    assert torch.autograd.gradcheck(neg_grad, inputs)
