@@ -459,7 +459,7 @@ def write_pictures(
 # -- et demo / et complete / et convert-official -----------------------------------------------
 
 
-# 8,000 image passes: ~3 min on 2 free CPU cores (~25 img/s measured on
+# 8,000 image passes: ~3 min on 2 free CPU cores (~25 img/s was measured on
 # 2 cores shared with other jobs). Enough to see ET work, not to beat interpolation.
 DEMO = {
     "epochs": 2,
