@@ -127,6 +127,7 @@ class _DenseNegGrad(torch.autograd.Function):
         if bias is not None:
             scores.add_(bias)
         omega = torch.softmax(scores, dim=-1)  # (batch, heads, N queries, N keys)
+        del scores  # not needed below: free it before the two products
         dq = torch.matmul(omega, k)
         if weight is not None:
             dq.mul_(weight)
