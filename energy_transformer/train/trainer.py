@@ -139,9 +139,10 @@ class Trainer:
         model_config: JSON-able keyword arguments that rebuild the model.
         extra_config: anything else worth recording (dataset, protocol, fold ...).
 
-    Files in ``run_dir``: ``config.json``; ``last.safetensors`` (weights, optimizer, RNG and
+    Files in ``run_dir``: ``config.json``; ``metrics.csv`` (and ``tensorboard/`` when
+    tensorboard is installed); ``last.safetensors`` (weights, optimizer, RNG and
     progress, rewritten atomically each epoch and every ``checkpoint_every`` steps);
-    ``best.safetensors`` (weights of the selected epoch); ``metrics.csv`` (one row per epoch).
+    ``best.safetensors`` (weights of the selected epoch).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class Trainer:
         self.task = task
         self.model_config = model_config or {}
         self.extra_config = extra_config or {}
+        self._tensorboard: Any = None  # SummaryWriter once opened; False when not installed
         self.optimizer = torch.optim.AdamW(
             _param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
         )
@@ -204,6 +206,24 @@ class Trainer:
             writer.writeheader()
             writer.writerows(history)
         os.replace(tmp, self.run_dir / "metrics.csv")
+        writer = self._tensorboard_writer()
+        if writer:
+            row = history[-1]
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, int(row["epoch"]))
+            writer.flush()
+
+    def _tensorboard_writer(self) -> Any:
+        """A TensorBoard writer into ``run_dir/tensorboard`` when tensorboard is installed."""
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # not installed: metrics.csv is the log
+                self._tensorboard = False
+            else:
+                self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tensorboard
 
     def _save_last(self, progress: dict[str, Any]) -> None:
         if self.run_dir is None or not self.is_main:

@@ -170,3 +170,13 @@ def test_empty_dataset_and_bad_config():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_tensorboard_scalars_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _fit(tmp_path, epochs=2)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
