@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly.md"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_anomaly.md"))
     parser.add_argument("--no-reference", action="store_true", help="omit the paper's numbers")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

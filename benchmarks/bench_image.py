@@ -5,7 +5,7 @@ epochs, same optimiser and schedule) and scored on the test set with the same fi
 (seed ``EVAL_SEED``). Also measures training throughput of ET with closed-form vs autograd
 gradients in the same process.
 
-    nice python benchmarks/bench_image.py --time-budget 600 --out benchmarks/results/image.md
+    nice python benchmarks/bench_image.py --time-budget 600 --out runs/bench_image.md
 
 ``--time-budget`` (seconds of training for ET and ViT together) picks the epochs (and, when even
 one epoch of the full training set does not fit, a subset) from a throughput measurement, so
