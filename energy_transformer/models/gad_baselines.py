@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
+from energy_transformer.nn.sparse_attention import check_edge_index
+
 __all__ = [
     "BWGNN",
     "GAD_BASELINES",
@@ -50,17 +52,7 @@ def _check_graph(x: Tensor, edge_index: Tensor | None) -> None:
         raise ValueError("the graph is empty (x has 0 nodes)")
     if edge_index is None:
         return
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
-    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
-        raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
-    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= x.shape[0]):
-        raise ValueError(
-            f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}] "
-            f"but x has {x.shape[0]} nodes"
-        )
+    check_edge_index(edge_index, x.shape[0])
 
 
 def _check_sizes(in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float) -> None:

@@ -6,6 +6,22 @@ import torch
 from torch import Tensor
 
 
+def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
+    """Raise a clear TypeError / ValueError unless ``edge_index`` is a ``(2, E)`` integer tensor
+    of node ids in ``[0, num_nodes)``."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
+        raise ValueError(
+            f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}]"
+            f" but num_nodes is {num_nodes}"
+        )
+
+
 class EdgeKeySets:
     r"""Key sets :math:`S(C)` given by an edge list: key :math:`B` feeds query :math:`C` iff
     the edge ``B -> C`` (``edge_index[0] = B``, ``edge_index[1] = C``, PyG's source-to-target
@@ -53,21 +69,10 @@ class EdgeKeySets:
         self_loops: bool | None = True,
         dedupe: bool = True,
     ) -> None:
-        if not isinstance(edge_index, Tensor):
-            raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
-        if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
-            raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
             raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
-        edge_index = edge_index.long()
-        if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
-            raise ValueError(
-                f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}]"
-                f" but num_nodes is {num_nodes}"
-            )
-        src, dst = edge_index
+        check_edge_index(edge_index, num_nodes)
+        src, dst = edge_index.long()
         if self_loops is not None:
             keep = src != dst
             src, dst = src[keep], dst[keep]
