@@ -123,6 +123,7 @@ def _one_fold(task: dict[str, Any]) -> str:
         model,
         folds=task["folds"],
         only=[task["fold"]],
+        resume=True,  # a fold already in `out` is read back, so a longer run extends a shorter one
         epochs=task["epochs"],
         preset=preset,
         root=task["root"],
