@@ -68,20 +68,8 @@ PRESETS: dict[str, dict] = {
         learn_beta=False,
         pe_dim=15,
     ),
-    "cpu": dict(
-        dim=64,
-        heads=4,
-        head_dim=16,
-        memories=256,
-        alpha=0.1,
-        blocks=1,
-        steps=4,
-        noise_std=0.0,
-        adjacency="hard",
-        learn_beta=False,
-        pe_dim=15,
-    ),
 }
+PRESETS["cpu"] = {**PRESETS["paper"], "dim": 64, "heads": 4, "head_dim": 16, "memories": 256}
 # Training settings of each preset (released: batch 64, 300 epochs, AdamW, warm-up + cosine to
 # lr 1e-3, label smoothing 0.05).
 TRAIN_PRESETS: dict[str, dict] = {
