@@ -126,6 +126,26 @@ def matmul_rate(
     return 2 * size**3 / min(times)
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
+
+
+def op_breakdown(fn: Callable[[], object]) -> tuple[float, float]:
+    """``(all ops, matrix products)`` self CPU seconds of one profiled call of ``fn``.
+
+    Self times add up to the call's operator time without double counting, so their split
+    shows how much of a path is matrix products (the same FLOPs in both paths) and how much
+    is everything else (elementwise, softmax, copies), the only part the paths can differ in.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    products = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e6
+    return total, products
+
+
 @dataclass
 class Row:
     preset: str
@@ -133,6 +153,7 @@ class Row:
     seconds: dict[str, float]
     peak_bytes: dict[str, int]
     flops: float
+    breakdown: dict[str, tuple[float, float]] | None = None
 
 
 def bench_preset(
@@ -178,6 +199,9 @@ def bench_preset(
                 seconds={g: min(t) for g, t in times.items()},
                 peak_bytes={g: peak_memory(fn, device) for g, fn in fns.items()},
                 flops=mode_flops,
+                breakdown={g: op_breakdown(fn) for g, fn in fns.items()}
+                if args.breakdown
+                else None,
             )
         )
     return rows
@@ -199,6 +223,25 @@ def format_table(rows: Sequence[Row], rate: float) -> str:
             f"{rate_cf / 1e9:.1f} ({100 * rate_cf / rate:.0f}%) | "
             f"{rate_ag / 1e9:.1f} ({100 * rate_ag / rate:.0f}%) | "
             f"{mcf / 2**20:.1f} | {mag / 2**20:.1f} | {mcf / max(mag, 1):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def format_breakdown(rows: Sequence[Row]) -> str:
+    """Where each path's operator time goes, and the speed-up the closed form would reach if
+    everything but its matrix products were free (autograd's whole time over that)."""
+    lines = [
+        "| preset | mode | closed form: products / other ms | autograd: products / other ms "
+        "| closed form products share | ceiling speed-up (autograd total / closed form "
+        "products) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        (cf_all, cf_mm), (ag_all, ag_mm) = row.breakdown["closed_form"], row.breakdown["autograd"]
+        lines.append(
+            f"| {row.preset} | {row.mode} | {cf_mm * 1e3:.0f} / {(cf_all - cf_mm) * 1e3:.0f} | "
+            f"{ag_mm * 1e3:.0f} / {(ag_all - ag_mm) * 1e3:.0f} | {100 * cf_mm / cf_all:.0f}% | "
+            f"{ag_all / cf_mm:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -225,6 +268,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--matmul-size", type=int, default=None, help="side of the reference square product"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile one call per path (CPU): matrix-product vs other operator time",
+    )
     return parser.parse_args(argv)
 
 
@@ -237,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
     if args.clock == "process" and device.type == "cuda":
         raise SystemExit("--clock process measures CPU work: use it with --device cpu")
+    if args.breakdown and device.type == "cuda":
+        raise SystemExit("--breakdown profiles CPU operators: use it with --device cpu")
     measure_rate = functools.partial(
         matmul_rate, matmul_size, dtype, device, max(args.repeats, 3), args.clock
     )
@@ -273,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         ),
     ]
     report = "\n".join(f"- {line}" for line in header) + "\n\n" + format_table(rows, rate)
+    if args.breakdown:
+        report += (
+            "\n\nOperator self time of one profiled call per path (torch.profiler, CPU):\n\n"
+            + format_breakdown(rows)
+        )
     print(report)
     return report
 

@@ -55,6 +55,21 @@ def parse_model(spec: str, preset: str) -> tuple[str, str]:
     return name, chosen or preset
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["qk_init_std=0.05", "adjacency=soft"]`` -> ``{"qk_init_std": 0.05, ...}``; values
+    are read as JSON (numbers, booleans) and otherwise kept as strings."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--et-set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
 def label(spec: str) -> str:
     name, _, preset = spec.partition(":")
     return NAMES[name] + (f" ({preset})" if preset else "")
@@ -78,6 +93,8 @@ def run(
     max_nodes: dict[str, int] | None = None,
     device: str = "auto",
     batch_size: int | None = None,
+    lr: float | None = None,
+    et_overrides: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Cross-validate every model on every dataset in this process; one row per pair."""
     caps = MAX_NODES if max_nodes is None else max_nodes
@@ -101,6 +118,8 @@ def run(
                 progress=progress,
                 dataset=dataset,
                 batch_size=batch_size,
+                lr=lr,
+                overrides=et_overrides,
             )
             rows.append({"dataset": name, "model": spec, "summary": summary})
             print(f"{name:12s} {spec:12s} {summary.describe()}", flush=True)
@@ -133,6 +152,8 @@ def _one_fold(task: dict[str, Any]) -> str:
         progress=False,
         dataset=_DATA[task["dataset"]],
         batch_size=task["batch_size"],
+        lr=task["lr"],
+        overrides=task["et_overrides"],
     )
     acc = 100 * summary.folds[0].test_acc
     took = time.perf_counter() - start
@@ -153,6 +174,8 @@ def run_parallel(
     batch_size: int | None,
     max_nodes: dict[str, int],
     max_folds: int | None = None,
+    lr: float | None = None,
+    et_overrides: dict[str, Any] | None = None,
 ) -> None:
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
@@ -175,6 +198,8 @@ def run_parallel(
             deadline=stop,
             batch_size=batch_size,
             max_nodes=max_nodes.get(d),
+            lr=lr,
+            et_overrides=et_overrides,
         )
         for f in range(max_folds or folds)
         for d in datasets
@@ -285,6 +310,14 @@ def main() -> None:
     parser.add_argument("--max-folds", type=int, default=None, help="run the first N folds only")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="peak lr of every neural model")
+    parser.add_argument(
+        "--et-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ET constructor overrides, e.g. qk_init_std=0.05 steps=8 (a variant of the preset)",
+    )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--data", default=None, help="data root (default $ET_DATA)")
     parser.add_argument("--out", default="runs/bench_graph")
@@ -300,23 +333,28 @@ def main() -> None:
     for spec in args.models:
         parse_model(spec, args.preset)
     MAX_NODES["DD"] = args.dd_max_nodes
+    et_overrides = parse_overrides(args.et_set)
     start = time.perf_counter()
     if args.collect is None:
         if args.jobs > 1:
             run_parallel(
                 args.datasets, args.models, args.folds, args.epochs, args.preset, args.data,
                 args.out, args.jobs, args.deadline, args.device, args.batch_size,
-                {"DD": args.dd_max_nodes}, args.max_folds,
+                {"DD": args.dd_max_nodes}, args.max_folds, args.lr, et_overrides,
             )  # fmt: skip
         else:
             run(
                 args.datasets, args.models, args.folds, args.max_folds, args.epochs, args.preset,
                 args.data, args.out, max_nodes={"DD": args.dd_max_nodes}, device=args.device,
-                batch_size=args.batch_size,
+                batch_size=args.batch_size, lr=args.lr, et_overrides=et_overrides,
             )  # fmt: skip
     rows = collect(args.collect or [args.out])
     folds = f"{args.max_folds} of {args.folds}" if args.max_folds else f"{args.folds}"
-    budget = args.budget or f"{folds} folds, {args.epochs} epochs, ET preset {args.preset}"
+    variant = "".join(f", {k}={v}" for k, v in et_overrides.items())
+    lr = f", lr {args.lr:g}" if args.lr else ""
+    budget = args.budget or (
+        f"{folds} folds, {args.epochs} epochs{lr}, ET preset {args.preset}{variant}"
+    )
     table = markdown(rows, budget)
     if args.collect is None:
         minutes = (time.perf_counter() - start) / 60

@@ -40,3 +40,32 @@ def test_main_prints_a_full_table(bench, capsys, clock):
         assert float(speedup.rstrip("x")) == pytest.approx(autograd_ms / closed_ms, rel=0.05)
         closed_mib, autograd_mib = float(cells[5]), float(cells[6])
         assert closed_mib > 0 and autograd_mib > 0  # the memory probe saw the allocations
+
+
+def test_breakdown_splits_operator_time(bench, capsys):
+    report = bench.main(
+        ["--preset", "small", "--batch", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]
+        + ["--matmul-size", "128", "--breakdown"]
+    )
+    table = report.split("Operator self time")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| small")]
+    assert [row.split("|")[2].strip() for row in rows] == ["inference", "training"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[3:-1]]
+        cf_products, cf_other = map(float, cells[0].split(" / "))
+        ag_products, ag_other = map(float, cells[1].split(" / "))
+        # Both paths run matrix products and something else (layer norm, softmax, ...).
+        assert cf_products > 0 and cf_other > 0 and ag_products > 0 and ag_other > 0
+        share = float(cells[2].rstrip("%"))
+        assert share == pytest.approx(100 * cf_products / (cf_products + cf_other), abs=1.5)
+        assert float(cells[3].rstrip("x")) > 0
+
+
+def test_op_breakdown_counts_matrix_products(bench):
+    import torch
+
+    a = torch.randn(64, 64)
+    total, products = bench.op_breakdown(lambda: (a @ a).relu())
+    assert 0 < products < total
+    total, products = bench.op_breakdown(lambda: a.relu().exp())
+    assert products == 0 and total > 0

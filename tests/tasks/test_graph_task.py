@@ -118,13 +118,30 @@ def test_size_buckets_cover_every_graph_once():
     assert len(SizeBuckets(sizes, batch_size=3)) == 3
 
 
+def _bench_graph():
+    spec = importlib.util.spec_from_file_location("bench_graph", ROOT / "benchmarks/bench_graph.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_et_overrides_parse_values():
+    parse = _bench_graph().parse_overrides
+    assert parse(["qk_init_std=0.05", "steps=8", "adjacency=soft", "learn_beta=true"]) == {
+        "qk_init_std": 0.05,
+        "steps": 8,
+        "adjacency": "soft",
+        "learn_beta": True,
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse(["qk_init_std"])
+
+
 def test_benchmark_short_run_mutag(tmp_path, one_thread):
     root = os.environ.get("ET_DATA")
     if not root or not (Path(root) / "TUDataset" / "MUTAG.zip").is_file():
         pytest.skip("ET_DATA with TUDataset/MUTAG.zip not available")
-    spec = importlib.util.spec_from_file_location("bench_graph", ROOT / "benchmarks/bench_graph.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_graph()
     rows = bench.run(
         ["MUTAG"], bench.MODELS, folds=2, epochs=2, root=root, out=tmp_path, progress=False
     )
