@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--datasets", default="reddit,tolokers")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--train-ratio",
+        type=float,
+        default=0.4,
+        help="stratified training share; the rest is split 1:2 into val:test (paper: 0.01, 0.4)",
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -86,13 +92,21 @@ def main(argv: list[str] | None = None) -> str:
         rf={"n_estimators": args.rf_trees},
     )
     seeds = list(range(args.seeds))
+    train = 100 * args.train_ratio
+    split = f"{train:g}% / {(100 - train) / 3:.3g}% / {2 * (100 - train) / 3:.3g}%"
     started = time.perf_counter()
     sections = []
     for name in args.datasets.split(","):
         data = load_gad(name, root=args.data)
         t0 = time.perf_counter()
         results = run_protocols(
-            data, ["gadbench", "bwgnn"], models, seeds, cfg, on_result=partial(_report, name)
+            data,
+            ["gadbench", "bwgnn"],
+            models,
+            seeds,
+            cfg,
+            train_ratio=args.train_ratio,
+            on_result=partial(_report, name),
         )
         minutes = (time.perf_counter() - t0) / 60
         anomalies = int(data.y.sum())
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> str:
             f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
             f"Budget (the same for every model): {args.epochs} epochs full-batch, Adam lr"
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy, {len(seeds)} seeds"
-            f" (one 40% / 20% / 40% stratified split per seed, shared by all models);"
+            f" (one {split} train / val / test stratified split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
             f" H {args.et_heads}, Y {args.et_head_dim}, T {args.et_steps}, alpha {args.et_alpha},"
             f" W^Q/W^K init std {args.et_qk_init_std},"

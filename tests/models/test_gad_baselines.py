@@ -38,12 +38,8 @@ def relabel(edge_index: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and far faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _module_on_one_thread(one_thread_module):
+    """Every test here trains tiny models."""
 
 
 @pytest.fixture(scope="module")

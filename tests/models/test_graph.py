@@ -233,15 +233,6 @@ def test_energy_descends_in_eval():
     assert (total[1:] <= total[:-1] + 1e-5).all()
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matrices: one thread avoids oversubscribing a busy CPU (40x slower here otherwise).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_learns_structure_features_cannot_show(one_thread):
     # Cycles vs paths with identical node features: the label is in the structure only.
     graphs = []

@@ -18,15 +18,6 @@ from energy_transformer.tasks.graph import SizeBuckets
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models: one thread avoids oversubscribing a busy CPU.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def ring_or_star(n: int, star: bool) -> Data:
     s = torch.zeros(n - 1, dtype=torch.long) if star else torch.arange(n)
     t = torch.arange(1, n) if star else (torch.arange(n) + 1) % n
