@@ -239,8 +239,8 @@ def format_breakdown(rows: Sequence[Row]) -> str:
     for row in rows:
         (cf_all, cf_mm), (ag_all, ag_mm) = row.breakdown["closed_form"], row.breakdown["autograd"]
         lines.append(
-            f"| {row.preset} | {row.mode} | {cf_mm * 1e3:.0f} / {(cf_all - cf_mm) * 1e3:.0f} | "
-            f"{ag_mm * 1e3:.0f} / {(ag_all - ag_mm) * 1e3:.0f} | {100 * cf_mm / cf_all:.0f}% | "
+            f"| {row.preset} | {row.mode} | {cf_mm * 1e3:.1f} / {(cf_all - cf_mm) * 1e3:.1f} | "
+            f"{ag_mm * 1e3:.1f} / {(ag_all - ag_mm) * 1e3:.1f} | {100 * cf_mm / cf_all:.0f}% | "
             f"{ag_all / cf_mm:.2f}x |"
         )
     return "\n".join(lines)

@@ -8,7 +8,9 @@ adjacency; the class is read from the final CLS token:
     x^{(0)} = [\,\mathrm{CLS};\; W_x x_v + W_p\, (s \odot \phi_v)\,]_{v \in V}, \qquad
     x^{(T)} = \mathrm{ET}^{T}(x^{(0)}), \qquad \hat y = W_o\, \mathrm{LN}(x^{(T)}_{\mathrm{CLS}})
 
-where :math:`\phi_v \in \mathbb{R}^k` holds the :math:`k` smallest non-trivial eigenvectors of
+where :math:`x_v` are the node features (continuous columns standardised with training-graph
+statistics, :class:`~energy_transformer.models.features.FeatureScaler`),
+:math:`\phi_v \in \mathbb{R}^k` holds the :math:`k` smallest non-trivial eigenvectors of
 :math:`L = I - D^{-1/2} A D^{-1/2}` at node :math:`v` and :math:`s \in \{\pm 1\}^k` is a random
 sign per graph and eigenvector during training (an eigenvector's sign is arbitrary).
 
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
+from energy_transformer.models.features import FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
@@ -282,6 +285,7 @@ class GraphEnergyTransformer(nn.Module):
             raise ValueError(f"need blocks >= 1 and steps >= 0, got {blocks}, {steps}")
         self.pe_dim, self.steps, self.alpha = pe_dim, steps, alpha
         self.noise_std, self.adjacency, self.attention = noise_std, adjacency, attention
+        self.scaler = FeatureScaler(in_features)
         self.embed = nn.Linear(in_features, dim)
         self.pe_proj = nn.Linear(pe_dim, dim)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.002)
@@ -320,7 +324,7 @@ class GraphEnergyTransformer(nn.Module):
         if self.training:
             sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
             pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)
-        return self.embed(batch.x) + self.pe_proj(pe)
+        return self.embed(self.scaler(batch.x)) + self.pe_proj(pe)
 
     def tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Padded input tokens and attention structure of a batch (the dense layout).

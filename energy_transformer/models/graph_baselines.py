@@ -7,6 +7,9 @@ r"""Baselines for graph classification, run in the same harness as the Energy Tr
 - :class:`WLSubtreeSVM`: the Weisfeiler-Lehman subtree kernel (Shervashidze et al., 2011, via
   ``grakel``) with a support vector machine; the number of WL iterations and ``C`` are chosen on
   the validation split.
+
+The neural models standardise continuous node features as ET does
+(:class:`~energy_transformer.models.features.FeatureScaler`, fitted on training graphs).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GIN, global_add_pool
+
+from energy_transformer.models.features import FeatureScaler
 
 
 class GINClassifier(nn.Module):
@@ -48,6 +53,7 @@ class GINClassifier(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        self.scaler = FeatureScaler(in_features)
         self.encoder = GIN(in_features, hidden, layers, norm="batch_norm", jk="cat", train_eps=True)
         self.head = nn.Sequential(
             nn.Linear(hidden, hidden),
@@ -57,7 +63,7 @@ class GINClassifier(nn.Module):
         )
 
     def forward(self, batch: Batch) -> Tensor:
-        h = self.encoder(batch.x, batch.edge_index)
+        h = self.encoder(self.scaler(batch.x), batch.edge_index)
         return self.head(global_add_pool(h, batch.batch, size=batch.num_graphs))
 
 
@@ -79,6 +85,7 @@ class SumMLP(nn.Module):
         self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5
     ) -> None:
         super().__init__()
+        self.scaler = FeatureScaler(in_features)
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden),
             nn.ReLU(),
@@ -87,7 +94,7 @@ class SumMLP(nn.Module):
         )
 
     def forward(self, batch: Batch) -> Tensor:
-        return self.mlp(global_add_pool(batch.x, batch.batch, size=batch.num_graphs))
+        return self.mlp(global_add_pool(self.scaler(batch.x), batch.batch, size=batch.num_graphs))
 
 
 # -- Weisfeiler-Lehman subtree kernel + SVM -------------------------------------------------

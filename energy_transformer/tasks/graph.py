@@ -193,6 +193,8 @@ def make_fit_neural(
         start = time.perf_counter()
         torch.manual_seed(train_cfg.seed + fold.index)
         model = build_model(name, config)
+        # Feature statistics from this fold's training graphs only, saved with the weights.
+        model.scaler.fit(torch.cat([graphs[i].x for i in fold.train]))
         device = resolve_device(train_cfg.device)
         val = eval_loader([graphs[i] for i in fold.val], 64)
         trainer = Trainer(

@@ -56,8 +56,11 @@ def test_breakdown_splits_operator_time(bench, capsys):
         ag_products, ag_other = map(float, cells[1].split(" / "))
         # Both paths run matrix products and something else (layer norm, softmax, ...).
         assert cf_products > 0 and cf_other > 0 and ag_products > 0 and ag_other > 0
+        # The share is computed before the times are rounded to 0.1 ms (and itself to 1%).
         share = float(cells[2].rstrip("%"))
-        assert share == pytest.approx(100 * cf_products / (cf_products + cf_other), abs=1.5)
+        low = 100 * (cf_products - 0.05) / (cf_products + cf_other + 0.1) - 0.5
+        high = 100 * (cf_products + 0.05) / (cf_products + cf_other - 0.1) + 0.5
+        assert low <= share <= high
         assert float(cells[3].rstrip("x")) > 0
 
 

@@ -251,6 +251,17 @@ def test_learns_structure_features_cannot_show(one_thread):
     assert (model(batch).argmax(-1) == batch.y).all()
 
 
+def test_rescaled_features_give_the_same_logits_after_refitting_the_scaler():
+    batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(7), 7, seed=1)])
+    model = small_model().eval()
+    model.scaler.fit(batch.x)
+    logits = model(batch)
+    shifted = batch.clone()
+    shifted.x = batch.x * torch.tensor([1000.0, 0.01, 3.0]) + torch.tensor([-50.0, 7.0, 0.0])
+    model.scaler.fit(shifted.x)
+    torch.testing.assert_close(model(shifted), logits, rtol=1e-4, atol=1e-5)
+
+
 def test_errors_and_presets():
     model = small_model()
     batch = Batch.from_data_list([Data(x=torch.ones(3, 3), edge_index=path(3), num_nodes=3)])

@@ -142,3 +142,27 @@ def test_benchmark_short_run_mutag(tmp_path, one_thread):
         assert 0.3 <= row["summary"].mean <= 1.0  # MUTAG is 66% one class
     table = bench.markdown(rows, budget="2 folds, 2 epochs")
     assert "| MUTAG |" in table and "96.6" in table  # the paper's (training-set) number beside
+
+
+@pytest.mark.parametrize("model", ["et", "gin", "mlp"])
+def test_fold_models_standardise_features_with_training_graphs_only(tmp_path, model, one_thread):
+    graphs = [ring_or_star(4 + i % 5, star=i % 2 == 1) for i in range(24)]
+    for i, g in enumerate(graphs):  # one continuous attribute on a large scale
+        g.x = torch.full((g.num_nodes, 1), 100.0 * i) + torch.arange(g.num_nodes)[:, None]
+    write_tu(tmp_path / "data" / "TUDataset", "ATTR", graphs, attributes=True)
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "ATTR", "--data", str(tmp_path / "data")]
+    args += ["--model", model, "--folds", "2", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    from energy_transformer.tasks.graph import _load_fold_model, prepare_dataset
+
+    dataset = prepare_dataset("ATTR", tmp_path / "data", model)
+    for fold in ("fold-00", "fold-01"):
+        train = json.loads((out / fold / "split.json").read_text())["train"]
+        x = torch.cat([dataset.graphs[i].x for i in train])
+        attr = x.shape[1] - 1  # the attribute column follows the one-hot labels
+        scaler = _load_fold_model(out / fold, torch.device("cpu")).scaler
+        assert scaler.mean[attr] == pytest.approx(float(x[:, attr].mean()), rel=1e-5)
+        assert scaler.std[attr] == pytest.approx(float(x[:, attr].std(correction=0)), rel=1e-5)
+        onehot = [i for i in range(x.shape[1]) if i != attr]
+        assert (scaler.mean[onehot] == 0).all() and (scaler.std[onehot] == 1).all()

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from energy_transformer.models.features import FeatureScaler
+
+
+def test_fit_standardises_continuous_columns_only():
+    # Columns: one-hot (0/1), continuous, constant 5.
+    x = torch.tensor([[1.0, 2.0, 5.0], [0.0, 4.0, 5.0], [1.0, 6.0, 5.0], [0.0, 8.0, 5.0]])
+    scaler = FeatureScaler(3).fit(x)
+    # Column 1: mean 5, population std sqrt(((-3)^2 + 1 + 1 + 9) / 4) = sqrt(5).
+    assert scaler.mean.tolist() == [0.0, 5.0, 0.0]
+    assert scaler.std.tolist() == pytest.approx([1.0, 5**0.5, 1.0])
+    out = scaler(x)
+    assert torch.equal(out[:, 0], x[:, 0]) and torch.equal(out[:, 2], x[:, 2])
+    assert out[:, 1].mean().abs() < 1e-6 and out[:, 1].std(correction=0) == pytest.approx(1.0)
+
+
+def test_identity_until_fitted_and_saved_with_the_weights():
+    x = torch.randn(5, 2) * 10
+    assert torch.equal(FeatureScaler(2)(x), x)
+    fitted = FeatureScaler(2).fit(x)
+    loaded = FeatureScaler(2)
+    loaded.load_state_dict(fitted.state_dict())
+    assert torch.equal(loaded(x), fitted(x))
+
+
+def test_fit_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"shape \(nodes, 3\)"):
+        FeatureScaler(3).fit(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="at least one node"):
+        FeatureScaler(3).fit(torch.zeros(0, 3))
