@@ -330,8 +330,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.breakdown:
         report += (
             "\n\nOperator self time per path (torch.profiler, CPU; each part the smallest of 3"
-            " profiled calls):\n\n"
-            + format_breakdown(rows)
+            " profiled calls):\n\n" + format_breakdown(rows)
         )
     print(report)
     return report

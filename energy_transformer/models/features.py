@@ -48,6 +48,28 @@ class FeatureScaler(nn.Module):
         self.std.copy_(std.masked_fill(keep, 1.0))
         return self
 
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        # Checkpoints from before the scaler existed were trained on raw features: for them
+        # the identity is the right scaler, not a missing-key error.
+        names = (prefix + "mean", prefix + "std")
+        if not any(name in state_dict for name in names):
+            missing_keys[:] = [key for key in missing_keys if key not in names]
+            with torch.no_grad():
+                self.mean.zero_()
+                self.std.fill_(1.0)
+
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 

@@ -30,3 +30,23 @@ def test_fit_rejects_bad_input():
         FeatureScaler(3).fit(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="at least one node"):
         FeatureScaler(3).fit(torch.zeros(0, 3))
+
+
+def test_checkpoint_without_scaler_loads_as_identity():
+    from torch import nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scaler = FeatureScaler(2)
+            self.linear = nn.Linear(2, 1)
+
+    old = {k: v for k, v in Model().state_dict().items() if not k.startswith("scaler.")}
+    model = Model()
+    model.scaler.fit(torch.randn(6, 2) * 5)
+    model.load_state_dict(old)  # strict: the scaler's keys may be absent as a pair
+    x = torch.randn(3, 2)
+    assert torch.equal(model.scaler(x), x)
+    half = {**old, "scaler.mean": torch.zeros(2)}
+    with pytest.raises(RuntimeError, match=r"scaler\.std"):
+        Model().load_state_dict(half)  # one of the two is a corrupt checkpoint
