@@ -15,32 +15,17 @@ def data(tmp_path_factory):
     return write_fake_mnist(tmp_path_factory.mktemp("data"), train=40, test=12)
 
 
+def train_tiny(data, out, epochs: int, *extra: str) -> None:
+    """`et train image` on 24 images, batch 8, 2 descent steps, on the CPU."""
+    args = ["train", "image", "--data", str(data), "--out", str(out), "--subset", "24"]
+    args += ["--val-size", "8", "--epochs", str(epochs), "--batch-size", "8", "--steps", "2"]
+    main([*args, "--no-progress", "--device", "cpu", *extra])
+
+
 @pytest.fixture(scope="module")
 def run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    main(
-        [
-            "train",
-            "image",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--subset",
-            "24",
-            "--val-size",
-            "8",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--steps",
-            "2",
-            "--no-progress",
-            "--device",
-            "cpu",
-        ]
-    )
+    train_tiny(data, out, 2)
     return out
 
 
@@ -93,30 +78,7 @@ def test_complete_writes_side_by_side(run, tmp_path):
 
 
 def test_resume_continues_to_more_epochs(run, data, capsys):
-    main(
-        [
-            "train",
-            "image",
-            "--data",
-            str(data),
-            "--out",
-            str(run),
-            "--subset",
-            "24",
-            "--val-size",
-            "8",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "8",
-            "--steps",
-            "2",
-            "--no-progress",
-            "--device",
-            "cpu",
-            "--resume",
-        ]
-    )
+    train_tiny(data, run, 3, "--resume")
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4  # header + 2 earlier epochs + 1 new
 
