@@ -70,6 +70,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def pe_dim(preset: str, et_overrides: dict[str, Any] | None) -> int:
+    """Laplacian eigenvectors the ET variant reads (computed once per dataset, before the folds)."""
+    return {**PRESETS[preset], **(et_overrides or {})}["pe_dim"]
+
+
 def label(spec: str) -> str:
     name, _, preset = spec.partition(":")
     return NAMES[name] + (f" ({preset})" if preset else "")
@@ -100,7 +105,7 @@ def run(
     caps = MAX_NODES if max_nodes is None else max_nodes
     rows = []
     for name in datasets:
-        dataset = prepare_dataset(name, root, "et", caps.get(name), PRESETS[preset]["pe_dim"])
+        dataset = prepare_dataset(name, root, "et", caps.get(name), pe_dim(preset, et_overrides))
         for spec in models:
             model, model_preset = parse_model(spec, preset)
             summary = cross_validate(
@@ -181,7 +186,9 @@ def run_parallel(
     first, so a deadline leaves every cell with about as many folds. Folds not started
     ``deadline`` seconds from now are skipped; :func:`collect` reads what finished."""
     for name in datasets:  # prepared once, before forking (no CUDA in this process)
-        _DATA[name] = prepare_dataset(name, root, "et", max_nodes.get(name))
+        _DATA[name] = prepare_dataset(
+            name, root, "et", max_nodes.get(name), pe_dim(preset, et_overrides)
+        )
         print(f"prepared {name}", flush=True)
     stop = time.time() + deadline
     tasks = [
