@@ -13,6 +13,7 @@ to ``--out``.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import platform
 import sys
@@ -46,7 +47,38 @@ PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro
 
 
 def _report(dataset: str, r: RunResult) -> None:
-    print(f"[{dataset} {r.model} seed {r.seed}] {r.metrics} {r.seconds:.0f}s", flush=True)
+    energy = f" energy {r.energy_metrics}" if r.energy_metrics is not None else ""
+    print(f"[{dataset} {r.model} seed {r.seed}] {r.metrics}{energy} {r.seconds:.0f}s", flush=True)
+
+
+def parse_log(text: str) -> dict[str, list[RunResult]]:
+    """Per dataset, the results of the seeds every model finished, read back from the lines
+    :func:`_report` printed (a run cut off by a time limit still gives its finished seeds)."""
+    found: dict[str, list[RunResult]] = {}
+    for line in text.splitlines():
+        if not line.startswith("[") or "] {" not in line:
+            continue
+        head, body = line[1:].split("] ", 1)
+        dataset, model, _, seed = head.split()
+        body, seconds = body.rsplit(" ", 1)
+        metrics, _, energy = body.partition(" energy ")
+        found.setdefault(dataset, []).append(
+            RunResult(
+                model=model,
+                seed=int(seed),
+                metrics=ast.literal_eval(metrics),
+                seconds=float(seconds.rstrip("s")),
+                energy_metrics=ast.literal_eval(energy) if energy else None,
+            )
+        )
+    complete = {}
+    for dataset, results in found.items():
+        models = {r.model for r in results}
+        seeds = [
+            s for s in {r.seed for r in results} if sum(r.seed == s for r in results) == len(models)
+        ]
+        complete[dataset] = [r for r in results if r.seed in seeds]
+    return complete
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -70,9 +102,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--et-qk-init-std", type=float, default=0.02)
     parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_anomaly.md"))
     parser.add_argument("--no-reference", action="store_true", help="omit the paper's numbers")
+    parser.add_argument(
+        "--from-log",
+        default=None,
+        help="tabulate the seeds every model finished in this run's printed log; train nothing"
+        " (the other options should repeat the logged run's, for the report's header)",
+    )
     parser.add_argument(
         "--machine", default="2-core CPU sandbox, no GPU", help="machine description for the report"
     )
@@ -90,7 +129,7 @@ def main(argv: list[str] | None = None) -> str:
         epochs=args.epochs,
         lr=args.lr,
         hidden=args.hidden,
-        device="cpu",
+        device=args.device,
         et=et,
         rf={"n_estimators": args.rf_trees},
     )
@@ -99,39 +138,53 @@ def main(argv: list[str] | None = None) -> str:
     split = f"{train:g}% / {(100 - train) / 3:.3g}% / {2 * (100 - train) / 3:.3g}%"
     started = time.perf_counter()
     sections = []
+    logged = parse_log(Path(args.from_log).read_text()) if args.from_log else None
     for name in args.datasets.split(","):
         data = load_gad(name, root=args.data)
         t0 = time.perf_counter()
-        results = run_protocols(
-            data,
-            ["gadbench", "bwgnn"],
-            models,
-            seeds,
-            cfg,
-            train_ratio=args.train_ratio,
-            on_result=partial(_report, name),
-        )
+        if logged is not None:
+            results = logged.get(name, [])
+            if not results:
+                raise SystemExit(f"{args.from_log}: no seed of {name} finished by every model")
+        else:
+            results = run_protocols(
+                data,
+                ["gadbench", "bwgnn"],
+                models,
+                seeds,
+                cfg,
+                train_ratio=args.train_ratio,
+                on_result=partial(_report, name),
+            )
+        finished = len({r.seed for r in results})
         minutes = (time.perf_counter() - t0) / 60
         anomalies = int(data.y.sum())
         sections.append(
             f"### {name}: {data.num_nodes} nodes, {data.edge_index.shape[1]} directed edges,"
-            f" {anomalies} anomalies ({100 * anomalies / data.num_nodes:.1f}%); {minutes:.1f} min\n"
+            f" {anomalies} anomalies ({100 * anomalies / data.num_nodes:.1f}%)"
+            + ("\n" if logged is not None else f"; {minutes:.1f} min\n")
         )
         for protocol, what in (
             ("gadbench", "GADBench protocol: test metrics at the best validation AUPRC"),
             ("bwgnn", "ET paper / BWGNN protocol: threshold tuned on validation, test metrics at"
              " the best validation macro-F1"),
         ):  # fmt: skip
-            sections.append(f"{what} (%, mean ± std over {len(seeds)} seeds)\n")
+            sections.append(f"{what} (%, mean ± std over {finished} seeds)\n")
             sections.append(format_table(summarize(results, protocol)) + "\n")
     total = (time.perf_counter() - started) / 60
     command = "python benchmarks/bench_anomaly.py " + " ".join(argv or sys.argv[1:])
     report_text = "\n".join(
         [
             f"## Graph anomaly detection: {args.datasets}\n",
-            f"Machine: {args.machine}; torch"
-            f" {torch.__version__}, {args.threads} threads, Python {platform.python_version()}."
-            f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
+            f"Machine: {args.machine}; "
+            + (
+                f"results read back from that run's log {args.from_log} (the seeds every model"
+                " finished; times are seconds per seed of that run)."
+                if logged is not None
+                else f"torch {torch.__version__}, {args.threads} threads, device {args.device},"
+                f" Python {platform.python_version()}."
+            )
+            + f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
             f"Budget (the same for every model): {args.epochs} epochs full-batch, Adam lr"
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy, {len(seeds)} seeds"
             f" (one {split} train / val / test stratified split per seed, shared by all models);"
@@ -140,8 +193,10 @@ def main(argv: list[str] | None = None) -> str:
             f" W^Q/W^K init std {args.et_qk_init_std},"
             " self loops, classifier on [LN(final tokens), input embedding]. `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"
-            " classifier, no labels at scoring time). Whole run: {:.1f} min. GADBench's own"
-            " budget, for comparison: 10 seeds, up to 200 epochs.\n".format(total),
+            " classifier, no labels at scoring time).{} GADBench's own"
+            " budget, for comparison: 10 seeds, up to 200 epochs.\n".format(
+                "" if logged is not None else f" Whole run: {total:.1f} min."
+            ),
             *sections,
         ]
     )

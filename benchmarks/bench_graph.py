@@ -141,6 +141,11 @@ def _one_fold(task: dict[str, Any]) -> str:
         return f"skipped {task['dataset']} {task['spec']} fold {task['fold']} (deadline)"
     torch.set_num_threads(1)
     model, preset = parse_model(task["spec"], task["preset"])
+    if task["dataset"] not in _DATA:  # a spawned worker prepares each dataset once
+        _DATA[task["dataset"]] = prepare_dataset(
+            task["dataset"], task["root"], "et", task["max_nodes"],
+            pe_dim(task["preset"], task["et_overrides"]),
+        )  # fmt: skip
     start = time.perf_counter()
     summary = cross_validate(
         task["dataset"],
@@ -185,7 +190,8 @@ def run_parallel(
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
     ``deadline`` seconds from now are skipped; :func:`collect` reads what finished."""
-    for name in datasets:  # prepared once, before forking (no CUDA in this process)
+    fork = device == "cpu"  # CUDA does not survive a fork once a library has initialised it
+    for name in datasets if fork else []:  # prepared once, before forking
         _DATA[name] = prepare_dataset(
             name, root, "et", max_nodes.get(name), pe_dim(preset, et_overrides)
         )
@@ -212,7 +218,7 @@ def run_parallel(
         for d in datasets
         for m in models
     ]
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
         for message in pool.map(_one_fold, tasks):
             print(message, flush=True)

@@ -133,11 +133,23 @@ class _DenseNegGrad(torch.autograd.Function):
             dq.mul_(weight)
         ctx.save_for_backward(q, k, beta, omega, weight)
         ctx.bias_shape = None if bias is None else bias.shape
+        device = q.device.type
+        # Under autocast (e.g. CUDA's, where softmax runs in float32 but products in bf16) the
+        # saved tensors mix dtypes: the backward runs under the same autocast as the forward.
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         return dq, torch.matmul(omega.transpose(-1, -2), q)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_dq: Tensor, grad_dk: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        device, dtype, enabled = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            return _DenseNegGrad._backward(ctx, grad_dq, grad_dk)
+
+    @staticmethod
+    def _backward(
         ctx: torch.autograd.function.FunctionCtx, grad_dq: Tensor, grad_dk: Tensor
     ) -> tuple[Tensor | None, ...]:
         q, k, beta, omega, weight = ctx.saved_tensors

@@ -17,6 +17,7 @@ RF-Graph is fitted once with scikit-learn. Results are mean :math:`\\pm` std ove
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ def score_split(scores: Tensor, y: Tensor, split: Split) -> dict[str, float]:
     are computed at once so that one training run serves every protocol.
     """
     scores, y = scores.detach().float().cpu(), y.cpu()
-    sv, yv, st, yt = scores[split.val], y[split.val], scores[split.test], y[split.test]
+    val, test = split.val.cpu(), split.test.cpu()
+    sv, yv, st, yt = scores[val], y[val], scores[test], y[test]
     out: dict[str, float] = {}
     out["threshold"], out["val_macro_f1"] = tune_threshold_macro_f1(sv, yv)
     out["test_macro_f1"] = macro_f1((st > out["threshold"]).long(), yt)
@@ -293,7 +295,7 @@ def train_neural(
         model_config=model_config,
         extra_config=extra,
     )
-    graph = data.to(trainer.device)
+    graph = copy.copy(data).to(trainer.device)  # PyG's .to moves in place: keep the caller's
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         return score_split(anomaly_scores(m, graph), graph.y, split)

@@ -44,3 +44,31 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio):
         assert table in report
     rows = [line for line in report.splitlines() if line.startswith("| ")]
     assert {r.split("|")[1].strip() for r in rows} >= {"et", "et-energy", "mlp", "rf-graph"}
+
+
+def test_a_cut_off_run_is_tabulated_from_its_log(bench, tmp_path, capsys):
+    # Seeds 0 and 1 finished by both models, seed 2 by one: only the first two count.
+    metric = {"gadbench": {"auroc": 0.0, "auprc": 0.0, "rec_at_k": 0.0}, "bwgnn": {}}
+    for model, seed, auroc in [("et", 0, 0.8), ("mlp", 0, 0.7), ("et", 1, 0.6), ("mlp", 1, 0.5)]:
+        metrics = {**metric, "gadbench": {**metric["gadbench"], "auroc": auroc}}
+        energy = {"auroc": 0.4, "auprc": 0.3} if model == "et" else None
+        bench._report("tolokers", bench.RunResult(model, seed, metrics, 2.0, energy_metrics=energy))
+    bench._report("tolokers", bench.RunResult("et", 2, metric, 2.0))
+    log = tmp_path / "log.txt"
+    log.write_text("a warning line\n" + capsys.readouterr().out)
+
+    results = bench.parse_log(log.read_text())["tolokers"]
+    assert sorted((r.model, r.seed) for r in results) == [
+        ("et", 0), ("et", 1), ("mlp", 0), ("mlp", 1)
+    ]  # fmt: skip
+    assert results[0].energy_metrics == {"auroc": 0.4, "auprc": 0.3}
+
+    write_tolokers(tmp_path)
+    report = bench.main(
+        ["--datasets", "tolokers", "--from-log", str(log), "--data", str(tmp_path)]
+        + ["--out", str(tmp_path / "report.md")]
+    )
+    assert "over 2 seeds" in report
+    assert "| et | 70.0 ± 10.0 |" in report
+    assert "| mlp | 60.0 ± 10.0 |" in report
+    assert "| et-energy | 40.0 ± 0.0 |" in report

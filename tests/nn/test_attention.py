@@ -194,3 +194,25 @@ def test_neg_grad_backward_reaches_a_learned_bias_and_query_weight():
 
     inputs = (q.requires_grad_(), k.requires_grad_(), beta.requires_grad_(), bias, query_weight)
     assert torch.autograd.gradcheck(neg_grad, inputs)
+
+
+def test_neg_grad_backward_runs_under_the_forwards_autocast(monkeypatch):
+    # CUDA's autocast runs softmax in float32 and products in bf16, so Omega and q, k saved for
+    # the backward differ in dtype; emulate that policy on the CPU. The backward must mix them
+    # as the forward did and give the float32 gradients to bf16 accuracy.
+    softmax = torch.softmax
+    monkeypatch.setattr(torch, "softmax", lambda x, dim: softmax(x.float(), dim))
+    q, k, beta = (t.float() for t in random_qk(2, 2, 6, 4, seed=6))
+    keysets = DenseKeySets(6, dtype=torch.float32)
+    weights = torch.randn(2, 2, 6, 4, generator=torch.Generator().manual_seed(6))
+
+    def grads(autocast: bool) -> tuple[torch.Tensor, ...]:
+        inputs = tuple(t.clone().requires_grad_() for t in (q, k))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            dq, dk = keysets.neg_grad(*inputs, beta)
+        ((dq.float() + dk.float()) * weights).sum().backward()
+        return tuple(t.grad for t in inputs)
+
+    for low, full in zip(grads(True), grads(False), strict=True):
+        assert low.dtype == torch.float32
+        assert rel_err(low, full) < 0.05

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 2, 4 and 5 in one call, for a lent GPU machine with a short lease.
+#
+#   ET_DATA=/path/to/data OUT=/tmp/out bash benchmarks/gpu_suite.sh [cuda|cpu] [full|tiny]
+#
+# Each part runs under its own time limit and writes its table under $OUT as it finishes, so a
+# part that runs out of time loses only itself. "tiny" checks the script itself on a CPU.
+set -u
+DEVICE=${1:-cuda}
+SCALE=${2:-full}
+OUT=${OUT:-runs/gpu_suite}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ "$SCALE" = full ]; then
+    CORE="--preset image --batch 64 --repeats 5"
+    GRAPH="--datasets NCI1 ENZYMES --epochs 60 --jobs 15 --deadline 120"
+    GAD="--datasets tolokers --seeds 10 --epochs 100"
+    T_CORE=90 T_GRAPH=250 T_GAD=120
+else
+    CORE="--preset small --batch 2 --repeats 1 --steps 2"
+    GRAPH="--datasets MUTAG --epochs 1 --jobs 2 --folds 2 --deadline 30"
+    GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et"
+    T_CORE=60 T_GRAPH=120 T_GAD=120
+fi
+
+{ nvidia-smi -L 2>/dev/null; $PY -c "import torch, torch_geometric as g; print('torch', torch.__version__, 'pyg', g.__version__, 'cuda', torch.cuda.is_available())"; } | tee "$OUT/env.txt"
+
+for dtype in float32 bfloat16; do
+    # shellcheck disable=SC2086
+    timeout "$T_CORE" $PY benchmarks/bench_core.py --device "$DEVICE" --dtype "$dtype" $CORE \
+        > "$OUT/core_$dtype.md" 2>&1
+    tail -n 4 "$OUT/core_$dtype.md"
+done
+
+# shellcheck disable=SC2086
+timeout "$T_GRAPH" $PY benchmarks/bench_graph.py --device "$DEVICE" --preset paper \
+    --models et gin mlp --out /tmp/gpu_graph $GRAPH > "$OUT/graph_log.txt" 2>&1
+$PY benchmarks/bench_graph.py --collect /tmp/gpu_graph --out /tmp/gpu_graph_table \
+    --budget "$GRAPH, ET preset paper, $DEVICE" > "$OUT/graph.md" 2>&1
+tail -n 8 "$OUT/graph.md"
+
+# shellcheck disable=SC2086
+timeout "$T_GAD" $PY benchmarks/bench_anomaly.py --device "$DEVICE" --threads 8 $GAD \
+    --machine "$(head -n 1 "$OUT/env.txt")" --out "$OUT/anomaly.md" > "$OUT/anomaly_log.txt" 2>&1
+tail -n 5 "$OUT/anomaly_log.txt"
