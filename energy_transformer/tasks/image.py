@@ -34,7 +34,14 @@ from energy_transformer.models.image import (
 from energy_transformer.models.interpolation import PatchInterpolation
 from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit_config
 from energy_transformer.nn.block import GRADIENTS
-from energy_transformer.train import TrainConfig, Trainer, load_run, make_loader, resolve_device
+from energy_transformer.train import (
+    PRECISIONS,
+    TrainConfig,
+    Trainer,
+    load_run,
+    make_loader,
+    resolve_device,
+)
 from energy_transformer.train.checkpoint import save_checkpoint
 
 ARCHS: dict[str, type[MaskedImageModel]] = {
@@ -208,6 +215,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, order, masks")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="bf16: training steps under bfloat16 autocast (fast on recent GPUs)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -255,6 +268,7 @@ def train(args: argparse.Namespace) -> Path:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        precision=args.precision,
     )
     extra = {
         "preset": args.preset,

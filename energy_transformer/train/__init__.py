@@ -15,6 +15,7 @@ from energy_transformer.train.distributed import (
 )
 from energy_transformer.train.schedule import warmup_cosine
 from energy_transformer.train.trainer import (
+    PRECISIONS,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -24,6 +25,7 @@ from energy_transformer.train.trainer import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "Checkpoint",
     "CheckpointError",
     "EpochSampler",

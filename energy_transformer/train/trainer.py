@@ -32,6 +32,7 @@ from energy_transformer.train.distributed import (
 )
 from energy_transformer.train.schedule import warmup_cosine
 
+PRECISIONS = ("float32", "bf16")
 LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
@@ -43,6 +44,8 @@ class TrainConfig:
     ``warmup_epochs`` may be fractional; ``checkpoint_every`` (optimizer steps) adds mid-epoch
     checkpoints when the data come from :func:`~energy_transformer.train.make_loader`;
     ``patience`` stops after that many epochs without a better ``select`` metric.
+    ``precision="bf16"`` runs each training step's forward and loss under bfloat16 autocast
+    (weights, optimizer state and evaluation stay float32; bf16 needs no loss scaling).
     """
 
     epochs: int = 10
@@ -58,8 +61,11 @@ class TrainConfig:
     log_every: int = 10
     patience: int | None = None
     checkpoint_every: int | None = None
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
@@ -274,6 +280,7 @@ class Trainer:
         sampler = getattr(train_data, "sampler", None)
         skippable = isinstance(sampler, EpochSampler)
         local_batch = getattr(train_data, "batch_size", None) or 1
+        low_precision = cfg.precision == "bf16"
 
         result = TrainResult(model=self.model)
         epoch, step_in_epoch, bad_epochs = 0, 0, 0
@@ -325,7 +332,8 @@ class Trainer:
             try:
                 for batch in batches:
                     batch = to_device(batch, self.device)
-                    loss, logs = self.loss_fn(self.wrapped, batch)
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=low_precision):
+                        loss, logs = self.loss_fn(self.wrapped, batch)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"loss is {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}"

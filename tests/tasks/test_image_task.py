@@ -40,6 +40,14 @@ def test_train_writes_a_run(run):
     assert model.steps == 2
 
 
+def test_bf16_training_run(data, tmp_path):
+    train_tiny(data, tmp_path / "bf16", 1, "--precision", "bf16")
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["train"]["precision"] == "bf16"
+    model, _ = load_model(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
+
+
 def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
     main(["eval", str(run), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
     metrics = json.loads((tmp_path / "eval_metrics.json").read_text())

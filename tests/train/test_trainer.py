@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 from toy import mse_loss, toy_dataset, toy_model
 
 from energy_transformer.train import (
@@ -170,6 +171,33 @@ def test_empty_dataset_and_bad_config():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_bf16_precision_autocasts_the_training_step_only():
+    seen = []
+
+    def loss_fn(model, batch):
+        x, y = batch
+        out = model(x)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        loss = nn.functional.mse_loss(out.float(), y)
+        return loss, {}
+
+    def fit(precision):
+        torch.manual_seed(0)
+        trainer = Trainer(toy_model(), loss_fn, _config(epochs=8, precision=precision))
+        loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+        return trainer.fit(loader, evaluate=lambda m: {"w": m[0].weight.dtype.itemsize})
+
+    low, full = fit("bf16"), fit("float32")
+    assert set(seen) == {(True, torch.bfloat16), (False, torch.float32)}
+    assert all(p.dtype == torch.float32 for p in low.model.parameters())
+    assert low.history[-1]["w"] == 4  # evaluation sees float32 weights
+    first, last = low.history[0]["train_loss"], low.history[-1]["train_loss"]
+    assert last < 0.5 * first  # it learns
+    assert last == pytest.approx(full.history[-1]["train_loss"], rel=0.1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
 
 
 def test_tensorboard_scalars_when_installed(tmp_path):
