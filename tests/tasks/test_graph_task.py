@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,19 @@ def test_fold_models_standardise_features_with_training_graphs_only(tmp_path, mo
         assert scaler.std[attr] == pytest.approx(float(x[:, attr].std(correction=0)), rel=1e-5)
         onehot = [i for i in range(x.shape[1]) if i != attr]
         assert (scaler.mean[onehot] == 0).all() and (scaler.std[onehot] == 1).all()
+
+
+def test_benchmark_parallel_folds_in_spawned_processes(toy_root, tmp_path):
+    # Any device but "cpu" (here "auto", which is the CPU on this machine) spawns the fold
+    # workers instead of forking them, as CUDA needs; each worker prepares the data itself.
+    out = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "benchmarks/bench_graph.py"), "--datasets", "TOY"]
+    cmd += ["--models", "et", "mlp", "--folds", "2", "--epochs", "1", "--jobs", "2"]
+    cmd += ["--device", "auto", "--threads", "1", "--data", str(toy_root), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "prepared TOY" not in done.stdout  # not prepared in the parent: nothing to fork
+    for model in ("et", "mlp"):
+        summary = json.loads((out / f"TOY-{model}" / "summary.json").read_text())
+        assert len(summary["folds"]) == 2
+    assert "| TOY |" in (out / "results.md").read_text()
