@@ -30,7 +30,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.utils import to_dense_adj, to_dense_batch
+from torch_geometric.utils import remove_self_loops, to_dense_adj, to_dense_batch, to_undirected
 
 from energy_transformer.models.features import FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
@@ -226,6 +226,11 @@ class GraphEnergyTransformer(nn.Module):
     a learned soft weighting of the adjacency (``adjacency="soft"``, see
     :class:`SoftAdjacencyKeySets`) and one learned :math:`\beta` per head (``learn_beta``).
 
+    ``max_degree > 0`` is a departure from both: Graphormer's centrality encoding (Ying et al.,
+    2021), a learned embedding of each node's degree (capped at ``max_degree``) added to its
+    token. Attention is a softmax, a weighted mean over the key set, so without it no update
+    can count neighbours, which sum-aggregating GNNs such as GIN get for free.
+
     Args:
         in_features: node feature size :math:`F`.
         num_classes: number of classes.
@@ -247,6 +252,8 @@ class GraphEnergyTransformer(nn.Module):
         hopfield: ``"relu"`` or ``"softmax"``.
         qk_init_std, xi_init_std: init scales of the block's ``wq``/``wk`` and memories (spec's
             image preset: 0.002, 0.02).
+        max_degree: degrees embedded (``0..max_degree``, larger ones capped); 0: no degree
+            encoding (the paper's form).
 
     Shapes:
         - input: a PyG ``Batch`` with ``x: (nodes, F)``, ``pe: (nodes, k)``, ``edge_index``,
@@ -275,8 +282,11 @@ class GraphEnergyTransformer(nn.Module):
         hopfield: str = "relu",
         qk_init_std: float = 0.002,
         xi_init_std: float = 0.02,
+        max_degree: int = 0,
     ) -> None:
         super().__init__()
+        if max_degree < 0:
+            raise ValueError(f"max_degree must be >= 0, got {max_degree}")
         if adjacency not in ADJACENCIES:
             raise ValueError(f"adjacency must be one of {ADJACENCIES}, got {adjacency!r}")
         if attention not in ATTENTIONS:
@@ -288,6 +298,8 @@ class GraphEnergyTransformer(nn.Module):
         self.scaler = FeatureScaler(in_features)
         self.embed = nn.Linear(in_features, dim)
         self.pe_proj = nn.Linear(pe_dim, dim)
+        self.max_degree = max_degree
+        self.degree_embed = nn.Embedding(max_degree + 1, dim) if max_degree else None
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.002)
         self.blocks = nn.ModuleList(
             EnergyTransformer(
@@ -324,7 +336,14 @@ class GraphEnergyTransformer(nn.Module):
         if self.training:
             sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
             pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)
-        return self.embed(self.scaler(batch.x)) + self.pe_proj(pe)
+        h = self.embed(self.scaler(batch.x)) + self.pe_proj(pe)
+        if self.degree_embed is not None:
+            # Degree in the symmetrised simple graph the hard mask uses.
+            edges = to_undirected(batch.edge_index, num_nodes=h.shape[0])
+            edges, _ = remove_self_loops(edges)
+            deg = torch.bincount(edges[0], minlength=h.shape[0])
+            h = h + self.degree_embed(deg.clamp(max=self.max_degree))
+        return h
 
     def tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Padded input tokens and attention structure of a batch (the dense layout).

@@ -466,6 +466,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--attention", choices=("edges", "dense"), default=None, help="edge list or padded masks"
     )
     parser.add_argument("--noise-std", type=float, default=None, help="Langevin-like noise")
+    parser.add_argument(
+        "--max-degree",
+        type=int,
+        default=None,
+        help="embed node degrees up to this (Graphormer's centrality encoding; 0: off)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -481,6 +487,7 @@ def train(args: argparse.Namespace) -> Path:
             ("adjacency", args.adjacency),
             ("attention", args.attention),
             ("noise_std", args.noise_std),
+            ("max_degree", args.max_degree),
         )
         if value is not None
     }

@@ -289,3 +289,18 @@ def test_noise_only_in_training():
     model = small_model(noise_std=0.5).eval()
     batch = Batch.from_data_list([graph(cycle(5), 5)])
     assert torch.equal(model(batch), model(batch))
+
+
+def test_degree_encoding_adds_the_capped_degree_embedding():
+    # A star given one way only, with a duplicate edge and a self loop: the hub has 4
+    # neighbours in the symmetrised simple graph the mask uses, capped to 3; leaves have 1.
+    edges = torch.tensor([[0, 0, 0, 0, 0, 2], [1, 2, 3, 4, 1, 2]])
+    batch = Batch.from_data_list([graph(edges, 5), graph(cycle(4), 4, seed=1)])
+    plain, model = small_model().eval(), small_model(max_degree=3).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    added = model._node_embeddings(batch) - plain._node_embeddings(batch)
+    expected = model.degree_embed(torch.tensor([3, 1, 1, 1, 1, 2, 2, 2, 2]))
+    torch.testing.assert_close(added, expected)
+    assert small_model().degree_embed is None  # the paper's form has none
+    with pytest.raises(ValueError, match="max_degree must be >= 0"):
+        small_model(max_degree=-1)
