@@ -1,9 +1,11 @@
-"""Node-feature standardisation learned from training graphs and saved with the model."""
+"""Node features a model adds or fixes before its first layer: standardisation of continuous
+columns (fit on training graphs, saved with the model) and a learned degree encoding."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import coalesce, remove_self_loops
 
 
 class FeatureScaler(nn.Module):
@@ -75,3 +77,44 @@ class FeatureScaler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.mean.numel()}"
+
+
+class DegreeEncoding(nn.Module):
+    r"""A learned embedding of each node's number of keys: Graphormer's centrality encoding
+    (Ying et al., 2021).
+
+    .. math::
+        z_v = W_{\min(d_v,\ d_{max})}, \qquad d_v = |\{u \ne v : u \to v\}|
+
+    with :math:`d_v` counted over the distinct edges into :math:`v` (key -> query), self loops
+    left out. Energy attention is a softmax, a weighted mean over a token's keys, so it cannot
+    count them; sum-aggregating GNNs such as GIN can. Adding :math:`z_v` to the token gives ET
+    that count.
+
+    Args:
+        max_degree: :math:`d_{max}`; larger degrees share its embedding.
+        dim: embedding size :math:`D`.
+
+    Shapes:
+        - input: ``edge_index: (2, E)`` (key -> query) and ``num_nodes`` :math:`n`
+        - output: ``(n, dim)``
+    """
+
+    def __init__(self, max_degree: int, dim: int) -> None:
+        super().__init__()
+        if max_degree < 1:
+            raise ValueError(f"max_degree must be >= 1, got {max_degree}")
+        self.max_degree = max_degree
+        self.embed = nn.Embedding(max_degree + 1, dim)
+
+    def degrees(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """:math:`d_v` of every node: ``(n,)`` long."""
+        edges, _ = remove_self_loops(coalesce(edge_index, num_nodes=num_nodes))
+        return torch.bincount(edges[1], minlength=num_nodes)
+
+    def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        degrees = self.degrees(edge_index, num_nodes).clamp(max=self.max_degree)
+        return self.embed(degrees)
+
+    def extra_repr(self) -> str:
+        return f"max_degree={self.max_degree}"

@@ -30,9 +30,9 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.utils import remove_self_loops, to_dense_adj, to_dense_batch, to_undirected
+from torch_geometric.utils import to_dense_adj, to_dense_batch
 
-from energy_transformer.models.features import FeatureScaler
+from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
@@ -226,10 +226,9 @@ class GraphEnergyTransformer(nn.Module):
     a learned soft weighting of the adjacency (``adjacency="soft"``, see
     :class:`SoftAdjacencyKeySets`) and one learned :math:`\beta` per head (``learn_beta``).
 
-    ``max_degree > 0`` is a departure from both: Graphormer's centrality encoding (Ying et al.,
-    2021), a learned embedding of each node's degree (capped at ``max_degree``) added to its
-    token. Attention is a softmax, a weighted mean over the key set, so without it no update
-    can count neighbours, which sum-aggregating GNNs such as GIN get for free.
+    ``max_degree > 0`` is a departure from both: a learned embedding of each node's degree
+    (:class:`~energy_transformer.models.features.DegreeEncoding`, Graphormer's centrality
+    encoding) added to its token, since softmax attention cannot count neighbours.
 
     Args:
         in_features: node feature size :math:`F`.
@@ -298,8 +297,7 @@ class GraphEnergyTransformer(nn.Module):
         self.scaler = FeatureScaler(in_features)
         self.embed = nn.Linear(in_features, dim)
         self.pe_proj = nn.Linear(pe_dim, dim)
-        self.max_degree = max_degree
-        self.degree_embed = nn.Embedding(max_degree + 1, dim) if max_degree else None
+        self.degree = DegreeEncoding(max_degree, dim) if max_degree else None
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.002)
         self.blocks = nn.ModuleList(
             EnergyTransformer(
@@ -337,12 +335,8 @@ class GraphEnergyTransformer(nn.Module):
             sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
             pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)
         h = self.embed(self.scaler(batch.x)) + self.pe_proj(pe)
-        if self.degree_embed is not None:
-            # Degree in the symmetrised simple graph the hard mask uses.
-            edges = to_undirected(batch.edge_index, num_nodes=h.shape[0])
-            edges, _ = remove_self_loops(edges)
-            deg = torch.bincount(edges[0], minlength=h.shape[0])
-            h = h + self.degree_embed(deg.clamp(max=self.max_degree))
+        if self.degree is not None:  # over both directions, as the hard mask
+            h = h + self.degree(torch.cat([batch.edge_index, batch.edge_index.flip(0)], 1), len(h))
         return h
 
     def tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:

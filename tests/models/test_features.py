@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from energy_transformer.models.features import FeatureScaler
+from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 
 
 def test_fit_standardises_continuous_columns_only():
@@ -50,3 +50,18 @@ def test_checkpoint_without_scaler_loads_as_identity():
     half = {**old, "scaler.mean": torch.zeros(2)}
     with pytest.raises(RuntimeError, match=r"scaler\.std"):
         Model().load_state_dict(half)  # one of the two is a corrupt checkpoint
+
+
+def test_degree_encoding_counts_distinct_keys_without_self_loops():
+    # key -> query edges into node 0 from 1, 2 (twice) and 0 itself; node 3 has none.
+    edge_index = torch.tensor([[1, 2, 2, 0, 0], [0, 0, 0, 0, 1]])
+    encoding = DegreeEncoding(max_degree=1, dim=3)
+    assert encoding.degrees(edge_index, 4).tolist() == [2, 1, 0, 0]
+    out = encoding(edge_index, 4)
+    assert out.shape == (4, 3)
+    weight = encoding.embed.weight
+    torch.testing.assert_close(out, weight[torch.tensor([1, 1, 0, 0])])  # 2 capped to 1
+    out.sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="max_degree must be >= 1"):
+        DegreeEncoding(0, 3)
