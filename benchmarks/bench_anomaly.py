@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--et-steps", type=int, default=2)
     parser.add_argument("--et-alpha", type=float, default=0.1)
     parser.add_argument("--et-qk-init-std", type=float, default=0.02)
+    parser.add_argument(
+        "--et-degree-buckets", type=int, default=0, help="log2 degree buckets (0: paper's form)"
+    )
     parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> str:
         "steps": args.et_steps,
         "alpha": args.et_alpha,
         "qk_init_std": args.et_qk_init_std,
+        "degree_buckets": args.et_degree_buckets,
     }
     cfg = HarnessConfig(
         epochs=args.epochs,
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> str:
             f" (one {split} train / val / test stratified split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
             f" H {args.et_heads}, Y {args.et_head_dim}, T {args.et_steps}, alpha {args.et_alpha},"
-            f" W^Q/W^K init std {args.et_qk_init_std},"
+            f" W^Q/W^K init std {args.et_qk_init_std}, degree buckets {args.et_degree_buckets},"
             " self loops, classifier on [LN(final tokens), input embedding]. `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"
             " classifier, no labels at scoring time).{} GADBench's own"

@@ -84,27 +84,31 @@ class DegreeEncoding(nn.Module):
     (Ying et al., 2021).
 
     .. math::
-        z_v = W_{\min(d_v,\ d_{max})}, \qquad d_v = |\{u \ne v : u \to v\}|
+        z_v = W_{\min(b(d_v),\ d_{max})}, \qquad d_v = |\{u \ne v : u \to v\}|
 
     with :math:`d_v` counted over the distinct edges into :math:`v` (key -> query), self loops
-    left out. Energy attention is a softmax, a weighted mean over a token's keys, so it cannot
-    count them; sum-aggregating GNNs such as GIN can. Adding :math:`z_v` to the token gives ET
-    that count.
+    left out, and :math:`b(d) = d`, or :math:`b(d) = \lfloor \log_2(d + 1) \rfloor` with
+    ``log2`` (for graphs whose degrees span orders of magnitude). In ET's update a token's
+    own keys enter as a softmax-weighted mean, which cannot count them; the count reaches it
+    only through the key-side sum over the queries attending to it, entangled with their
+    attention weights. Sum-aggregating GNNs such as GIN see it directly; :math:`z_v` gives it
+    to ET the same way.
 
     Args:
-        max_degree: :math:`d_{max}`; larger degrees share its embedding.
+        max_degree: :math:`d_{max}`, the last bucket; larger ones share its embedding.
         dim: embedding size :math:`D`.
+        log2: log-spaced buckets :math:`\lfloor \log_2(d + 1) \rfloor` instead of degrees.
 
     Shapes:
         - input: ``edge_index: (2, E)`` (key -> query) and ``num_nodes`` :math:`n`
         - output: ``(n, dim)``
     """
 
-    def __init__(self, max_degree: int, dim: int) -> None:
+    def __init__(self, max_degree: int, dim: int, log2: bool = False) -> None:
         super().__init__()
         if max_degree < 1:
             raise ValueError(f"max_degree must be >= 1, got {max_degree}")
-        self.max_degree = max_degree
+        self.max_degree, self.log2 = max_degree, log2
         self.embed = nn.Embedding(max_degree + 1, dim)
 
     def degrees(self, edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -113,8 +117,10 @@ class DegreeEncoding(nn.Module):
         return torch.bincount(edges[1], minlength=num_nodes)
 
     def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        degrees = self.degrees(edge_index, num_nodes).clamp(max=self.max_degree)
-        return self.embed(degrees)
+        buckets = self.degrees(edge_index, num_nodes)
+        if self.log2:
+            buckets = torch.log2(buckets + 1.0).floor().long()
+        return self.embed(buckets.clamp(max=self.max_degree))
 
     def extra_repr(self) -> str:
-        return f"max_degree={self.max_degree}"
+        return f"max_degree={self.max_degree}, log2={self.log2}"

@@ -228,7 +228,8 @@ class GraphEnergyTransformer(nn.Module):
 
     ``max_degree > 0`` is a departure from both: a learned embedding of each node's degree
     (:class:`~energy_transformer.models.features.DegreeEncoding`, Graphormer's centrality
-    encoding) added to its token, since softmax attention cannot count neighbours.
+    encoding) added to its token, a direct count of neighbours that the attention's softmax
+    weights only blur.
 
     Args:
         in_features: node feature size :math:`F`.

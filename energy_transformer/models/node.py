@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
@@ -48,6 +49,9 @@ class NodeEnergyTransformer(nn.Module):
         noise_std: Langevin-like noise during training (released graph code: 0.02).
         qk_init_std: init std of the attention weights; graphs train faster from a larger value
             than the image preset's 0.002.
+        degree_buckets: add a learned embedding of each node's log2-bucketed in-degree to its
+            input token (:class:`~energy_transformer.models.features.DegreeEncoding`, buckets
+            ``0..degree_buckets``); 0: none, the paper's form.
 
     Shapes:
         - x: ``(N, in_dim)``; edge_index: ``(2, E)`` ``source -> target``
@@ -72,6 +76,7 @@ class NodeEnergyTransformer(nn.Module):
         gradient: Gradient = "closed_form",
         noise_std: float = 0.0,
         qk_init_std: float = 0.02,
+        degree_buckets: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
@@ -81,6 +86,7 @@ class NodeEnergyTransformer(nn.Module):
         self.steps, self.alpha, self.gradient, self.noise_std = steps, alpha, gradient, noise_std
         self.self_loops, self.concat_input, self.dropout = self_loops, concat_input, dropout
         self.encoder = nn.Linear(in_dim, dim)
+        self.degree = DegreeEncoding(degree_buckets, dim, log2=True) if degree_buckets else None
         self.block = EnergyTransformer(
             dim,
             heads,
@@ -123,7 +129,10 @@ class NodeEnergyTransformer(nn.Module):
         and, when asked, the :class:`~energy_transformer.nn.block.Trajectory` (batch of 1)."""
         self._check(x)
         keysets = self.keysets(edge_index, x.shape[0])
-        x0 = F.dropout(self.encoder(x), p=self.dropout, training=self.training)
+        x0 = self.encoder(x)
+        if self.degree is not None:
+            x0 = x0 + self.degree(edge_index, x.shape[0])
+        x0 = F.dropout(x0, p=self.dropout, training=self.training)
         out = self.block(
             x0.unsqueeze(0),
             steps=self.steps,

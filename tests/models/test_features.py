@@ -65,3 +65,13 @@ def test_degree_encoding_counts_distinct_keys_without_self_loops():
     assert weight.grad is not None and weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="max_degree must be >= 1"):
         DegreeEncoding(0, 3)
+
+
+def test_degree_encoding_log2_buckets():
+    # In-degrees 0, 1, 2, 3 and 7 fall in buckets 0, 1, 1, 2 and 3.
+    keys = {1: 1, 2: 2, 3: 3, 4: 7}
+    src = torch.cat([torch.arange(10, 10 + d) for d in keys.values()])
+    dst = torch.cat([torch.full((d,), v) for v, d in keys.items()])
+    encoding = DegreeEncoding(max_degree=5, dim=2, log2=True)
+    out = encoding(torch.stack([src, dst]), 20)
+    torch.testing.assert_close(out[:5], encoding.embed.weight[torch.tensor([0, 1, 1, 2, 3])])

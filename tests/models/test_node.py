@@ -88,3 +88,17 @@ def test_bad_inputs():
         model.energy_scores(x, ei, term="kinetic")
     with pytest.raises(ValueError, match="in_dim"):
         NodeEnergyTransformer(0)
+
+
+def test_degree_buckets_enter_the_input_tokens():
+    # Identical features: hubs (8 neighbours, bucket 3) and leaves (1, bucket 1) differ in
+    # their input tokens by exactly the two buckets' embeddings.
+    hubs = torch.arange(4).repeat_interleave(8)
+    leaves = torch.arange(4, 36)
+    edge_index = torch.stack([torch.cat([hubs, leaves]), torch.cat([leaves, hubs])])
+    x = torch.ones(36, 3)
+    model = NodeEnergyTransformer(3, dim=8, heads=2, head_dim=4, steps=2, degree_buckets=4)
+    x0, _, _ = model.descend(x, edge_index)
+    weight = model.degree.embed.weight
+    torch.testing.assert_close(x0[:4] - x0[4:8], (weight[3] - weight[1]).expand(4, -1))
+    assert NodeEnergyTransformer(3, dim=8, heads=2, head_dim=4).degree is None
