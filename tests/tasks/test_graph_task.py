@@ -41,7 +41,14 @@ RELEASED_STYLE = ["--adjacency", "soft", "--blocks", "2", "--steps", "1", "--noi
 
 @pytest.mark.parametrize(
     ("model", "extra"),
-    [("et", []), ("et", RELEASED_STYLE), ("gin", []), ("mlp", []), ("wl", [])],
+    [
+        ("et", []),
+        ("et", RELEASED_STYLE),
+        ("et", ["--max-degree", "4"]),
+        ("gin", []),
+        ("mlp", []),
+        ("wl", []),
+    ],
 )
 def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread, capsys):
     out = tmp_path / f"run-{model}"
@@ -61,8 +68,11 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
             assert (out / fold / "metrics.csv").is_file()
     if model == "et" and not extra:
         assert (out / "energy_descent.png").stat().st_size > 0
-    if extra:  # the released code's options reach the model and its saved config
+    if extra:  # the options reach the model and its saved config (et eval rebuilds it below)
         config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
+    if extra == ["--max-degree", "4"]:
+        assert config["max_degree"] == 4
+    if extra == RELEASED_STYLE:
         assert config["adjacency"] == "soft" and config["blocks"] == 2
         assert config["steps"] == 1 and config["noise_std"] == 0.02
         assert (out / "energy_descent_block1.png").stat().st_size > 0
