@@ -75,6 +75,22 @@ def pe_dim(preset: str, et_overrides: dict[str, Any] | None) -> int:
     return {**PRESETS[preset], **(et_overrides or {})}["pe_dim"]
 
 
+_DATA: dict[str, TUDataset] = {}  # prepared datasets of this process, by name
+
+
+def prepared(
+    name: str,
+    root: str | os.PathLike | None,
+    max_nodes: int | None,
+    preset: str,
+    et_overrides: dict[str, Any] | None,
+) -> TUDataset:
+    """``name`` prepared once per process (Laplacian PEs included) and kept in :data:`_DATA`."""
+    if name not in _DATA:
+        _DATA[name] = prepare_dataset(name, root, "et", max_nodes, pe_dim(preset, et_overrides))
+    return _DATA[name]
+
+
 def label(spec: str) -> str:
     name, _, preset = spec.partition(":")
     return NAMES[name] + (f" ({preset})" if preset else "")
@@ -105,7 +121,7 @@ def run(
     caps = MAX_NODES if max_nodes is None else max_nodes
     rows = []
     for name in datasets:
-        dataset = prepare_dataset(name, root, "et", caps.get(name), pe_dim(preset, et_overrides))
+        dataset = prepared(name, root, caps.get(name), preset, et_overrides)
         for spec in models:
             model, model_preset = parse_model(spec, preset)
             summary = cross_validate(
@@ -133,19 +149,16 @@ def run(
 
 # -- many processes: one (dataset, model, fold) per task ---------------------------------------
 
-_DATA: dict[str, TUDataset] = {}
-
 
 def _one_fold(task: dict[str, Any]) -> str:
     if time.time() > task["deadline"]:
         return f"skipped {task['dataset']} {task['spec']} fold {task['fold']} (deadline)"
     torch.set_num_threads(1)
     model, preset = parse_model(task["spec"], task["preset"])
-    if task["dataset"] not in _DATA:  # a spawned worker prepares each dataset once
-        _DATA[task["dataset"]] = prepare_dataset(
-            task["dataset"], task["root"], "et", task["max_nodes"],
-            pe_dim(task["preset"], task["et_overrides"]),
-        )  # fmt: skip
+    # Forked workers inherit the parent's datasets; a spawned one prepares each once.
+    dataset = prepared(
+        task["dataset"], task["root"], task["max_nodes"], task["preset"], task["et_overrides"]
+    )
     start = time.perf_counter()
     summary = cross_validate(
         task["dataset"],
@@ -160,7 +173,7 @@ def _one_fold(task: dict[str, Any]) -> str:
         max_nodes=task["max_nodes"],
         device=task["device"],
         progress=False,
-        dataset=_DATA[task["dataset"]],
+        dataset=dataset,
         batch_size=task["batch_size"],
         lr=task["lr"],
         overrides=task["et_overrides"],
@@ -191,11 +204,10 @@ def run_parallel(
     first, so a deadline leaves every cell with about as many folds. Folds not started
     ``deadline`` seconds from now are skipped; :func:`collect` reads what finished."""
     fork = device == "cpu"  # CUDA does not survive a fork once a library has initialised it
-    for name in datasets if fork else []:  # prepared once, before forking
-        _DATA[name] = prepare_dataset(
-            name, root, "et", max_nodes.get(name), pe_dim(preset, et_overrides)
-        )
-        print(f"prepared {name}", flush=True)
+    if fork:  # prepared once, before forking
+        for name in datasets:
+            prepared(name, root, max_nodes.get(name), preset, et_overrides)
+            print(f"prepared {name}", flush=True)
     stop = time.time() + deadline
     tasks = [
         dict(

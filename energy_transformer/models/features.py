@@ -116,11 +116,16 @@ class DegreeEncoding(nn.Module):
         edges, _ = remove_self_loops(coalesce(edge_index, num_nodes=num_nodes))
         return torch.bincount(edges[1], minlength=num_nodes)
 
-    def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+    def buckets(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        r"""Embedding row of every node, :math:`\min(b(d_v), d_{max})`: ``(n,)`` long (depends on
+        the graph only: a caller may compute it once per graph)."""
         buckets = self.degrees(edge_index, num_nodes)
         if self.log2:
             buckets = torch.log2(buckets + 1.0).floor().long()
-        return self.embed(buckets.clamp(max=self.max_degree))
+        return buckets.clamp(max=self.max_degree)
+
+    def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        return self.embed(self.buckets(edge_index, num_nodes))
 
     def extra_repr(self) -> str:
         return f"max_degree={self.max_degree}, log2={self.log2}"

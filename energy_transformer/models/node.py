@@ -98,20 +98,27 @@ class NodeEnergyTransformer(nn.Module):
         )
         width = 2 * dim if concat_input else dim
         self.head = nn.Sequential(nn.Linear(width, dim), nn.ReLU(), nn.Linear(dim, num_classes))
-        self._keysets: tuple[Tensor, tuple[int, int], EdgeKeySets] | None = None
+        self._graph: tuple[Tensor, tuple[int, int], EdgeKeySets, Tensor | None] | None = None
 
-    def keysets(self, edge_index: Tensor, num_nodes: int) -> EdgeKeySets:
-        """The graph's :class:`EdgeKeySets`, cached while the same (unmodified) edge tensor
-        is passed; the cache holds a reference, so a freed tensor's memory cannot alias it."""
-        cached = self._keysets
+    def structure(self, edge_index: Tensor, num_nodes: int) -> tuple[EdgeKeySets, Tensor | None]:
+        """The graph's :class:`EdgeKeySets` and degree buckets (``(N,)``, or ``None`` without a
+        degree encoding), cached while the same (unmodified) edge tensor is passed; the cache
+        holds a reference, so a freed tensor's memory cannot alias it."""
+        cached = self._graph
         if (
             cached is None
             or cached[0] is not edge_index
             or cached[1] != (edge_index._version, num_nodes)
         ):
             keysets = EdgeKeySets(edge_index, num_nodes, self_loops=self.self_loops)
-            self._keysets = cached = (edge_index, (edge_index._version, num_nodes), keysets)
-        return cached[2]
+            buckets = None if self.degree is None else self.degree.buckets(edge_index, num_nodes)
+            cached = (edge_index, (edge_index._version, num_nodes), keysets, buckets)
+            self._graph = cached
+        return cached[2], cached[3]
+
+    def keysets(self, edge_index: Tensor, num_nodes: int) -> EdgeKeySets:
+        """The graph's cached :class:`EdgeKeySets` (see :meth:`structure`)."""
+        return self.structure(edge_index, num_nodes)[0]
 
     def _check(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 2:
@@ -128,10 +135,10 @@ class NodeEnergyTransformer(nn.Module):
         """Embed and run the ET block: input tokens ``(N, dim)``, final tokens ``(N, dim)``
         and, when asked, the :class:`~energy_transformer.nn.block.Trajectory` (batch of 1)."""
         self._check(x)
-        keysets = self.keysets(edge_index, x.shape[0])
+        keysets, buckets = self.structure(edge_index, x.shape[0])
         x0 = self.encoder(x)
-        if self.degree is not None:
-            x0 = x0 + self.degree(edge_index, x.shape[0])
+        if buckets is not None:
+            x0 = x0 + self.degree.embed(buckets)
         x0 = F.dropout(x0, p=self.dropout, training=self.training)
         out = self.block(
             x0.unsqueeze(0),
