@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from energy_transformer.data.gad import load_gad
+from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
     HarnessConfig,
@@ -95,10 +96,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--et-heads", type=int, default=2)
-    parser.add_argument("--et-head-dim", type=int, default=8)
-    parser.add_argument("--et-steps", type=int, default=2)
-    parser.add_argument("--et-alpha", type=float, default=0.1)
+    parser.add_argument("--et-preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--et-heads", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--et-head-dim", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--et-steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--et-alpha", type=float, default=None, help="default: the preset's")
     parser.add_argument("--et-qk-init-std", type=float, default=0.02)
     parser.add_argument(
         "--et-degree-buckets", type=int, default=0, help="log2 degree buckets (0: paper's form)"
@@ -122,10 +124,13 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
     et = {
-        "heads": args.et_heads,
-        "head_dim": args.et_head_dim,
-        "steps": args.et_steps,
-        "alpha": args.et_alpha,
+        **node_preset(
+            args.et_preset,
+            heads=args.et_heads,
+            head_dim=args.et_head_dim,
+            steps=args.et_steps,
+            alpha=args.et_alpha,
+        ),
         "qk_init_std": args.et_qk_init_std,
         "degree_buckets": args.et_degree_buckets,
     }
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> str:
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy, {len(seeds)} seeds"
             f" (one {split} train / val / test stratified split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
-            f" H {args.et_heads}, Y {args.et_head_dim}, T {args.et_steps}, alpha {args.et_alpha},"
+            f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
+            f" alpha {et['alpha']},"
             f" W^Q/W^K init std {args.et_qk_init_std}, degree buckets {args.et_degree_buckets},"
             " self loops, classifier on [LN(final tokens), input embedding]. `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from energy_transformer.data.gad import GAD_DATASETS, load_gad
+from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
     PROTOCOLS,
@@ -87,10 +88,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
-    parser.add_argument("--heads", type=int, default=2)
-    parser.add_argument("--head-dim", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=2, help="ET descent steps T")
-    parser.add_argument("--alpha", type=float, default=0.1, help="ET step size")
+    parser.add_argument(
+        "--preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="ET block sizes (models.node.PRESETS); the four options below override them",
+    )
+    parser.add_argument("--heads", type=int, default=None, help="ET attention heads H")
+    parser.add_argument("--head-dim", type=int, default=None, help="ET head size Y")
+    parser.add_argument("--steps", type=int, default=None, help="ET descent steps T")
+    parser.add_argument("--alpha", type=float, default=None, help="ET step size")
+    parser.add_argument("--memories", type=int, default=None, help="Hopfield K (4 * hidden)")
+    parser.add_argument(
+        "--degree-buckets",
+        type=int,
+        default=0,
+        help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
+    )
     parser.add_argument("--no-self-loops", action="store_true", help="exclude B = C (paper)")
     parser.add_argument("--no-concat", action="store_true", help="classify final tokens only")
     parser.add_argument(
@@ -120,10 +134,15 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
         device=args.device,
         progress=not args.no_progress,
         et={
-            "heads": args.heads,
-            "head_dim": args.head_dim,
-            "steps": args.steps,
-            "alpha": args.alpha,
+            **node_preset(
+                args.preset,
+                heads=args.heads,
+                head_dim=args.head_dim,
+                steps=args.steps,
+                alpha=args.alpha,
+                memories=args.memories,
+            ),
+            "degree_buckets": args.degree_buckets,
             "self_loops": not args.no_self_loops,
             "concat_input": not args.no_concat,
         },

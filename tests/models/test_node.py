@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from energy_transformer.models.node import NodeEnergyTransformer
+from energy_transformer.models.node import PRESETS, NodeEnergyTransformer, node_preset
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
 
@@ -102,3 +102,14 @@ def test_degree_buckets_enter_the_input_tokens():
     weight = model.degree.embed.weight
     torch.testing.assert_close(x0[:4] - x0[4:8], (weight[3] - weight[1]).expand(4, -1))
     assert NodeEnergyTransformer(3, dim=8, heads=2, head_dim=4).degree is None
+
+
+def test_presets_resolve_with_overrides():
+    assert node_preset("small") == PRESETS["small"]
+    released = node_preset("released", steps=3, alpha=None)
+    assert released["steps"] == 3 and released["alpha"] == PRESETS["released"]["alpha"]
+    assert node_preset("released") == PRESETS["released"]  # the preset itself is not changed
+    model = NodeEnergyTransformer(5, dim=64, **released)
+    assert model.block.attention.wq.shape == (2, 64, 64) and model.steps == 3
+    with pytest.raises(ValueError, match="unknown node preset 'huge'"):
+        node_preset("huge")

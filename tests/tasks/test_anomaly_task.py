@@ -74,11 +74,25 @@ def test_file_splits_and_resume(data_root, tmp_path):
     assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"] == first
 
 
+def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--model", "et", "--seeds", "1", "--preset", "released", "--steps", "2"]
+    main([*train_args(data_root, out, *extra), "--memories", "12", "--degree-buckets", "4"])
+    model = json.loads((out / "et" / "seed0" / "config.json").read_text())["model"]
+    # --heads 1 / --head-dim 4 / --steps 2 override the preset; its alpha stays.
+    assert (model["heads"], model["head_dim"], model["steps"]) == (1, 4, 2)
+    assert model["alpha"] == 1.0 and model["memories"] == 12 and model["degree_buckets"] == 4
+    main(["eval", str(out)])  # rebuilt from the saved configuration
+    assert (out / "eval.json").is_file()
+
+
 def test_bad_arguments(data_root, tmp_path):
     with pytest.raises(SystemExit):
         main(train_args(data_root, tmp_path / "r", "--model", "gin"))
     with pytest.raises(SystemExit):
         main(train_args(data_root, tmp_path / "r", "--seeds", "0"))
+    with pytest.raises(SystemExit):
+        main(train_args(data_root, tmp_path / "r", "--preset", "huge"))
     with pytest.raises(SystemExit, match="no trained model"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text('{"task": "anomaly"}')
