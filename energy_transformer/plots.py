@@ -15,7 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from energy_transformer.nn import EnergyTerms  # noqa: E402
@@ -70,14 +72,16 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
         # Each sample's change from its own start: the batch spread of absolute energies would
         # otherwise hide the descent.
         change = values - values[:1]
-        steps = torch.arange(values.shape[0])
+        steps = torch.arange(values.shape[0]).numpy()
         mean = change.mean(dim=1)
         std = change.std(dim=1) if values.shape[1] > 1 else torch.zeros_like(mean)
+        mean, std = mean.numpy(), std.numpy()
         colour = TERM_COLOURS[name]
         ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0)
         ax.plot(steps, mean, color=colour, marker="o", markersize=3.5, linewidth=2)
         ax.set_title(TERM_LABELS[name], fontsize=11)
         ax.set_xlabel("descent step $t$")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
@@ -100,10 +104,13 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
     return _save(fig, path)
 
 
-def _as_display(images: Tensor) -> Tensor:
-    """``(n, C, H, W)`` images in [0, 1] -> ``(n, H, W)`` or ``(n, H, W, 3)`` for imshow."""
+def _as_display(images: Tensor) -> np.ndarray:
+    """``(n, C, H, W)`` images in [0, 1] -> ``(n, H, W)`` or ``(n, H, W, 3)`` for imshow.
+
+    matplotlib is given numpy arrays throughout: its conversion of tensors is deprecated.
+    """
     images = images.detach().float().cpu().clamp(0, 1)
-    return images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+    return (images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)).numpy()
 
 
 def plot_reconstructions(
@@ -186,11 +193,11 @@ def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
         limit = float(torch.nan_to_num(canvas).abs().max()) or 1.0
         cmap = plt.get_cmap("RdBu_r" if symmetric else "gray").with_extremes(bad="white")
         vmin, vmax = (-limit, limit) if symmetric else (None, None)
-        ax.imshow(canvas[0], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.imshow(canvas[0].numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     else:
         lo, hi = torch.nan_to_num(canvas, nan=0.0).amin(), torch.nan_to_num(canvas).amax()
         shown = ((canvas - lo) / (hi - lo + 1e-12)).nan_to_num(1.0).permute(1, 2, 0)
-        ax.imshow(shown, interpolation="nearest")
+        ax.imshow(shown.numpy(), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -264,7 +271,9 @@ def plot_updates(
         for c, step in enumerate(steps):
             ax = axes[r, c]
             shown = images[c].mean(0) if images.shape[1] > 1 else images[c, 0]
-            ax.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.imshow(
+                shown.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -306,7 +315,7 @@ def plot_position_similarity(
             canvas[r * step : r * step + grid, c * step : c * step + grid] = sim[r, c]
     fig, ax = plt.subplots(figsize=(0.55 * grid + 2.0, 0.55 * grid + 1.2))
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-    image = ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    image = ax.imshow(canvas.numpy(), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([step * c + (grid - 1) / 2 for c in range(grid)], range(grid))
     ax.set_yticks([step * r + (grid - 1) / 2 for r in range(grid)], range(grid))
     ax.set_xlabel("patch column")

@@ -19,6 +19,17 @@ def test_energy_descent(tmp_path):
         plots.plot_energy_descent(EnergyTerms(e, e[:3], e), tmp_path / "x.png")
 
 
+def test_energy_descent_ticks_whole_steps(tmp_path, monkeypatch):
+    # One step (T = 1) used to get ticks at 0.2, 0.4, ...: steps are whole numbers.
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    e = -torch.rand(2, 3).cumsum(0)
+    plots.plot_energy_descent(EnergyTerms(e, e, e), tmp_path / "e.png")
+    for ax in closed[0].axes:
+        ticks = [t for t in ax.get_xticks() if 0 <= t <= 1]
+        assert ticks == [0.0, 1.0]
+
+
 def test_image_figures(tmp_path):
     images = torch.rand(4, 1, 8, 8)
     mask = torch.zeros(4, 4, dtype=torch.bool)
