@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -102,9 +103,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     _task_module(run_task_of(args.run)).evaluate(args.run, args)
 
 
+# What a user can fix (an option's value, a missing or malformed file): one line naming the
+# problem and exit status 2, as for argparse's own errors; ET_DEBUG=1 keeps the traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except USER_ERRORS as err:
+        if os.environ.get("ET_DEBUG"):
+            raise
+        print(f"et: error: {err} (ET_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

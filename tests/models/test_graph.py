@@ -281,7 +281,7 @@ def test_errors_and_presets():
     assert set(PRESETS) >= {"released", "paper", "cpu"}
     wide = small_model(qk_init_std=0.05, xi_init_std=0.1, dim=64, memories=256)
     assert 0.04 < float(wide.blocks[0].attention.wq.detach().std()) < 0.06
-    assert 0.08 < float(wide.blocks[0].hopfield.xi.std()) < 0.12
+    assert 0.08 < float(wide.blocks[0].hopfield.xi.detach().std()) < 0.12
     assert math.isclose(released.alpha, 0.1)
 
 

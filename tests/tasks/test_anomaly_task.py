@@ -86,6 +86,15 @@ def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     assert (out / "eval.json").is_file()
 
 
+def test_a_bad_value_ends_with_one_line(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    assert main(train_args(data_root, tmp_path / "r", "--steps", "-1")) == 2
+    assert "et: error: steps must be an int >= 0, got -1" in capsys.readouterr().err
+    monkeypatch.setenv("ET_DEBUG", "1")
+    with pytest.raises(ValueError, match="alpha must be finite and > 0"):
+        main(train_args(data_root, tmp_path / "r", "--alpha", "0"))
+
+
 def test_bad_arguments(data_root, tmp_path):
     with pytest.raises(SystemExit):
         main(train_args(data_root, tmp_path / "r", "--model", "gin"))
