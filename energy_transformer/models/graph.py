@@ -38,6 +38,7 @@ from energy_transformer.nn.sparse_attention import EdgeKeySets
 
 ADJACENCIES = ("hard", "soft")
 ATTENTIONS = ("edges", "dense")
+HEADS = ("linear", "mlp")
 # Dense eigendecomposition up to this many nodes, shift-invert Lanczos above.
 _DENSE_EIGH_MAX = 1500
 
@@ -229,7 +230,8 @@ class GraphEnergyTransformer(nn.Module):
     ``max_degree > 0`` is a departure from both: a learned embedding of each node's degree
     (:class:`~energy_transformer.models.features.DegreeEncoding`, Graphormer's centrality
     encoding) added to its token, a direct count of neighbours that the attention's softmax
-    weights only blur.
+    weights only blur. ``head="mlp"`` is another: a hidden layer between the final CLS token
+    and the logits, where the paper and the released code read the class out linearly.
 
     Args:
         in_features: node feature size :math:`F`.
@@ -254,6 +256,7 @@ class GraphEnergyTransformer(nn.Module):
             image preset: 0.002, 0.02).
         max_degree: degrees embedded (``0..max_degree``, larger ones capped); 0: no degree
             encoding (the paper's form).
+        head: ``"linear"`` (the paper's readout) or ``"mlp"`` (Linear-ReLU-Linear of width D).
 
     Shapes:
         - input: a PyG ``Batch`` with ``x: (nodes, F)``, ``pe: (nodes, k)``, ``edge_index``,
@@ -283,8 +286,11 @@ class GraphEnergyTransformer(nn.Module):
         qk_init_std: float = 0.002,
         xi_init_std: float = 0.02,
         max_degree: int = 0,
+        head: Literal["linear", "mlp"] = "linear",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if max_degree < 0:
             raise ValueError(f"max_degree must be >= 0, got {max_degree}")
         if adjacency not in ADJACENCIES:
@@ -319,7 +325,11 @@ class GraphEnergyTransformer(nn.Module):
             if adjacency == "soft"
             else None
         )
-        self.head = nn.Linear(dim, num_classes)
+        self.head = (
+            nn.Linear(dim, num_classes)
+            if head == "linear"
+            else nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_classes))
+        )
 
     def _node_embeddings(self, batch: Batch) -> Tensor:
         """Embedded features plus projected (sign-flipped in training) PEs, ``(nodes, D)``."""

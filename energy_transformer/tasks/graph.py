@@ -472,6 +472,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="embed node degrees up to this (Graphormer's centrality encoding; 0: off)",
     )
+    parser.add_argument(
+        "--head", choices=("linear", "mlp"), default=None, help="CLS readout (paper: linear)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -488,6 +491,7 @@ def train(args: argparse.Namespace) -> Path:
             ("attention", args.attention),
             ("noise_std", args.noise_std),
             ("max_degree", args.max_degree),
+            ("head", args.head),
         )
         if value is not None
     }

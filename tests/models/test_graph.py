@@ -304,3 +304,20 @@ def test_degree_encoding_adds_the_capped_degree_embedding():
     assert small_model().degree is None  # the paper's form has none
     with pytest.raises(ValueError, match="max_degree must be >= 0"):
         small_model(max_degree=-1)
+
+
+def test_mlp_head_reads_the_same_cls_token():
+    # Same block weights: the two heads see the same final CLS token, only the readout differs.
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, seed=1)])
+    plain, model = small_model().eval(), small_model(head="mlp").eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    assert isinstance(plain.head, torch.nn.Linear) and len(model.head) == 3
+    seen = {}
+    for name, m in (("linear", plain.head), ("mlp", model.head)):
+        m.register_forward_hook(lambda mod, inp, out, name=name: seen.update({name: inp[0]}))
+    logits = model(batch)
+    plain(batch)
+    assert logits.shape == (2, 2)
+    torch.testing.assert_close(seen["mlp"], seen["linear"])
+    with pytest.raises(ValueError, match="head must be one of"):
+        small_model(head="attention")
