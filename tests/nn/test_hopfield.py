@@ -20,7 +20,7 @@ def test_relu_energy_by_hand():
     for b in range(2):
         for t in range(3):
             for m in range(net.memories):
-                expected[b] -= 0.5 * max(float(net.xi[m] @ g[b, t]), 0.0) ** 2
+                expected[b] -= 0.5 * max(float(net.xi[m].detach() @ g[b, t]), 0.0) ** 2
     torch.testing.assert_close(net.energy(g), expected)
 
 
