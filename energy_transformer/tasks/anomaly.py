@@ -92,7 +92,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default="small",
         choices=sorted(PRESETS),
-        help="ET block sizes (models.node.PRESETS); the four options below override them",
+        help="ET block sizes (models.node.PRESETS); the size options below override them",
     )
     parser.add_argument("--heads", type=int, default=None, help="ET attention heads H")
     parser.add_argument("--head-dim", type=int, default=None, help="ET head size Y")
