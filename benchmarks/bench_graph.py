@@ -379,6 +379,8 @@ def main() -> None:
     lr = f", lr {args.lr:g}" if args.lr else ""
     budget = args.budget or (
         f"{folds} folds, {args.epochs} epochs{lr}, ET preset {args.preset}{variant}"
+        if args.collect is None
+        else "the runs collected (folds and epochs per row)"
     )
     table = markdown(rows, budget)
     if args.collect is None:

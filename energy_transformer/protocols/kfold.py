@@ -230,6 +230,25 @@ def run_kfold(
 
 
 def load_results(out: str | os.PathLike) -> list[FoldResult]:
-    """The finished rounds saved under ``out`` (``fold-XX/result.json``), in fold order."""
+    """The finished rounds saved under ``out`` (``fold-XX/result.json``), in fold order.
+
+    Where no fold folder was kept (a run copied back without them, e.g. from a remote machine),
+    the rows of ``out/folds.csv`` are read instead; its extra columns come back as ``extra``.
+    """
     files = sorted(Path(out).glob("fold-*/result.json"))
-    return [FoldResult(**json.loads(f.read_text())) for f in files]
+    if files or not (Path(out) / "folds.csv").is_file():
+        return [FoldResult(**json.loads(f.read_text())) for f in files]
+    with open(Path(out) / "folds.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fixed = ("test_acc", "val_acc", "train_acc", "seconds")
+    for i, row in enumerate(rows, start=2):
+        if not {"fold", *fixed} <= row.keys() or any(row[k] in (None, "") for k in fixed):
+            raise ValueError(f"{Path(out) / 'folds.csv'}, line {i}: a fold row needs {fixed}")
+    return [
+        FoldResult(
+            int(row["fold"]),
+            *(float(row[k]) for k in fixed),
+            {k: v for k, v in row.items() if k not in ("fold", *fixed)},
+        )
+        for row in sorted(rows, key=lambda r: int(r["fold"]))
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -106,6 +107,21 @@ def test_only_listed_folds_then_gathered(tmp_path):
     run_kfold(LABELS, fit_fold, folds=5, only=[0], out=tmp_path)
     assert calls == [1, 3, 0]
     assert [r.fold for r in load_results(tmp_path)] == [0, 1, 3]
+
+
+def test_results_read_back_from_folds_csv_alone(tmp_path):
+    fit_fold, _ = majority(LABELS)
+    summary = run_kfold(LABELS, fit_fold, folds=5, only=[4, 2], out=tmp_path)
+    for fold_dir in tmp_path.glob("fold-*"):
+        shutil.rmtree(fold_dir)
+    back = load_results(tmp_path)
+    assert [r.fold for r in back] == [2, 4]
+    assert [r.test_acc for r in back] == pytest.approx([r.test_acc for r in summary.folds])
+    assert back[0].extra == {"guess": "0"}
+    with open(tmp_path / "folds.csv", "a") as f:
+        f.write("7,0.5,,0.5,1.0,0\n")
+    with pytest.raises(ValueError, match=r"folds.csv, line 4: a fold row needs"):
+        load_results(tmp_path)
 
 
 def test_max_folds_and_summary_std(tmp_path):
