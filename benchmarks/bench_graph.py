@@ -31,7 +31,7 @@ import torch
 
 from energy_transformer.data.tu import TUDataset
 from energy_transformer.models.graph import PRESETS
-from energy_transformer.protocols.kfold import load_results, save_results, summarize
+from energy_transformer.protocols.kfold import load_results, paired, save_results, summarize
 from energy_transformer.tasks.graph import (
     PAPER_TRAIN_SET_ACC,
     cross_validate,
@@ -318,6 +318,7 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
                 f"{label(et)} ahead of both GIN and the MLP on {wins[et]} of {len(datasets)}"
                 " datasets (issue goal: at least 4 of 6)."
             )
+    lines += _paired_table(rows, datasets, ets)
     lines += [
         "",
         "Paper column: the released notebooks train on every graph and score the same graphs,"
@@ -325,6 +326,33 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
         " (`et train graph --protocol train-on-all` reproduces that evaluation).",
     ]
     return "\n".join(lines)
+
+
+def _paired_table(rows: list[dict[str, Any]], datasets: list[str], ets: list[str]) -> list[str]:
+    """ET against each baseline fold by fold: the same splits, so the folds pair up."""
+    bases = [m for m in ("gin", "mlp", "wl") if any(r["model"] == m for r in rows)]
+    pairs = [(et, b) for et in ets for b in bases]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Fold by fold (the same splits): mean of ET's test accuracy minus the baseline's, in"
+        " points, then (folds ET is ahead / level / behind).",
+        "",
+        "| dataset | " + " | ".join(f"{label(et)} - {label(b)}" for et, b in pairs) + " |",
+        "|---|" + "---|" * len(pairs),
+    ]
+    for name in datasets:
+        folds = {r["model"]: r["summary"].folds for r in rows if r["dataset"] == name}
+        fold_ids = {m: {r.fold for r in results} for m, results in folds.items()}
+        cells = [
+            paired(folds[et], folds[b]).describe()
+            if fold_ids.get(et, set()) & fold_ids.get(b, set())
+            else "-"
+            for et, b in pairs
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:

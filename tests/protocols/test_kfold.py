@@ -14,6 +14,7 @@ from energy_transformer.protocols.kfold import (
     Fold,
     FoldResult,
     load_results,
+    paired,
     run_kfold,
     stratified_folds,
     summarize,
@@ -141,3 +142,14 @@ def test_train_on_all_is_labelled(tmp_path):
     assert len(summary.folds) == 1 and "NOT a generalisation measure" in summary.describe()
     body = json.loads((tmp_path / "summary.json").read_text())
     assert body["note"] == NOT_GENERALISATION and "NOT a generalisation measure" in body["note"]
+
+
+def test_paired_counts_folds_ahead_level_behind():
+    a = [FoldResult(i, acc, 0, 0, 1.0, {}) for i, acc in enumerate([0.6, 0.8, 0.5, 0.7])]
+    b = [FoldResult(i, acc, 0, 0, 1.0, {}) for i, acc in enumerate([0.7, 0.6, 0.5])]
+    p = paired(a, b)  # fold 3 has no partner and is left out
+    assert (p.folds, p.ahead, p.level, p.behind) == (3, 1, 1, 1)
+    assert p.mean_diff == pytest.approx((-0.1 + 0.2 + 0.0) / 3)
+    assert p.describe() == "+3.3 (1/1/1)"
+    with pytest.raises(ValueError, match="share no fold"):
+        paired(a[3:], b)

@@ -154,6 +154,10 @@ def test_benchmark_short_run_mutag(tmp_path, one_thread):
         assert 0.3 <= row["summary"].mean <= 1.0  # MUTAG is 66% one class
     table = bench.markdown(rows, budget="2 folds, 2 epochs")
     assert "| MUTAG |" in table and "96.6" in table  # the paper's (training-set) number beside
+    # The fold-by-fold line: 2 folds, each ahead, level or behind.
+    line = next(x for x in table[table.index("ET - GIN") :].splitlines() if "| MUTAG |" in x)
+    counts = [c.split("(")[1].rstrip(") ") for c in line.split("|")[2:-1]]
+    assert len(counts) == 3 and all(sum(map(int, c.split("/"))) == 2 for c in counts)
 
 
 @pytest.mark.parametrize("model", ["et", "gin", "mlp"])
