@@ -271,19 +271,30 @@ def load_results(out: str | os.PathLike) -> list[FoldResult]:
     the rows of ``out/folds.csv`` are read instead; its extra columns come back as ``extra``.
     """
     files = sorted(Path(out).glob("fold-*/result.json"))
-    if files or not (Path(out) / "folds.csv").is_file():
+    table = Path(out) / "folds.csv"
+    if files or not table.is_file():
         return [FoldResult(**json.loads(f.read_text())) for f in files]
-    with open(Path(out) / "folds.csv", newline="") as f:
+    return sorted(_read_folds_csv(table), key=lambda r: r.fold)
+
+
+def _read_folds_csv(path: Path) -> list[FoldResult]:
+    """The rows of a ``folds.csv`` written by :func:`save_results`."""
+    numbers = ("test_acc", "val_acc", "train_acc", "seconds")
+    with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    fixed = ("test_acc", "val_acc", "train_acc", "seconds")
-    for i, row in enumerate(rows, start=2):
-        if not {"fold", *fixed} <= row.keys() or any(row[k] in (None, "") for k in fixed):
-            raise ValueError(f"{Path(out) / 'folds.csv'}, line {i}: a fold row needs {fixed}")
-    return [
-        FoldResult(
-            int(row["fold"]),
-            *(float(row[k]) for k in fixed),
-            {k: v for k, v in row.items() if k not in ("fold", *fixed)},
-        )
-        for row in sorted(rows, key=lambda r: int(r["fold"]))
-    ]
+    results = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            results.append(
+                FoldResult(
+                    int(row["fold"]),
+                    *(float(row[k]) for k in numbers),
+                    {k: v for k, v in row.items() if k not in ("fold", *numbers)},
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path}, line {line}: a fold row needs a number in each of fold, "
+                f"{', '.join(numbers)} ({err})"
+            ) from None
+    return results

@@ -121,7 +121,7 @@ def test_results_read_back_from_folds_csv_alone(tmp_path):
     assert back[0].extra == {"guess": "0"}
     with open(tmp_path / "folds.csv", "a") as f:
         f.write("7,0.5,,0.5,1.0,0\n")
-    with pytest.raises(ValueError, match=r"folds.csv, line 4: a fold row needs"):
+    with pytest.raises(ValueError, match=r"folds.csv, line 4: a fold row needs a number"):
         load_results(tmp_path)
 
 
