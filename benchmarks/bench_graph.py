@@ -13,7 +13,8 @@ train on every graph and score the same graphs, so they are training-set accurac
     python benchmarks/bench_graph.py --collect runs/a runs/b   # table of finished runs only
 
 A model is ``et``, ``et:PRESET`` (an ET preset of energy_transformer.models.graph.PRESETS),
-``gin``, ``mlp`` or ``wl``. Prints a markdown table (and writes it to --out/results.md).
+``gin``, ``mlp`` or ``wl``. Prints a markdown table (and writes it to --out/results.md), then
+ET against each baseline fold by fold: the splits are the same, so the folds pair up.
 """
 
 from __future__ import annotations
