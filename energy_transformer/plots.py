@@ -72,7 +72,7 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
         # Each sample's change from its own start: the batch spread of absolute energies would
         # otherwise hide the descent.
         change = values - values[:1]
-        steps = torch.arange(values.shape[0]).numpy()
+        steps = np.arange(values.shape[0])
         mean = change.mean(dim=1)
         std = change.std(dim=1) if values.shape[1] > 1 else torch.zeros_like(mean)
         mean, std = mean.numpy(), std.numpy()

@@ -25,6 +25,7 @@ from torch_geometric.loader import DataLoader
 
 from energy_transformer.data.tu import TUDataset, keep_first_nodes, load_tu
 from energy_transformer.models.graph import (
+    HEADS,
     PRESETS,
     TRAIN_PRESETS,
     GraphEnergyTransformer,
@@ -472,9 +473,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="embed node degrees up to this (Graphormer's centrality encoding; 0: off)",
     )
-    parser.add_argument(
-        "--head", choices=("linear", "mlp"), default=None, help="CLS readout (paper: linear)"
-    )
+    parser.add_argument("--head", choices=HEADS, default=None, help="CLS readout (paper: linear)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
