@@ -204,7 +204,9 @@ def run_parallel(
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
     ``deadline`` seconds from now are skipped; :func:`collect` reads what finished."""
-    fork = device == "cpu"  # CUDA does not survive a fork once a library has initialised it
+    # CUDA does not survive a fork once anything has initialised it, and on a GPU machine the
+    # optimiser's graph-capture check touches CUDA even in a CPU run: fork only where no GPU is.
+    fork = device == "cpu" and not torch.cuda.is_available()
     if fork:  # prepared once, before forking
         for name in datasets:
             prepared(name, root, max_nodes.get(name), preset, et_overrides)

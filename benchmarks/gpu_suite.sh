@@ -30,10 +30,10 @@ if [ "$SCALE" = full ]; then
     # with the degree encoding at 300 epochs (batch 32), IMDB-BINARY folds 0-5 on the GPU and
     # PROTEINS on ten host cores (~735 s a fold on a sandbox core: they resume elsewhere).
     GRAPH="--preset cpu --epochs 300 --models et --et-set max_degree=32"
-    GRAPH_GPU="--datasets IMDB-BINARY --max-folds 6 --jobs 6"
+    GRAPH_GPU="--datasets IMDB-BINARY --jobs ${GPU_JOBS:-6}"
     GRAPH_CPU="--datasets PROTEINS --jobs 10"
     GAD="--datasets tolokers --seeds 5 --epochs 100"
-    T_CORE=90 T_GRAPH=500 T_GAD=150
+    T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150
 else
     CORE="--preset small --batch 2 --repeats 1 --steps 2"
     GRAPH="--preset cpu --epochs 2 --models et --folds 2"
@@ -55,6 +55,9 @@ has core && for dtype in float32 bfloat16; do
 done
 
 if has graph; then
+    # RESUME=path/to/graph.tgz (from an earlier call) continues that run: finished folds are read
+    # back, cut-off ones resume from their last checkpoint, the rest start.
+    [ -n "${RESUME:-}" ] && tar xzf "$RESUME" -C "$OUT"
     B="$PY benchmarks/bench_graph.py --out $OUT/graph $GRAPH"
     # shellcheck disable=SC2086
     timeout -k 5 "$T_GRAPH" $B --device "$DEVICE" $GRAPH_GPU > "$OUT/graph_gpu_log.txt" 2>&1 &

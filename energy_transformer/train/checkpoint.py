@@ -57,7 +57,7 @@ def save_checkpoint(
         metadata["optim_groups"] = json.dumps(optimizer_state["param_groups"])
     if rng:
         tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
+        if torch.cuda.is_initialized():  # a CPU run on a GPU machine leaves CUDA untouched
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng/cuda/{i}"] = state
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
