@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from energy_transformer.files import atomic_path
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -57,19 +58,13 @@ def sha256sum(path: Path) -> str:
 
 def download(remote: RemoteFile, dest: Path, timeout: float = 30.0) -> Path:
     """Download ``remote`` to ``dest`` atomically (temp file + rename), verifying its checksum."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as r:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as r:
             shutil.copyfileobj(r, out)
-        if remote.sha256 is not None and sha256sum(Path(tmp)) != remote.sha256:
+        if remote.sha256 is not None and sha256sum(tmp) != remote.sha256:
             raise DataNotFoundError(
                 f"checksum mismatch for {remote.url}: the download is corrupt or the file changed"
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from energy_transformer.files import atomic_path, write_text_atomic
+
 PROTOCOLS = ("cv", "train-on-all")
 NOT_GENERALISATION = (
     "train-on-all: trained on every graph and scored on the same graphs;"
@@ -178,23 +180,15 @@ def paired(a: list[FoldResult], b: list[FoldResult]) -> Paired:
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = None) -> None:
     """``out/folds.csv`` (one row per fold) and ``out/summary.json``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in asdict(r).items() if k != "extra"} | r.extra for r in summary.folds]
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = out / ".folds.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "folds.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, out / "folds.csv")
     body = {
         **(meta or {}),
         "protocol": summary.protocol,
@@ -204,7 +198,7 @@ def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = No
         "seconds_per_fold": summary.seconds_per_fold,
         "folds": [asdict(r) for r in summary.folds],
     }
-    _write_atomic(out / "summary.json", json.dumps(body, indent=2, default=str))
+    write_text_atomic(out / "summary.json", json.dumps(body, indent=2, default=str))
 
 
 def run_kfold(
@@ -255,8 +249,8 @@ def run_kfold(
         results.append(result)
         if fold_dir is not None:
             fold_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
-            _write_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
+            write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
+            write_text_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
             save_results(out_dir, summarize(results, protocol), meta)
     summary = summarize(results, protocol)
     if out_dir is not None:

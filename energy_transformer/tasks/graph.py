@@ -24,6 +24,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from energy_transformer.data.tu import TUDataset, keep_first_nodes, load_tu
+from energy_transformer.files import write_text_atomic
 from energy_transformer.models.graph import (
     HEADS,
     PRESETS,
@@ -354,9 +355,10 @@ def cross_validate(
             {"protocol": protocol, "preset": preset, "seed": seed},
         )
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _check_same_setting(out_dir, meta)
         run_config = {"task": "graph", "model": {"name": model}, "extra": meta}
-        (out_dir / "config.json").write_text(json.dumps(run_config, indent=2, default=str))
+        write_text_atomic(out_dir / "config.json", json.dumps(run_config, indent=2, default=str))
     labels = dataset.labels.numpy()
     return run_kfold(
         labels,
@@ -371,6 +373,35 @@ def cross_validate(
         max_folds,
         only,
     )
+
+
+# Settings that change a fold's result; the data's path may differ between machines.
+_SETTING_KEYS = (
+    "dataset", "model", "preset", "protocol", "k", "max_nodes", "model_config", "train",
+)  # fmt: skip
+
+
+def _check_same_setting(out_dir: Path, meta: dict[str, Any]) -> None:
+    """Resuming reads finished folds back: refuse a folder whose run had other settings (a
+    60-epoch fold must not stand in a 300-epoch table)."""
+    saved = out_dir / "config.json"
+    if not saved.is_file():
+        return
+    try:
+        before = json.loads(saved.read_text())["extra"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{saved} is not a run config ({err}); cannot resume from it") from None
+    now = json.loads(json.dumps(meta, default=str))  # tuples as lists, as saved
+    changed = [
+        f"{k}: {before.get(k)} -> {now.get(k)}"
+        for k in _SETTING_KEYS
+        if before.get(k) != now.get(k)
+    ]
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds a run with other settings ({'; '.join(changed)}): resume it with"
+            " the same settings, or give another out folder"
+        )
 
 
 # -- reporting --------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from energy_transformer.files import atomic_path
 
 MODEL_PREFIX = "model/"
 
@@ -64,15 +65,8 @@ def save_checkpoint(
         tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
         metadata["rng_numpy"] = json.dumps([kind, int(pos), int(has_gauss), float(gauss)])
         metadata["rng_python"] = json.dumps(random.getstate(), default=list)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from energy_transformer.files import atomic_path, write_text_atomic
 from energy_transformer.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -197,21 +198,17 @@ class Trainer:
     def _write_config(self) -> None:
         if self.run_dir is None or not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(self.config_dict(), indent=2, default=str))
-        os.replace(tmp, self.run_dir / "config.json")
+        text = json.dumps(self.config_dict(), indent=2, default=str)
+        write_text_atomic(self.run_dir / "config.json", text)
 
     def _write_metrics(self, history: list[dict[str, float]]) -> None:
         if self.run_dir is None or not self.is_main or not history:
             return
         keys = list(dict.fromkeys(k for row in history for k in row))
-        tmp = self.run_dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.run_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-        os.replace(tmp, self.run_dir / "metrics.csv")
         writer = self._tensorboard_writer()
         if writer:
             row = history[-1]

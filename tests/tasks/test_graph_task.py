@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch_geometric.data import Data
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
-from energy_transformer.tasks.graph import SizeBuckets
+from energy_transformer.tasks.graph import SizeBuckets, cross_validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,3 +199,18 @@ def test_benchmark_parallel_folds_in_spawned_processes(toy_root, tmp_path):
         summary = json.loads((out / f"TOY-{model}" / "summary.json").read_text())
         assert len(summary["folds"]) == 2
     assert "| TOY |" in (out / "results.md").read_text()
+
+
+def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one_thread):
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "mlp"]
+    args += ["--folds", "2", "--out", str(out), "--no-progress"]
+    main([*args, "--epochs", "1"])
+    # Finished folds are read back on resume: a 1-epoch fold must not pass for a 3-epoch one.
+    with pytest.raises(ValueError, match=r"other settings \(train: .*'epochs': 1.*'epochs': 3"):
+        cross_validate("TOY", "mlp", folds=2, epochs=3, root=toy_root, out=out, resume=True)
+    assert json.loads((out / "config.json").read_text())["extra"]["train"]["epochs"] == 1
+    moved = tmp_path / "elsewhere"  # the same run read from another data path resumes
+    shutil.copytree(toy_root, moved)
+    summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=moved, out=out, resume=True)
+    assert len(summary.folds) == 2

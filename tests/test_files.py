@@ -1,0 +1,33 @@
+import pytest
+
+from energy_transformer.files import atomic_path, write_text_atomic
+
+
+def test_atomic_path_publishes_the_whole_file_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "sub" / "result.json"
+    write_text_atomic(target, "first")
+    write_text_atomic(target, "second")
+    assert target.read_text() == "second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "folds.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["folds.csv"]
+
+
+def test_concurrent_writers_each_publish_a_whole_file(tmp_path):
+    # Fold workers of one run rewrite the same folds.csv: a shared temporary name would let one
+    # writer publish the other's half-written file, or fail when its own file was moved away.
+    target = tmp_path / "folds.csv"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        assert a != b
+        a.write_text("A" * 1000)
+        b.write_text("B" * 1000)
+    assert target.read_text() == "A" * 1000  # the last to finish wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["folds.csv"]
