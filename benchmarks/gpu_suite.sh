@@ -24,14 +24,16 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "$SCALE" = full ]; then
     CORE="--preset image --batch 64 --repeats 5"
-    # Measured on an H100, 2026-11-26: ten processes sharing the GPU ran ten ENZYMES folds of
-    # 300 epochs (paper preset, batch 64) in 240 s each, ~100 ms a step: small graphs leave the
-    # GPU launch-bound, so a process gets about what one CPU core gives. Next: the `cpu` preset
-    # with the degree encoding at 300 epochs (batch 32), IMDB-BINARY folds 0-5 on the GPU and
-    # PROTEINS on ten host cores (~735 s a fold on a sandbox core: they resume elsewhere).
-    GRAPH="--preset cpu --epochs 300 --models et --et-set max_degree=32"
-    GRAPH_GPU="--datasets IMDB-BINARY --jobs ${GPU_JOBS:-6}"
-    GRAPH_CPU="--datasets PROTEINS --jobs 10"
+    # Measured on an H100, 2026-11-26 (`cpu` preset with max_degree=32, batch 32, 300 epochs):
+    # small graphs leave the GPU launch-bound, so each of 6 processes sharing it ran an
+    # IMDB-BINARY epoch in 1.15 s (a sandbox CPU core: 1.8 s), and 10 PROTEINS folds on the
+    # host's cores beside them ran at 5.4 s an epoch (a sandbox core: ~2.5 s). With a 15-minute
+    # lease, use the archive to finish cut-off folds elsewhere (RESUME, or the same command).
+    # IMDB-BINARY, PROTEINS and ENZYMES are done (RESULTS.md); DD and NCI1 are next, and their
+    # folds will take several leases: pass the last call's graph.tgz as RESUME.
+    GRAPH="--preset cpu --epochs 300 --models et --et-set max_degree=32 --dd-max-nodes 100"
+    GRAPH_GPU="--datasets DD --jobs ${GPU_JOBS:-6}"
+    GRAPH_CPU="--datasets NCI1 --jobs 10"
     GAD="--datasets tolokers --seeds 5 --epochs 100"
     T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150
 else
