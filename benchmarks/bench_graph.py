@@ -240,8 +240,11 @@ def run_parallel(
 
 
 def collect(outs: list[str]) -> list[dict[str, Any]]:
-    """Rows from every finished run folder under ``outs`` (as written by this script)."""
+    """Rows from every finished run folder under ``outs`` (as written by this script). One
+    (dataset, model) cell per table: a second run of the same cell is an error, not a silent
+    replacement (link it under another name, e.g. ``MUTAG-et-degree``, to show both)."""
     rows = []
+    seen: dict[tuple[str, str], Path] = {}
     for out in outs:
         for folder in sorted(Path(out).iterdir()):
             config = folder / "config.json"
@@ -250,6 +253,13 @@ def collect(outs: list[str]) -> list[dict[str, Any]]:
                 continue
             meta = json.loads(config.read_text())["extra"]
             spec = folder.name[len(meta["dataset"]) + 1 :].replace("-", ":", 1)
+            cell = (meta["dataset"], spec)
+            if cell in seen:
+                raise ValueError(
+                    f"{seen[cell]} and {folder} both hold {cell[0]} {cell[1]}: collect them"
+                    " separately, or link one under another name (e.g. DATASET-et-variant)"
+                )
+            seen[cell] = folder
             summary = summarize(results, meta["protocol"])
             save_results(folder, summary, meta)  # folds run by several processes: one summary
             rows.append(

@@ -214,3 +214,18 @@ def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one
     shutil.copytree(toy_root, moved)
     summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=moved, out=out, resume=True)
     assert len(summary.folds) == 2
+
+
+def test_benchmark_collect_reads_runs_back_and_refuses_a_cell_twice(toy_root, tmp_path, one_thread):
+    bench = _bench_graph()
+    a, b = tmp_path / "a", tmp_path / "b"
+    summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=toy_root, out=a / "TOY-mlp")
+    shutil.copytree(a, b)
+    for fold in (b / "TOY-mlp").glob("fold-*"):  # as a device returns it: folds.csv only
+        shutil.rmtree(fold)
+    for out in (a, b):
+        [row] = bench.collect([str(out)])
+        assert (row["dataset"], row["model"], row["epochs"]) == ("TOY", "mlp", 1)
+        assert row["summary"].mean == pytest.approx(summary.mean)
+    with pytest.raises(ValueError, match=r"a/TOY-mlp and .*b/TOY-mlp both hold TOY mlp"):
+        bench.collect([str(a), str(b)])
