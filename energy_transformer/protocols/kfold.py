@@ -182,7 +182,6 @@ def paired(a: list[FoldResult], b: list[FoldResult]) -> Paired:
 
 def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = None) -> None:
     """``out/folds.csv`` (one row per fold) and ``out/summary.json``."""
-    out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in asdict(r).items() if k != "extra"} | r.extra for r in summary.folds]
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(out / "folds.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -248,7 +247,6 @@ def run_kfold(
             result.seconds = time.perf_counter() - start
         results.append(result)
         if fold_dir is not None:
-            fold_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
             write_text_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
             save_results(out_dir, summarize(results, protocol), meta)
