@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Literal
+
 import torch
 from torch import Tensor
+
+KERNELS = ("csr", "gather")
 
 
 def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
@@ -38,11 +43,19 @@ class EdgeKeySets:
         -\frac{\partial E}{\partial Q_{hC}} = \sum_{B \to C} \omega_{h,B \to C} K_{hB},
         \qquad -\frac{\partial E}{\partial K_{hB}} = \sum_{B \to C} \omega_{h,B \to C} Q_{hC}
 
-    Everything is a gather, ``torch.scatter_reduce`` or ``index_add`` over the ``E`` edges: no
-    ``(N, N)`` tensor is ever built, and no compiled extension is needed. Autograd through
-    :meth:`energy` works too (the reference path). A node with no incoming edge (isolated, or
-    without a self loop) contributes 0 energy and receives 0 gradient, never NaN. The same graph
-    is shared by every sample of a batch.
+    No ``(N, N)`` tensor is ever built, and no compiled extension is needed. Two kernels compute
+    :meth:`neg_grad`, both O(edges):
+
+    - ``"csr"`` (default): the scores :math:`A_{hBC}` on the edges as one sampled product
+      (``torch.sparse.sampled_addmm``, SDDMM) and the two sums above as sparse-times-dense
+      products (SpMM) with :math:`\omega` as a CSR matrix, with a hand-written backward in the
+      same two operations. No ``(E, heads, head_dim)`` tensor is built.
+    - ``"gather"``: gathered ``(E, heads, head_dim)`` queries and keys, products and
+      ``index_add`` (autograd differentiates it). It is what :meth:`energy` uses, so that
+      autograd of the energy (the reference path) stays independent of the ``"csr"`` kernel.
+
+    A node with no incoming edge (isolated, or without a self loop) contributes 0 energy and
+    receives 0 gradient, never NaN. The same graph is shared by every sample of a batch.
 
     Equals :class:`~energy_transformer.nn.attention.DenseKeySets` with
     ``mask[C, B] = (B -> C in the graph)``.
@@ -55,6 +68,7 @@ class EdgeKeySets:
             ``False`` removes any self loop (the paper's ``exclude_self``), ``None`` keeps the
             edge list as it is.
         dedupe: drop repeated edges so that each key counts once (as in a dense mask).
+        kernel: how :meth:`neg_grad` runs: ``"csr"`` (fast) or ``"gather"``.
 
     Shapes:
         - ``q``, ``k``: ``(batch, heads, N, head_dim)``; ``beta``: ``(heads,)``
@@ -68,7 +82,10 @@ class EdgeKeySets:
         num_nodes: int,
         self_loops: bool | None = True,
         dedupe: bool = True,
+        kernel: Literal["csr", "gather"] = "csr",
     ) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
             raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
         check_edge_index(edge_index, num_nodes)
@@ -79,12 +96,13 @@ class EdgeKeySets:
             if self_loops:
                 loop = torch.arange(num_nodes, device=src.device)
                 src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
-        if dedupe:
-            # Sorting by target also makes the scatters below write memory in order.
-            pair = torch.unique(dst * num_nodes + src)
-            src, dst = pair % num_nodes, pair // num_nodes
-        self.num_nodes = num_nodes
+        # Sorted by target (the CSR row order of the queries), then by source.
+        pair = dst * num_nodes + src
+        pair = torch.unique(pair) if dedupe else pair.sort().values
+        src, dst = pair % num_nodes, pair // num_nodes
+        self.num_nodes, self.kernel = num_nodes, kernel
         self.src, self.dst = src, dst
+        self._blocks: dict[tuple[int, torch.device], _BlockCSR] = {}
         self.has_keys = torch.zeros(num_nodes, dtype=torch.bool, device=dst.device)
         self.has_keys[dst] = True
 
@@ -97,6 +115,7 @@ class EdgeKeySets:
         """Move the edge list to ``device`` (in place; returns ``self``)."""
         self.src, self.dst = self.src.to(device), self.dst.to(device)
         self.has_keys = self.has_keys.to(device)
+        self._blocks.clear()
         return self
 
     def _edges_on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,6 +169,17 @@ class EdgeKeySets:
         return self.node_energy(q, k, beta).sum(-1)
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        if self.kernel == "gather":
+            return self._neg_grad_gather(q, k, beta)
+        self._check(q, k)
+        src, dst, _ = self._edges_on(q.device)
+        batch, heads = q.shape[:2]
+        key = (batch * heads, q.device)
+        if key not in self._blocks:
+            self._blocks[key] = _BlockCSR(src, dst, self.num_nodes, batch * heads)
+        return _EdgeNegGrad.apply(q, k, beta, self._blocks[key])
+
+    def _neg_grad_gather(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
         src, dst, _ = self._edges_on(q.device)
         q_dst, k_src, omega, _ = self._softmax_parts(q, k, beta)
         omega = omega.unsqueeze(-1)  # (b, E, h, 1)
@@ -160,4 +190,148 @@ class EdgeKeySets:
         return dq.transpose(1, 2), dk.transpose(1, 2)
 
     def __repr__(self) -> str:
-        return f"EdgeKeySets(num_nodes={self.num_nodes}, num_edges={self.num_edges})"
+        return (
+            f"EdgeKeySets(num_nodes={self.num_nodes}, num_edges={self.num_edges},"
+            f" kernel={self.kernel!r})"
+        )
+
+
+class _BlockCSR:
+    """The edge list as ``blocks`` copies of one ``(N, N)`` sparsity pattern on the diagonal of
+    a ``(blocks * N, blocks * N)`` one, so that every (sample, head) pair is one product call.
+
+    Rows of :attr:`rows` are queries (targets) and its columns keys (sources); :attr:`cols` is
+    the transpose, whose values are the edge values permuted by :attr:`perm`.
+    """
+
+    def __init__(self, src: Tensor, dst: Tensor, num_nodes: int, blocks: int) -> None:
+        edges = src.numel()
+        self.size, self.blocks, self.num_nodes = blocks * num_nodes, blocks, num_nodes
+        self.dst = dst.expand(blocks, -1)  # scatter index of the (blocks, E) edge values
+        self.perm = torch.argsort(src, stable=True)
+        node_offset = num_nodes * torch.arange(blocks, device=src.device)[:, None]
+        edge_offset = edges * torch.arange(blocks, device=src.device)[:, None]
+        self.rows = (_crow(dst, num_nodes, edge_offset), (src + node_offset).flatten())
+        self.cols = (
+            _crow(src[self.perm], num_nodes, edge_offset),
+            (dst[self.perm] + node_offset).flatten(),
+        )
+        self._patterns: dict[torch.dtype, Tensor] = {}
+        with warnings.catch_warnings():
+            # torch warns once per process that CSR tensors are in beta: consume it here.
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self._pattern(torch.float32)
+
+    def _pattern(self, dtype: torch.dtype) -> Tensor:
+        """The sparsity pattern with zero values, the input of every SDDMM in ``dtype``."""
+        if dtype not in self._patterns:
+            zeros = torch.zeros(self.dst.shape, dtype=dtype, device=self.dst.device)
+            self._patterns[dtype] = self.matrix(zeros)
+        return self._patterns[dtype]
+
+    def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
+        """Edge values ``(blocks, E)`` as the sparse ``(blocks * N, blocks * N)`` matrix."""
+        crow, col = self.cols if transpose else self.rows
+        if transpose:
+            values = values[:, self.perm]
+        return torch.sparse_csr_tensor(
+            crow, col, values.flatten(), (self.size, self.size), check_invariants=False
+        )
+
+    def spmm(self, values: Tensor, dense: Tensor, transpose: bool = False) -> Tensor:
+        """Per block, ``values`` as a matrix (rows = queries) times ``dense: (blocks * N, y)``."""
+        return self.matrix(values, transpose) @ dense
+
+    def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
+        """``(a @ b.T)`` at the edges: ``(blocks, E)``; ``a`` rows are queries, ``b`` keys."""
+        out = torch.sparse.sampled_addmm(self._pattern(a.dtype), a, b.T, beta=0.0)
+        return out.values().view(self.blocks, -1)
+
+    def softmax(self, scores: Tensor) -> Tensor:
+        """Softmax of ``scores: (blocks, E)`` over each query's edges."""
+        top = scores.new_full((self.blocks, self.num_nodes), float("-inf"))
+        top = top.scatter_reduce(1, self.dst, scores, "amax")
+        unnorm = (scores - top.gather(1, self.dst)).exp()
+        total = scores.new_zeros(self.blocks, self.num_nodes).index_add(1, self.dst[0], unnorm)
+        return unnorm / total.gather(1, self.dst)
+
+    def row_sum(self, values: Tensor) -> Tensor:
+        """Sum of ``values: (blocks, E)`` over each query's edges, gathered back to the edges."""
+        total = values.new_zeros(self.blocks, self.num_nodes).index_add(1, self.dst[0], values)
+        return total.gather(1, self.dst)
+
+
+def _crow(rows: Tensor, num_nodes: int, edge_offset: Tensor) -> Tensor:
+    """CSR row pointers of sorted ``rows``, repeated for each block with its edge offset."""
+    counts = torch.bincount(rows, minlength=num_nodes)
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return torch.cat([(crow[:-1] + edge_offset).flatten(), crow[-1:] + edge_offset[-1]])
+
+
+class _EdgeNegGrad(torch.autograd.Function):
+    r"""``(dq, dk)`` of :class:`EdgeKeySets` by SDDMM and SpMM, with a hand-written backward.
+
+    With :math:`\omega` the softmax over each query's edges of :math:`s_{hBC} = \beta_h
+    q_{hC} \cdot k_{hB}`, and upstream gradients :math:`G_q, G_k` of ``dq, dk``:
+
+    .. math::
+        a_{BC} = G_{q,C} \cdot k_B + q_C \cdot G_{k,B}, \qquad
+        \delta_{BC} = \omega_{BC}\big(a_{BC} - \textstyle\sum_{B'} \omega_{B'C} a_{B'C}\big)
+
+        \frac{\partial L}{\partial q_C} = \sum_B \omega_{BC} G_{k,B} + \beta \delta_{BC} k_B,
+        \qquad
+        \frac{\partial L}{\partial k_B} = \sum_C \omega_{BC} G_{q,C} + \beta \delta_{BC} q_C,
+        \qquad \frac{\partial L}{\partial \beta} = \sum \delta_{BC}\, q_C \cdot k_B
+
+    :math:`a` is one SDDMM (``[G_q | q] @ [k | G_k]^T`` at the edges), the rest SpMMs.
+    Low-precision inputs (autocast) are computed in float32. First-order only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        q: Tensor,
+        k: Tensor,
+        beta: Tensor,
+        csr: _BlockCSR,
+    ) -> tuple[Tensor, Tensor]:
+        shape, dtype = q.shape, q.dtype
+        with torch.autocast(q.device.type, enabled=False):
+            qf, kf = _flat(q), _flat(k)
+            heads = shape[1]
+            dots = csr.sddmm(qf, kf)  # (batch * heads, E): q_C . k_B
+            scale = beta.to(qf.dtype).repeat(shape[0])[:, None]  # (batch * heads, 1)
+            omega = csr.softmax(dots * scale)
+            dq = csr.spmm(omega, kf)
+            dk = csr.spmm(omega, qf, transpose=True)
+        ctx.save_for_backward(qf, kf, scale, omega, dots)
+        ctx.csr, ctx.shape, ctx.heads, ctx.dtypes = csr, shape, heads, (dtype, k.dtype, beta.dtype)
+        return dq.view(shape).to(dtype), dk.view(shape).to(dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_dq: Tensor, grad_dk: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        qf, kf, scale, omega, dots = ctx.saved_tensors
+        csr, shape = ctx.csr, ctx.shape
+        with torch.autocast(qf.device.type, enabled=False):
+            gq, gk = _flat(grad_dq, qf.dtype), _flat(grad_dk, qf.dtype)
+            a = csr.sddmm(torch.cat([gq, qf], 1), torch.cat([kf, gk], 1))
+            delta = omega * (a - csr.row_sum(omega * a))
+            scaled = delta * scale
+            grad_q = csr.spmm(omega, gk) + csr.spmm(scaled, kf)
+            grad_k = csr.spmm(omega, gq, transpose=True) + csr.spmm(scaled, qf, transpose=True)
+            grad_beta = None
+            if ctx.needs_input_grad[2]:
+                grad_beta = (delta * dots).view(shape[0], ctx.heads, -1).sum(dim=(0, 2))
+        q_dtype, k_dtype, beta_dtype = ctx.dtypes
+        grad_beta = None if grad_beta is None else grad_beta.to(beta_dtype)
+        return grad_q.view(shape).to(q_dtype), grad_k.view(shape).to(k_dtype), grad_beta, None
+
+
+def _flat(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``(batch, heads, N, y) -> (batch * heads * N, y)`` contiguous, in float32 at least."""
+    if dtype is None:
+        dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+    return t.reshape(-1, t.shape[-1]).to(dtype).contiguous()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from energy_transformer import DenseKeySets, EnergyTransformer
-from energy_transformer.nn.sparse_attention import EdgeKeySets
+from energy_transformer.nn.sparse_attention import KERNELS, EdgeKeySets
 
 
 def random_graph(n: int, e: int, seed: int = 0) -> torch.Tensor:
@@ -34,10 +34,11 @@ def qkb(batch=2, heads=3, n=9, y=4, seed=1):
 EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 0, 8, 1, 1], [1, 2, 3, 4, 5, 6, 0, 3, 2, 0, 0]])
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("self_loops", [True, False])
-def test_energy_and_grad_equal_dense(self_loops):
+def test_energy_and_grad_equal_dense(self_loops, kernel):
     q, k, beta = qkb()
-    sparse = EdgeKeySets(EDGES, 9, self_loops=self_loops)
+    sparse = EdgeKeySets(EDGES, 9, self_loops=self_loops, kernel=kernel)
     dense = DenseKeySets(9, dense_mask(EDGES, 9, self_loops), dtype=torch.float64)
     torch.testing.assert_close(sparse.energy(q, k, beta), dense.energy(q, k, beta))
     for a, b in zip(sparse.neg_grad(q, k, beta), dense.neg_grad(q, k, beta), strict=True):
@@ -45,9 +46,10 @@ def test_energy_and_grad_equal_dense(self_loops):
     assert sparse.num_edges == 10 + (9 if self_loops else 0)  # the duplicate 1 -> 0 counts once
 
 
-def test_node_energy_sums_to_energy_and_isolated_nodes_are_zero():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_node_energy_sums_to_energy_and_isolated_nodes_are_zero(kernel):
     q, k, beta = qkb()
-    sparse = EdgeKeySets(EDGES, 9, self_loops=False)
+    sparse = EdgeKeySets(EDGES, 9, self_loops=False, kernel=kernel)
     per_node = sparse.node_energy(q, k, beta)
     assert per_node.shape == (2, 9)
     torch.testing.assert_close(per_node.sum(-1), sparse.energy(q, k, beta))
@@ -57,12 +59,13 @@ def test_node_energy_sums_to_energy_and_isolated_nodes_are_zero():
     assert torch.all(dq[:, :, 7:] == 0) and torch.all(dk[:, :, 7] == 0)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("self_loops", [True, False])
-def test_closed_form_equals_autograd(self_loops):
+def test_closed_form_equals_autograd(self_loops, kernel):
     q, k, beta = qkb(seed=3)
     q.requires_grad_(True)
     k.requires_grad_(True)
-    sparse = EdgeKeySets(EDGES, 9, self_loops=self_loops)
+    sparse = EdgeKeySets(EDGES, 9, self_loops=self_loops, kernel=kernel)
     gq, gk = torch.autograd.grad(sparse.energy(q, k, beta).sum(), (q, k))
     dq, dk = sparse.neg_grad(q.detach(), k.detach(), beta)
     torch.testing.assert_close(dq, -gq)
@@ -70,11 +73,54 @@ def test_closed_form_equals_autograd(self_loops):
     assert not torch.isnan(gq).any()
 
 
-def test_graph_without_edges_has_zero_energy():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_graph_without_edges_has_zero_energy(kernel):
     q, k, beta = qkb()
-    sparse = EdgeKeySets(torch.empty(2, 0, dtype=torch.long), 9, self_loops=False)
+    sparse = EdgeKeySets(torch.empty(2, 0, dtype=torch.long), 9, self_loops=False, kernel=kernel)
     assert torch.all(sparse.energy(q, k, beta) == 0)
     assert all(torch.all(t == 0) for t in sparse.neg_grad(q, k, beta))
+
+
+@pytest.mark.parametrize("self_loops", [True, False, None])
+@pytest.mark.parametrize("dedupe", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 9), (1, 2, 16), (3, 1, 5)])
+def test_csr_kernel_and_its_backward_equal_the_gather_kernel(shape, dedupe, self_loops, one_thread):
+    """The CSR kernel's hand-written backward (to q, k and a learned beta) against autograd
+    through the gather kernel, on graphs with repeated edges, self loops and isolated nodes;
+    and against finite differences (gradcheck), all in float64."""
+    batch, heads, n = shape
+    g = torch.Generator().manual_seed(n)
+    q, k = (torch.randn(batch, heads, n, 4, generator=g, dtype=torch.float64) for _ in "qk")
+    beta = torch.rand(heads, generator=g, dtype=torch.float64) + 0.3
+    inputs = tuple(t.requires_grad_() for t in (q, k, beta))
+    edges = random_graph(n, 3 * n, seed=n)
+    csr, gather = (
+        EdgeKeySets(edges, n, self_loops=self_loops, dedupe=dedupe, kernel=kernel)
+        for kernel in ("csr", "gather")
+    )
+    out, ref = csr.neg_grad(*inputs), gather.neg_grad(*inputs)
+    weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ref]
+    grads = [
+        torch.autograd.grad(sum((t * w).sum() for t, w in zip(o, weights, strict=True)), inputs)
+        for o in (out, ref)
+    ]
+    for a, b in zip((*out, *grads[0]), (*ref, *grads[1]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(csr.neg_grad, inputs)
+
+
+def test_csr_kernel_under_autocast_computes_in_float32():
+    q, k, beta = (t.float() for t in qkb(n=9))
+    sparse = EdgeKeySets(EDGES, 9)
+    ref = sparse.neg_grad(q, k, beta)
+    low = q.bfloat16().requires_grad_(), k.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse.neg_grad(*low, beta)
+    assert all(t.dtype == torch.bfloat16 for t in out)
+    for a, b in zip(out, ref, strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-2)
+    grads = torch.autograd.grad(out[0].float().sum() + out[1].float().sum(), low)
+    assert all(t.dtype == torch.bfloat16 and torch.isfinite(t).all() for t in grads)
 
 
 @pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
@@ -132,3 +178,7 @@ def test_bad_inputs_raise_clear_errors():
     q, k, beta = qkb(n=9)
     with pytest.raises(ValueError, match="9 tokens but the graph has 10"):
         EdgeKeySets(EDGES, 10).energy(q, k, beta)
+    with pytest.raises(ValueError, match="9 tokens but the graph has 10"):
+        EdgeKeySets(EDGES, 10).neg_grad(q, k, beta)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        EdgeKeySets(EDGES, 9, kernel="coo")
