@@ -17,6 +17,8 @@ Graphs (each case is skipped, and says so, when its data is not found):
 - ``tolokers``: the whole Tolokers graph, block of the anomaly task's ``small`` preset;
 - ``random``: a random graph (``--nodes``, ``--edges``), same block as ``tolokers``.
 
+``--device cuda`` runs the same on a GPU (peak memory from ``torch.cuda``).
+
 Run ``python benchmarks/bench_edges.py --help`` for the options.
 """
 
@@ -99,28 +101,28 @@ def random_graph(nodes: int, edges: int) -> Case:
     return node_case(f"random ({nodes} nodes, {edges} edges)", 64, edge_index, nodes)
 
 
-def calls(case: Case) -> dict[str, dict[str, Callable[[], object]]]:
+def calls(case: Case, device: torch.device) -> dict[str, dict[str, Callable[[], object]]]:
     """``{mode: {path: fn}}`` for the inference and training-step calls of every path."""
     torch.manual_seed(0)
     block = EnergyTransformer(case.x.shape[-1], case.heads, case.head_dim, qk_init_std=0.02)
-    num_nodes = case.x.shape[1]
+    block = block.to(device)
+    x, edge_index = case.x.to(device), case.edge_index.to(device)
     keysets = {
-        kernel: EdgeKeySets(case.edge_index, num_nodes, kernel=kernel)
-        for kernel in ("csr", "gather")
+        kernel: EdgeKeySets(edge_index, x.shape[1], kernel=kernel) for kernel in ("csr", "gather")
     }
     # The autograd path differentiates the energy, which always uses gathers.
     keysets["autograd"] = keysets["gather"]
-    x_train = case.x.clone().requires_grad_()
+    x_train = x.clone().requires_grad_()
 
-    def run(path: str, x: torch.Tensor) -> torch.Tensor:
+    def run(path: str, tokens: torch.Tensor) -> torch.Tensor:
         gradient = "autograd" if path == "autograd" else "closed_form"
         return block(
-            x, steps=case.steps, alpha=case.alpha, keysets=keysets[path], gradient=gradient
+            tokens, steps=case.steps, alpha=case.alpha, keysets=keysets[path], gradient=gradient
         )
 
     def infer(path: str) -> None:
         with torch.no_grad():
-            run(path, case.x)
+            run(path, x)
 
     def train(path: str) -> None:
         block.zero_grad(set_to_none=True)
@@ -142,11 +144,10 @@ class Row:
     mib: dict[str, float]
 
 
-def bench_case(case: Case, repeats: int, warmup: int) -> list[Row]:
-    device = torch.device("cpu")
+def bench_case(case: Case, repeats: int, warmup: int, device: torch.device) -> list[Row]:
     edges = EdgeKeySets(case.edge_index, case.x.shape[1]).num_edges
     rows = []
-    for mode, fns in calls(case).items():
+    for mode, fns in calls(case, device).items():
         times = time_calls(fns, repeats, warmup, device)
         mib = {p: peak_memory(fn, device) / 2**20 for p, fn in fns.items()}
         ms = {p: 1e3 * min(t) for p, t in times.items()}
@@ -180,12 +181,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     builders: dict[str, Callable[[], Case]] = {
         "graph-batch": lambda: graph_batch(args.data, args.graphs),
         "tolokers": lambda: tolokers(args.data),
@@ -198,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         except FileNotFoundError as err:
             skipped.append(f"- {name}: skipped, data not found ({err})")
             continue
-        rows.extend(bench_case(case, args.repeats, args.warmup))
+        rows.extend(bench_case(case, args.repeats, args.warmup, device))
     header = [
-        f"- torch {torch.__version__}, {platform.machine()}, {args.threads} torch threads,"
+        f"- torch {torch.__version__}, {platform.machine()}, device {device}"
+        f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''},"
+        f" {args.threads} torch threads,"
         f" float32, best of {args.repeats} calls per path (interleaved) after {args.warmup}"
         " warm-up, wall clock",
         "- paths: closed form with the csr kernel, closed form with the gather kernel, autograd"

@@ -1,0 +1,37 @@
+"""The sparse-attention benchmark's harness end to end on a small random graph."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_edges.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_edges", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_small_run_prints_every_path_and_skips_missing_data(bench, tmp_path, capsys, one_thread):
+    report = bench.main(
+        ["--cases", "random", "tolokers", "--nodes", "300", "--edges", "1500"]
+        + ["--repeats", "1", "--warmup", "0", "--threads", "1", "--data", str(tmp_path)]
+    )
+    assert report in capsys.readouterr().out
+    assert "- tolokers: skipped, data not found" in report
+    rows = [line for line in report.splitlines() if line.startswith("| random")]
+    assert [row.split("|")[4].strip() for row in rows] == ["inference", "training"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert cells[0] == "300" and int(cells[1]) > 1500  # the self loops are counted
+        csr, gather, autograd = (float(c) for c in cells[3:6])
+        assert min(csr, gather, autograd) > 0
+        assert float(cells[6].rstrip("x")) == pytest.approx(gather / csr, rel=0.05)
+        assert float(cells[7].rstrip("x")) == pytest.approx(autograd / csr, rel=0.05)
+        assert all(float(c) > 0 for c in cells[8:11])  # the memory probe saw the allocations
