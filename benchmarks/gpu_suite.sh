@@ -3,7 +3,8 @@
 #
 #   ET_DATA=/path/to/data OUT=/tmp/out bash benchmarks/gpu_suite.sh [cuda|cpu] [full|tiny] [PARTS]
 #
-# PARTS is any of "core graph anomaly" (default: all three). Each part runs under its own time
+# PARTS is any of "edges core graph anomaly" (default: all four). "edges" comes first: the graph
+# and anomaly models run the sparse attention's CSR kernel, which it checks on the device. Each part runs under its own time
 # limit and writes its table under $OUT as it finishes, so a part that runs out of time loses
 # only itself. "tiny" checks the script itself on a CPU.
 #
@@ -16,7 +17,7 @@
 set -u
 DEVICE=${1:-cuda}
 SCALE=${2:-full}
-PARTS=${3:-core graph anomaly}
+PARTS=${3:-edges core graph anomaly}
 OUT=${OUT:-runs/gpu_suite}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -35,19 +36,25 @@ if [ "$SCALE" = full ]; then
     GRAPH_GPU="--datasets DD --jobs ${GPU_JOBS:-6}"
     GRAPH_CPU="--datasets NCI1 --jobs 10"
     GAD="--datasets tolokers --seeds 5 --epochs 100"
-    T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150
+    EDGES="--repeats 5"
+    T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150
 else
     CORE="--preset small --batch 2 --repeats 1 --steps 2"
     GRAPH="--preset cpu --epochs 2 --models et --folds 2"
     GRAPH_GPU="--datasets MUTAG --jobs 2"
     GRAPH_CPU="--datasets ENZYMES --jobs 2 --max-folds 1"
     GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et"
-    T_CORE=60 T_GRAPH=120 T_GAD=120
+    EDGES="--cases random --nodes 300 --edges 1500 --repeats 1"
+    T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120
 fi
 
 { nvidia-smi -L 2>/dev/null; $PY -c "import torch, torch_geometric as g; print('torch', torch.__version__, 'pyg', g.__version__, 'cuda', torch.cuda.is_available())"; } | tee "$OUT/env.txt"
 
 has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# shellcheck disable=SC2086
+has edges && timeout "$T_EDGES" $PY benchmarks/bench_edges.py --device "$DEVICE" $EDGES \
+    > "$OUT/edges.md" 2>&1 && tail -n 8 "$OUT/edges.md"
 
 has core && for dtype in float32 bfloat16; do
     # shellcheck disable=SC2086
