@@ -1,22 +1,15 @@
 """The anomaly benchmark script end to end on a tiny graph in the public ``.npz`` layout."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_anomaly.py"
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_anomaly", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_anomaly")
 
 
 def write_tolokers(root: Path, n: int = 150) -> None:

@@ -1,21 +1,12 @@
 """The sparse-attention benchmark's harness end to end on a small random graph."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_edges.py"
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_edges", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_edges")
 
 
 def test_small_run_prints_every_path_and_skips_missing_data(bench, tmp_path, capsys, one_thread):

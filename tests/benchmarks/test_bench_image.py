@@ -1,18 +1,10 @@
-import importlib.util
-from pathlib import Path
-
+from bench_scripts import load_script
 from image_fixtures import write_fake_mnist
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_harness_end_to_end(tmp_path):
     data = write_fake_mnist(tmp_path / "data", train=24, test=8)
-    spec = importlib.util.spec_from_file_location(
-        "bench_image", ROOT / "benchmarks" / "bench_image.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_image")
     out = tmp_path / "image.md"
     results = bench.main(
         [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_scripts import load_script
 from torch_geometric.data import Data
 
 from energy_transformer.cli import main
@@ -123,10 +123,7 @@ def test_size_buckets_cover_every_graph_once():
 
 
 def _bench_graph():
-    spec = importlib.util.spec_from_file_location("bench_graph", ROOT / "benchmarks/bench_graph.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench_graph")
 
 
 def test_benchmark_et_overrides_parse_values():
