@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--et-alpha", type=float, default=None, help="default: the preset's")
     parser.add_argument("--et-qk-init-std", type=float, default=0.02)
     parser.add_argument(
+        "--et-learn-beta", action="store_true", help="learn one attention beta per head"
+    )
+    parser.add_argument(
         "--et-degree-buckets", type=int, default=0, help="log2 degree buckets (0: paper's form)"
     )
     parser.add_argument("--rf-trees", type=int, default=100)
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> str:
         ),
         "qk_init_std": args.et_qk_init_std,
         "degree_buckets": args.et_degree_buckets,
+        "learn_beta": args.et_learn_beta,
     }
     cfg = HarnessConfig(
         epochs=args.epochs,
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> str:
             f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
             f" alpha {et['alpha']},"
             f" W^Q/W^K init std {args.et_qk_init_std}, degree buckets {args.et_degree_buckets},"
-            " self loops, classifier on [LN(final tokens), input embedding]. `et-energy` ="
+            f" beta {'learned per head' if args.et_learn_beta else '1/sqrt(Y)'}, self loops,"
+            " classifier on [LN(final tokens), input embedding]. `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"
             " classifier, no labels at scoring time).{} GADBench's own"
             " budget, for comparison: 10 seeds, up to 200 epochs.\n".format(
