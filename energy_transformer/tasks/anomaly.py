@@ -105,6 +105,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
     )
+    parser.add_argument(
+        "--learn-beta", action="store_true", help="learn one attention beta per head"
+    )
     parser.add_argument("--no-self-loops", action="store_true", help="exclude B = C (paper)")
     parser.add_argument("--no-concat", action="store_true", help="classify final tokens only")
     parser.add_argument(
@@ -143,6 +146,7 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
                 memories=args.memories,
             ),
             "degree_buckets": args.degree_buckets,
+            "learn_beta": args.learn_beta,
             "self_loops": not args.no_self_loops,
             "concat_input": not args.no_concat,
         },

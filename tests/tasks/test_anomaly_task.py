@@ -77,11 +77,13 @@ def test_file_splits_and_resume(data_root, tmp_path):
 def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     out = tmp_path / "run"
     extra = ["--model", "et", "--seeds", "1", "--preset", "released", "--steps", "2"]
-    main([*train_args(data_root, out, *extra), "--memories", "12", "--degree-buckets", "4"])
+    extra += ["--memories", "12", "--degree-buckets", "4", "--learn-beta"]
+    main(train_args(data_root, out, *extra))
     model = json.loads((out / "et" / "seed0" / "config.json").read_text())["model"]
     # --heads 1 / --head-dim 4 / --steps 2 override the preset; its alpha stays.
     assert (model["heads"], model["head_dim"], model["steps"]) == (1, 4, 2)
     assert model["alpha"] == 1.0 and model["memories"] == 12 and model["degree_buckets"] == 4
+    assert model["learn_beta"] is True
     main(["eval", str(out)])  # rebuilt from the saved configuration
     assert (out / "eval.json").is_file()
 
