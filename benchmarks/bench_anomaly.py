@@ -82,11 +82,22 @@ def parse_log(text: str) -> dict[str, list[RunResult]]:
     return complete
 
 
+def _seed_range(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="reddit,tolokers")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (fresh seeds check a variant chosen on"
+        " earlier ones)",
+    )
     parser.add_argument(
         "--train-ratio",
         type=float,
@@ -146,7 +157,9 @@ def main(argv: list[str] | None = None) -> str:
         et=et,
         rf={"n_estimators": args.rf_trees},
     )
-    seeds = list(range(args.seeds))
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("need --seeds >= 1 and --first-seed >= 0")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     train = 100 * args.train_ratio
     split = f"{train:g}% / {(100 - train) / 3:.3g}% / {2 * (100 - train) / 3:.3g}%"
     started = time.perf_counter()
@@ -199,8 +212,9 @@ def main(argv: list[str] | None = None) -> str:
             )
             + f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
             f"Budget (the same for every model): {args.epochs} epochs full-batch, Adam lr"
-            f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy, {len(seeds)} seeds"
-            f" (one {split} train / val / test stratified split per seed, shared by all models);"
+            f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
+            f" {len(seeds)} seeds ({_seed_range(seeds)};"
+            f" one {split} train / val / test stratified split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
             f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
             f" alpha {et['alpha']},"

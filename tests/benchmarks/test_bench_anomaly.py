@@ -26,13 +26,22 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio):
     write_tolokers(tmp_path)
     out = tmp_path / "report.md"
     report = bench.main(
-        ["--datasets", "tolokers", "--models", "et,mlp,rf-graph", "--seeds", "1"]
+        [
+            "--datasets",
+            "tolokers",
+            "--models",
+            "et,mlp,rf-graph",
+            "--seeds",
+            "1",
+            "--first-seed",
+            "3",
+        ]
         + ["--epochs", "2", "--hidden", "8", "--rf-trees", "5", "--threads", "1"]
         + ["--train-ratio", str(ratio), "--data", str(tmp_path), "--out", str(out)]
     )
     assert out.read_text() == report
     train = f"{100 * ratio:g}%"
-    assert f"one {train} / " in report
+    assert f"1 seeds (seed 3; one {train} / " in report
     for table in ("GADBench protocol", "BWGNN protocol"):
         assert table in report
     rows = [line for line in report.splitlines() if line.startswith("| ")]
