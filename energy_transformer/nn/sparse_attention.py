@@ -252,8 +252,7 @@ class _BlockCSR:
         top = scores.new_full((self.blocks, self.num_nodes), float("-inf"))
         top = top.scatter_reduce(1, self.dst, scores, "amax")
         unnorm = (scores - top.gather(1, self.dst)).exp()
-        total = scores.new_zeros(self.blocks, self.num_nodes).index_add(1, self.dst[0], unnorm)
-        return unnorm / total.gather(1, self.dst)
+        return unnorm / self.row_sum(unnorm)
 
     def row_sum(self, values: Tensor) -> Tensor:
         """Sum of ``values: (blocks, E)`` over each query's edges, gathered back to the edges."""
@@ -298,14 +297,13 @@ class _EdgeNegGrad(torch.autograd.Function):
         shape, dtype = q.shape, q.dtype
         with torch.autocast(q.device.type, enabled=False):
             qf, kf = _flat(q), _flat(k)
-            heads = shape[1]
             dots = csr.sddmm(qf, kf)  # (batch * heads, E): q_C . k_B
             scale = beta.to(qf.dtype).repeat(shape[0])[:, None]  # (batch * heads, 1)
             omega = csr.softmax(dots * scale)
             dq = csr.spmm(omega, kf)
             dk = csr.spmm(omega, qf, transpose=True)
         ctx.save_for_backward(qf, kf, scale, omega, dots)
-        ctx.csr, ctx.shape, ctx.heads, ctx.dtypes = csr, shape, heads, (dtype, k.dtype, beta.dtype)
+        ctx.csr, ctx.shape, ctx.dtypes = csr, shape, (dtype, k.dtype, beta.dtype)
         return dq.view(shape).to(dtype), dk.view(shape).to(dtype)
 
     @staticmethod
@@ -324,7 +322,7 @@ class _EdgeNegGrad(torch.autograd.Function):
             grad_k = csr.spmm(omega, gq, transpose=True) + csr.spmm(scaled, qf, transpose=True)
             grad_beta = None
             if ctx.needs_input_grad[2]:
-                grad_beta = (delta * dots).view(shape[0], ctx.heads, -1).sum(dim=(0, 2))
+                grad_beta = (delta * dots).view(*shape[:2], -1).sum(dim=(0, 2))
         q_dtype, k_dtype, beta_dtype = ctx.dtypes
         grad_beta = None if grad_beta is None else grad_beta.to(beta_dtype)
         return grad_q.view(shape).to(q_dtype), grad_k.view(shape).to(k_dtype), grad_beta, None
