@@ -119,6 +119,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--et-degree-buckets", type=int, default=0, help="log2 degree buckets (0: paper's form)"
     )
+    parser.add_argument(
+        "--input-hops",
+        type=int,
+        default=0,
+        help="feed every neural model RF-Graph's mean/max aggregates over 1..N hops (0: raw)",
+    )
     parser.add_argument("--rf-trees", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> str:
         epochs=args.epochs,
         lr=args.lr,
         hidden=args.hidden,
+        input_hops=args.input_hops,
         device=args.device,
         et=et,
         rf={"n_estimators": args.rf_trees},
@@ -215,7 +222,13 @@ def main(argv: list[str] | None = None) -> str:
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
             f" {len(seeds)} seeds ({_seed_range(seeds)};"
             f" one {split} train / val / test stratified split per seed, shared by all models);"
-            f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates. ET: D {args.hidden},"
+            f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates;"
+            + (
+                f" neural models' input: the same map over {args.input_hops} hops, standardised."
+                if args.input_hops
+                else " neural models' input: the raw features, standardised."
+            )
+            + f" ET: D {args.hidden},"
             f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
             f" alpha {et['alpha']},"
             f" W^Q/W^K init std {args.et_qk_init_std}, degree buckets {args.et_degree_buckets},"

@@ -32,6 +32,7 @@ from energy_transformer.protocols.gad import (
     anomaly_scores,
     file_split,
     format_table,
+    neural_input,
     prepare,
     rebuild_model,
     run_one,
@@ -108,6 +109,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--learn-beta", action="store_true", help="learn one attention beta per head"
     )
+    parser.add_argument(
+        "--input-hops",
+        type=int,
+        default=0,
+        help="feed neural models RF-Graph's mean/max aggregates over 1..N hops (0: raw features)",
+    )
     parser.add_argument("--no-self-loops", action="store_true", help="exclude B = C (paper)")
     parser.add_argument("--no-concat", action="store_true", help="classify final tokens only")
     parser.add_argument(
@@ -134,6 +141,7 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
         lr=args.lr,
         weight_decay=args.weight_decay,
         hidden=args.hidden,
+        input_hops=args.input_hops,
         device=args.device,
         progress=not args.no_progress,
         et={
@@ -256,7 +264,8 @@ def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
     if "dataset" not in extra:
         raise ValueError(f"{run_dir}/config.json records no dataset: not an anomaly run")
     root = data_root if data_root is not None else extra.get("data")
-    data = prepare(load_gad(extra["dataset"], root=root), extra.get("standardize", True))
+    raw = prepare(load_gad(extra["dataset"], root=root), extra.get("standardize", True))
+    data = neural_input(raw, extra.get("input_hops", 0))
     if extra.get("splits") == "file":
         split = file_split(data, extra["seed"])
     else:

@@ -1,5 +1,7 @@
 """The anomaly-detection harness: stratified splits, metric bookkeeping, an end-to-end run."""
 
+import json
+
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -11,6 +13,7 @@ from energy_transformer.protocols.gad import (
     class_weight,
     file_split,
     format_table,
+    neural_input,
     run_protocols,
     score_split,
     select_epoch,
@@ -124,6 +127,25 @@ def test_harness_end_to_end_every_model(tmp_path):
     table = format_table(summarize(results, "gadbench"))
     assert "| et-energy |" in table and "| rf-graph |" in table
     assert table.splitlines()[0] == "| model | auroc | auprc | rec_at_k | s / seed |"
+
+
+def test_neural_input_is_rf_graphs_map_standardised(tmp_path):
+    data = small_graph()
+    assert neural_input(data, 0) is data
+    src, dst = data.edge_index
+    # One hop, node by node: [own features, mean and max over in-neighbours], then standardised.
+    rows = []
+    for node in range(120):
+        nbrs = data.x[src[dst == node]]
+        rows.append(torch.cat([data.x[node], nbrs.mean(0), nbrs.max(0).values]))
+    raw = torch.stack(rows)
+    expected = (raw - raw.mean(0)) / raw.std(0)
+    torch.testing.assert_close(neural_input(data, 1).x, expected)
+    assert data.x.shape == (120, 4)  # the caller's graph is left alone
+    cfg = HarnessConfig(epochs=2, hidden=8, device="cpu", input_hops=2, rf={"n_estimators": 5})
+    run_protocols(data, "gadbench", ["mlp", "rf-graph"], [0], cfg, run_root=tmp_path)
+    config = json.loads((tmp_path / "mlp" / "seed0" / "config.json").read_text())
+    assert config["model"]["in_dim"] == 20 and config["extra"]["input_hops"] == 2
 
 
 def test_unknown_names():

@@ -88,6 +88,17 @@ def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     assert (out / "eval.json").is_file()
 
 
+def test_input_hops_round_trip_through_eval(data_root, tmp_path):
+    out = tmp_path / "run"
+    main(train_args(data_root, out, "--model", "et", "--seeds", "1", "--input-hops", "1"))
+    config = json.loads((out / "et" / "seed0" / "config.json").read_text())
+    assert config["model"]["in_dim"] == 18 and config["extra"]["input_hops"] == 1
+    main(["eval", str(out)])  # eval must rebuild the same aggregated input
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    row = json.loads((out / "eval.json").read_text())["et/seed0"]
+    assert row["test_auroc"] == pytest.approx(run["metrics"]["gadbench"]["auroc"], abs=1e-6)
+
+
 def test_a_bad_value_ends_with_one_line(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ET_DEBUG", raising=False)
     assert main(train_args(data_root, tmp_path / "r", "--steps", "-1")) == 2
