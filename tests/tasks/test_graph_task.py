@@ -1,40 +1,23 @@
-"""`et train graph` / `et eval` end to end on a tiny TU dataset, and the benchmark's short run."""
+"""`et train graph` / `et eval` end to end on a tiny TU dataset."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bench_scripts import load_script
-from torch_geometric.data import Data
+from graph_fixtures import ring_or_star, write_toy
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
 from energy_transformer.tasks.graph import SizeBuckets, cross_validate
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def ring_or_star(n: int, star: bool) -> Data:
-    s = torch.zeros(n - 1, dtype=torch.long) if star else torch.arange(n)
-    t = torch.arange(1, n) if star else (torch.arange(n) + 1) % n
-    edges = torch.stack([torch.cat([s, t]), torch.cat([t, s])])
-    data = Data(edge_index=edges, num_nodes=n, y=torch.tensor([3 if star else 7]))
-    data.node_label = torch.zeros(n, dtype=torch.long)
-    return data
-
 
 @pytest.fixture
 def toy_root(tmp_path) -> Path:
-    graphs = [ring_or_star(4 + i % 5, star=i % 2 == 1) for i in range(24)]
-    write_tu(tmp_path / "data" / "TUDataset", "TOY", graphs)
-    return tmp_path / "data"
+    return write_toy(tmp_path / "data")
 
 
 RELEASED_STYLE = ["--adjacency", "soft", "--blocks", "2", "--steps", "1", "--noise-std", "0.02"]
@@ -122,42 +105,6 @@ def test_size_buckets_cover_every_graph_once():
     assert len(SizeBuckets(sizes, batch_size=3)) == 3
 
 
-def _bench_graph():
-    return load_script("bench_graph")
-
-
-def test_benchmark_et_overrides_parse_values():
-    parse = _bench_graph().parse_overrides
-    assert parse(["qk_init_std=0.05", "steps=8", "adjacency=soft", "learn_beta=true"]) == {
-        "qk_init_std": 0.05,
-        "steps": 8,
-        "adjacency": "soft",
-        "learn_beta": True,
-    }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        parse(["qk_init_std"])
-
-
-def test_benchmark_short_run_mutag(tmp_path, one_thread):
-    root = os.environ.get("ET_DATA")
-    if not root or not (Path(root) / "TUDataset" / "MUTAG.zip").is_file():
-        pytest.skip("ET_DATA with TUDataset/MUTAG.zip not available")
-    bench = _bench_graph()
-    rows = bench.run(
-        ["MUTAG"], bench.MODELS, folds=2, epochs=2, root=root, out=tmp_path, progress=False
-    )
-    assert {r["model"] for r in rows} == {"et", "gin", "mlp", "wl"}
-    for row in rows:
-        assert len(row["summary"].folds) == 2
-        assert 0.3 <= row["summary"].mean <= 1.0  # MUTAG is 66% one class
-    table = bench.markdown(rows, budget="2 folds, 2 epochs")
-    assert "| MUTAG |" in table and "96.6" in table  # the paper's (training-set) number beside
-    # The fold-by-fold line: 2 folds, each ahead, level or behind.
-    line = next(x for x in table[table.index("ET - GIN") :].splitlines() if "| MUTAG |" in x)
-    counts = [c.split("(")[1].rstrip(") ") for c in line.split("|")[2:-1]]
-    assert len(counts) == 3 and all(sum(map(int, c.split("/"))) == 2 for c in counts)
-
-
 @pytest.mark.parametrize("model", ["et", "gin", "mlp"])
 def test_fold_models_standardise_features_with_training_graphs_only(tmp_path, model, one_thread):
     graphs = [ring_or_star(4 + i % 5, star=i % 2 == 1) for i in range(24)]
@@ -182,22 +129,6 @@ def test_fold_models_standardise_features_with_training_graphs_only(tmp_path, mo
         assert (scaler.mean[onehot] == 0).all() and (scaler.std[onehot] == 1).all()
 
 
-def test_benchmark_parallel_folds_in_spawned_processes(toy_root, tmp_path):
-    # Any device but "cpu" (here "auto", which is the CPU on this machine) spawns the fold
-    # workers instead of forking them, as CUDA needs; each worker prepares the data itself.
-    out = tmp_path / "runs"
-    cmd = [sys.executable, str(ROOT / "benchmarks/bench_graph.py"), "--datasets", "TOY"]
-    cmd += ["--models", "et", "mlp", "--folds", "2", "--epochs", "1", "--jobs", "2"]
-    cmd += ["--device", "auto", "--threads", "1", "--data", str(toy_root), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "prepared TOY" not in done.stdout  # not prepared in the parent: nothing to fork
-    for model in ("et", "mlp"):
-        summary = json.loads((out / f"TOY-{model}" / "summary.json").read_text())
-        assert len(summary["folds"]) == 2
-    assert "| TOY |" in (out / "results.md").read_text()
-
-
 def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one_thread):
     out = tmp_path / "run"
     args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "mlp"]
@@ -211,18 +142,3 @@ def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one
     shutil.copytree(toy_root, moved)
     summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=moved, out=out, resume=True)
     assert len(summary.folds) == 2
-
-
-def test_benchmark_collect_reads_runs_back_and_refuses_a_cell_twice(toy_root, tmp_path, one_thread):
-    bench = _bench_graph()
-    a, b = tmp_path / "a", tmp_path / "b"
-    summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=toy_root, out=a / "TOY-mlp")
-    shutil.copytree(a, b)
-    for fold in (b / "TOY-mlp").glob("fold-*"):  # as a device returns it: folds.csv only
-        shutil.rmtree(fold)
-    for out in (a, b):
-        [row] = bench.collect([str(out)])
-        assert (row["dataset"], row["model"], row["epochs"]) == ("TOY", "mlp", 1)
-        assert row["summary"].mean == pytest.approx(summary.mean)
-    with pytest.raises(ValueError, match=r"a/TOY-mlp and .*b/TOY-mlp both hold TOY mlp"):
-        bench.collect([str(a), str(b)])
