@@ -208,13 +208,18 @@ class _BlockCSR:
         edges = src.numel()
         self.size, self.blocks, self.num_nodes = blocks * num_nodes, blocks, num_nodes
         self.dst = dst.expand(blocks, -1)  # scatter index of the (blocks, E) edge values
-        self.perm = torch.argsort(src, stable=True)
+        perm = torch.argsort(src, stable=True)
+        self.perm = perm.expand(blocks, -1)  # gather index: faster than advanced indexing
         node_offset = num_nodes * torch.arange(blocks, device=src.device)[:, None]
         edge_offset = edges * torch.arange(blocks, device=src.device)[:, None]
-        self.rows = (_crow(dst, num_nodes, edge_offset), (src + node_offset).flatten())
+        index = _index_dtype(self.size, blocks * edges)
+        self.rows = (
+            _crow(dst, num_nodes, edge_offset).to(index),
+            (src + node_offset).flatten().to(index),
+        )
         self.cols = (
-            _crow(src[self.perm], num_nodes, edge_offset),
-            (dst[self.perm] + node_offset).flatten(),
+            _crow(src[perm], num_nodes, edge_offset).to(index),
+            (dst[perm] + node_offset).flatten().to(index),
         )
         self._patterns: dict[torch.dtype, Tensor] = {}
         with warnings.catch_warnings():
@@ -233,7 +238,7 @@ class _BlockCSR:
         """Edge values ``(blocks, E)`` as the sparse ``(blocks * N, blocks * N)`` matrix."""
         crow, col = self.cols if transpose else self.rows
         if transpose:
-            values = values[:, self.perm]
+            values = values.gather(1, self.perm)
         return torch.sparse_csr_tensor(
             crow, col, values.flatten(), (self.size, self.size), check_invariants=False
         )
@@ -244,7 +249,9 @@ class _BlockCSR:
 
     def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
         """``(a @ b.T)`` at the edges: ``(blocks, E)``; ``a`` rows are queries, ``b`` keys."""
-        out = torch.sparse.sampled_addmm(self._pattern(a.dtype), a, b.T, beta=0.0)
+        # Into a matrix that shares the pattern's indices: without out= they are copied.
+        out = self.matrix(a.new_empty(self.dst.shape))
+        torch.sparse.sampled_addmm(self._pattern(a.dtype), a, b.T, beta=0.0, out=out)
         return out.values().view(self.blocks, -1)
 
     def softmax(self, scores: Tensor) -> Tensor:
@@ -258,6 +265,12 @@ class _BlockCSR:
         """Sum of ``values: (blocks, E)`` over each query's edges, gathered back to the edges."""
         total = values.new_zeros(self.blocks, self.num_nodes).index_add(1, self.dst[0], values)
         return total.gather(1, self.dst)
+
+
+def _index_dtype(size: int, nnz: int) -> torch.dtype:
+    """int32 where every index and offset fits: the CPU sparse kernels convert int64 indices to
+    int32 on every call (a copy of all the edges)."""
+    return torch.int32 if max(size, nnz) < 2**31 else torch.int64
 
 
 def _crow(rows: Tensor, num_nodes: int, edge_offset: Tensor) -> Tensor:

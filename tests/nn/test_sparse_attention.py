@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from energy_transformer import DenseKeySets, EnergyTransformer
-from energy_transformer.nn.sparse_attention import KERNELS, EdgeKeySets
+from energy_transformer.nn.sparse_attention import KERNELS, EdgeKeySets, _BlockCSR, _index_dtype
 
 
 def random_graph(n: int, e: int, seed: int = 0) -> torch.Tensor:
@@ -107,6 +107,13 @@ def test_csr_kernel_and_its_backward_equal_the_gather_kernel(shape, dedupe, self
     for a, b in zip((*out, *grads[0]), (*ref, *grads[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(csr.neg_grad, inputs)
+
+
+def test_csr_indices_are_int32_unless_an_offset_would_overflow():
+    csr = _BlockCSR(EDGES[0], EDGES[1], 9, blocks=6)
+    assert all(t.dtype == torch.int32 for t in (*csr.rows, *csr.cols))
+    assert _index_dtype(2**31 - 1, 2**31 - 1) == torch.int32
+    assert _index_dtype(10, 2**31) == _index_dtype(2**31, 10) == torch.int64
 
 
 def test_csr_kernel_under_autocast_computes_in_float32():
