@@ -21,13 +21,14 @@ what it is batched with.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
@@ -118,6 +119,12 @@ def _dense_normalized_laplacian(edge_index: Tensor, num_nodes: int) -> np.ndarra
     return np.eye(num_nodes) - inv_sqrt[:, None] * adj * inv_sqrt[None, :]
 
 
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries scans the process's memory map: once, not per graph.
+    return ThreadpoolController()
+
+
 def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[Tensor, Tensor]:
     r"""The ``k`` smallest non-trivial eigenpairs of the symmetric normalised Laplacian.
 
@@ -138,7 +145,7 @@ def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[
     wanted = min(k + 1, num_nodes)
     if num_nodes <= _DENSE_EIGH_MAX or wanted >= num_nodes - 1:
         # One BLAS thread: threaded LAPACK on many small matrices is ~20x slower on a busy CPU.
-        with threadpool_limits(1):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             vals, vecs = np.linalg.eigh(_dense_normalized_laplacian(edge_index, num_nodes))
         vals, vecs = vals[:wanted], vecs[:, :wanted]
     else:
