@@ -21,8 +21,8 @@ def write_tolokers(root: Path, n: int = 150) -> None:
     np.savez(root / "gad" / "tolokers.npz", node_features=features, node_labels=labels, edges=edges)
 
 
-@pytest.mark.parametrize("ratio", [0.4, 0.1])
-def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio):
+@pytest.mark.parametrize(("ratio", "hops"), [(0.4, 0), (0.1, 1)])
+def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hops):
     write_tolokers(tmp_path)
     out = tmp_path / "report.md"
     report = bench.main(
@@ -38,10 +38,13 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio):
         ]
         + ["--epochs", "2", "--hidden", "8", "--rf-trees", "5", "--threads", "1"]
         + ["--train-ratio", str(ratio), "--data", str(tmp_path), "--out", str(out)]
+        + ["--input-hops", str(hops)]
     )
     assert out.read_text() == report
     train = f"{100 * ratio:g}%"
     assert f"1 seeds (seed 3; one {train} / " in report
+    inputs = "the same map over 1 hops, standardised" if hops else "the raw features"
+    assert f"neural models' input: {inputs}" in report
     for table in ("GADBench protocol", "BWGNN protocol"):
         assert table in report
     rows = [line for line in report.splitlines() if line.startswith("| ")]
