@@ -16,3 +16,13 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def ratio_cell_matches(cell: str, num: float, den: float, step: float = 0.1) -> bool:
+    """Whether a printed ratio such as ``"1.23x"`` agrees with ``num / den``, two cells printed to
+    ``step``: the ratio must lie in the interval the rounded cells allow, widened by its own
+    rounding to two decimals (tiny timings make a fixed relative tolerance flaky)."""
+    half = step / 2
+    low = (num - half) / (den + half) - 0.005
+    high = (num + half) / max(den - half, 1e-9) + 0.005
+    return low <= float(cell.rstrip("x")) <= high
