@@ -287,7 +287,11 @@ def _budget(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]], budget: str) -> str:
     """One line per dataset: accuracy and seconds per fold of each model, the paper beside."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    # ET's forms first, then the baselines in MODELS' order, whichever dataset sorts first.
+    models = sorted(
+        dict.fromkeys(r["model"] for r in rows),
+        key=lambda m: MODELS.index(m) if m in MODELS else 0,
+    )
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
     datasets += [d for d in dict.fromkeys(r["dataset"] for r in rows) if d not in datasets]
     header = " | ".join(f"{label(m)} | s/fold" for m in models)

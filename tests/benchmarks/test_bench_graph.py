@@ -87,3 +87,17 @@ def test_benchmark_collect_reads_runs_back_and_refuses_a_cell_twice(toy_root, tm
         assert row["summary"].mean == pytest.approx(summary.mean)
     with pytest.raises(ValueError, match=r"a/TOY-mlp and .*b/TOY-mlp both hold TOY mlp"):
         bench.collect([str(a), str(b)])
+
+
+def test_markdown_puts_et_first_whichever_dataset_sorts_first(toy_root, tmp_path, one_thread):
+    bench = _bench_graph()
+    summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=toy_root, out=tmp_path / "m")
+
+    def row(dataset: str, model: str) -> dict:
+        return {"dataset": dataset, "model": model, "summary": summary, "k": 2, "epochs": 1}
+
+    # Folders sort DD-gin first: the columns must not follow that.
+    rows = [row("DD", "gin"), row("DD", "mlp"), row("MUTAG", "et"), row("MUTAG", "et:degree")]
+    header = next(line for line in bench.markdown(rows, "toy").splitlines() if "| dataset" in line)
+    labels = [cell.strip() for cell in header.split("|")[3:-2:2]]
+    assert labels == ["ET", "ET (degree)", "GIN", "MLP (sum)"]
