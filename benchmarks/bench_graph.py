@@ -287,10 +287,9 @@ def _budget(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]], budget: str) -> str:
     """One line per dataset: accuracy and seconds per fold of each model, the paper beside."""
-    # ET's forms first, then the baselines in MODELS' order, whichever dataset sorts first.
+    # Columns in MODELS' order (ET's forms, e.g. et:degree, with et), whichever dataset sorts first.
     models = sorted(
-        dict.fromkeys(r["model"] for r in rows),
-        key=lambda m: MODELS.index(m) if m in MODELS else 0,
+        dict.fromkeys(r["model"] for r in rows), key=lambda m: MODELS.index(m.partition(":")[0])
     )
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
     datasets += [d for d in dict.fromkeys(r["dataset"] for r in rows) if d not in datasets]

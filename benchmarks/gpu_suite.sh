@@ -12,8 +12,8 @@
 # the same flags (bench_graph.py --models gin mlp --device cpu) and the outs are collected into
 # one table with --collect. It can keep the machine's 16 CPU cores busy too: one bench_graph.py
 # on the GPU ($GRAPH_GPU) and, when $GRAPH_CPU is set, one on the host's cores run side by side
-# into one out folder, which comes back as graph.tgz with every fold's checkpoints, so folds cut off by the
-# lease resume on any machine (untar, then the same command with the same --out).
+# into one out folder, which comes back as graph.tgz with every fold's checkpoints, so folds cut
+# off by the lease resume on any machine (untar, then the same command with the same --out).
 set -u
 DEVICE=${1:-cuda}
 SCALE=${2:-full}
