@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from energy_transformer.data.gad import load_gad
-from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
     HarnessConfig,
@@ -33,6 +32,7 @@ from energy_transformer.protocols.gad import (
     run_protocols,
     summarize,
 )
+from energy_transformer.tasks.anomaly import add_et_arguments, et_options
 
 # Spec §2.2: the ET paper's macro-F1 / AUROC (%) on its datasets, ET vs the best baseline.
 PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro-F1 / AUROC |
@@ -107,18 +107,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--et-preset", default="small", choices=sorted(PRESETS))
-    parser.add_argument("--et-heads", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--et-head-dim", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--et-steps", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--et-alpha", type=float, default=None, help="default: the preset's")
-    parser.add_argument("--et-qk-init-std", type=float, default=0.02)
-    parser.add_argument(
-        "--et-learn-beta", action="store_true", help="learn one attention beta per head"
-    )
-    parser.add_argument(
-        "--et-degree-buckets", type=int, default=0, help="log2 degree buckets (0: paper's form)"
-    )
+    add_et_arguments(parser, prefix="et-")
     parser.add_argument(
         "--input-hops",
         type=int,
@@ -143,18 +132,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
-    et = {
-        **node_preset(
-            args.et_preset,
-            heads=args.et_heads,
-            head_dim=args.et_head_dim,
-            steps=args.et_steps,
-            alpha=args.et_alpha,
-        ),
-        "qk_init_std": args.et_qk_init_std,
-        "degree_buckets": args.et_degree_buckets,
-        "learn_beta": args.et_learn_beta,
-    }
+    et = et_options(args, prefix="et-")
     cfg = HarnessConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -205,6 +183,7 @@ def main(argv: list[str] | None = None) -> str:
             sections.append(f"{what} (%, mean ± std over {finished} seeds)\n")
             sections.append(format_table(summarize(results, protocol)) + "\n")
     total = (time.perf_counter() - started) / 60
+    classifier = "[LN(final tokens), input embedding]" if et["concat_input"] else "LN(final tokens)"
     command = "python benchmarks/bench_anomaly.py " + " ".join(argv or sys.argv[1:])
     report_text = "\n".join(
         [
@@ -230,10 +209,12 @@ def main(argv: list[str] | None = None) -> str:
             )
             + f" ET: D {args.hidden},"
             f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
-            f" alpha {et['alpha']},"
-            f" W^Q/W^K init std {args.et_qk_init_std}, degree buckets {args.et_degree_buckets},"
-            f" beta {'learned per head' if args.et_learn_beta else '1/sqrt(Y)'}, self loops,"
-            " classifier on [LN(final tokens), input embedding]. `et-energy` ="
+            f" alpha {et['alpha']}, K {et.get('memories') or 4 * args.hidden},"
+            f" W^Q/W^K init std {et['qk_init_std']}, degree buckets {et['degree_buckets']},"
+            f" beta {'learned per head' if et['learn_beta'] else '1/sqrt(Y)'},"
+            f" {'self loops' if et['self_loops'] else 'no self loops'}, classifier on"
+            f" {classifier}."
+            " `et-energy` ="
             " the trained ET's final per-node energy used directly as the anomaly score (no"
             " classifier, no labels at scoring time).{} GADBench's own"
             " budget, for comparison: 10 seeds, up to 200 epochs.\n".format(

@@ -89,34 +89,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
-    parser.add_argument(
-        "--preset",
-        default="small",
-        choices=sorted(PRESETS),
-        help="ET block sizes (models.node.PRESETS); the size options below override them",
-    )
-    parser.add_argument("--heads", type=int, default=None, help="ET attention heads H")
-    parser.add_argument("--head-dim", type=int, default=None, help="ET head size Y")
-    parser.add_argument("--steps", type=int, default=None, help="ET descent steps T")
-    parser.add_argument("--alpha", type=float, default=None, help="ET step size")
-    parser.add_argument("--memories", type=int, default=None, help="Hopfield K (4 * hidden)")
-    parser.add_argument(
-        "--degree-buckets",
-        type=int,
-        default=0,
-        help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
-    )
-    parser.add_argument(
-        "--learn-beta", action="store_true", help="learn one attention beta per head"
-    )
+    add_et_arguments(parser)
     parser.add_argument(
         "--input-hops",
         type=int,
         default=0,
         help="feed neural models RF-Graph's mean/max aggregates over 1..N hops (0: raw features)",
     )
-    parser.add_argument("--no-self-loops", action="store_true", help="exclude B = C (paper)")
-    parser.add_argument("--no-concat", action="store_true", help="classify final tokens only")
     parser.add_argument(
         "--splits",
         default="random",
@@ -135,6 +114,53 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The ET block's options, ``--preset``, ``--heads`` ...; ``prefix="et-"`` gives
+    ``--et-preset``, ``--et-heads`` ... for a parser whose other options serve every model."""
+    p = f"--{prefix}"
+    parser.add_argument(
+        f"{p}preset",
+        default="small",
+        choices=sorted(PRESETS),
+        help="ET block sizes (models.node.PRESETS); the size options below override them",
+    )
+    parser.add_argument(f"{p}heads", type=int, default=None, help="ET attention heads H")
+    parser.add_argument(f"{p}head-dim", type=int, default=None, help="ET head size Y")
+    parser.add_argument(f"{p}steps", type=int, default=None, help="ET descent steps T")
+    parser.add_argument(f"{p}alpha", type=float, default=None, help="ET step size")
+    parser.add_argument(f"{p}memories", type=int, default=None, help="Hopfield K (4 * hidden)")
+    parser.add_argument(
+        f"{p}qk-init-std", type=float, default=0.02, help="init std of ET's W^Q and W^K"
+    )
+    parser.add_argument(
+        f"{p}degree-buckets",
+        type=int,
+        default=0,
+        help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
+    )
+    parser.add_argument(
+        f"{p}learn-beta", action="store_true", help="learn one attention beta per head"
+    )
+    parser.add_argument(f"{p}no-self-loops", action="store_true", help="exclude B = C (paper)")
+    parser.add_argument(f"{p}no-concat", action="store_true", help="classify final tokens only")
+
+
+def et_options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """:class:`~energy_transformer.models.node.NodeEnergyTransformer` keyword arguments (but
+    ``in_dim`` and ``dim``) from the options of :func:`add_et_arguments` with ``prefix``."""
+    opt = vars(args)
+    p = prefix.replace("-", "_")
+    sizes = ("heads", "head_dim", "steps", "alpha", "memories")
+    return {
+        **node_preset(opt[f"{p}preset"], **{k: opt[p + k] for k in sizes}),
+        "qk_init_std": opt[f"{p}qk_init_std"],
+        "degree_buckets": opt[f"{p}degree_buckets"],
+        "learn_beta": opt[f"{p}learn_beta"],
+        "self_loops": not opt[f"{p}no_self_loops"],
+        "concat_input": not opt[f"{p}no_concat"],
+    }
+
+
 def _config(args: argparse.Namespace) -> HarnessConfig:
     return HarnessConfig(
         epochs=args.epochs,
@@ -144,20 +170,7 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
         input_hops=args.input_hops,
         device=args.device,
         progress=not args.no_progress,
-        et={
-            **node_preset(
-                args.preset,
-                heads=args.heads,
-                head_dim=args.head_dim,
-                steps=args.steps,
-                alpha=args.alpha,
-                memories=args.memories,
-            ),
-            "degree_buckets": args.degree_buckets,
-            "learn_beta": args.learn_beta,
-            "self_loops": not args.no_self_loops,
-            "concat_input": not args.no_concat,
-        },
+        et=et_options(args),
     )
 
 

@@ -21,8 +21,22 @@ def write_tolokers(root: Path, n: int = 150) -> None:
     np.savez(root / "gad" / "tolokers.npz", node_features=features, node_labels=labels, edges=edges)
 
 
-@pytest.mark.parametrize(("ratio", "hops"), [(0.4, 0), (0.1, 1)])
-def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hops):
+# The ET options are the CLI's (tasks.anomaly.add_et_arguments) under an "et-" prefix; the
+# report's header must state what ET was.
+DEFAULT_ET = (
+    "",
+    "K 32, W^Q/W^K init std 0.02, degree buckets 0, beta 1/sqrt(Y), self loops, classifier"
+    " on [LN(final tokens), input embedding].",
+)
+OTHER_ET = (
+    "--et-memories 12 --et-no-self-loops --et-no-concat --et-learn-beta",
+    "K 12, W^Q/W^K init std 0.02, degree buckets 0, beta learned per head, no self loops,"
+    " classifier on LN(final tokens).",
+)
+
+
+@pytest.mark.parametrize(("ratio", "hops", "et"), [(0.4, 0, DEFAULT_ET), (0.1, 1, OTHER_ET)])
+def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hops, et):
     write_tolokers(tmp_path)
     out = tmp_path / "report.md"
     report = bench.main(
@@ -38,13 +52,14 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hop
         ]
         + ["--epochs", "2", "--hidden", "8", "--rf-trees", "5", "--threads", "1"]
         + ["--train-ratio", str(ratio), "--data", str(tmp_path), "--out", str(out)]
-        + ["--input-hops", str(hops)]
+        + ["--input-hops", str(hops), *et[0].split()]
     )
     assert out.read_text() == report
     train = f"{100 * ratio:g}%"
     assert f"1 seeds (seed 3; one {train} / " in report
     inputs = "the same map over 1 hops, standardised" if hops else "the raw features"
     assert f"neural models' input: {inputs}" in report
+    assert et[1] in report
     for table in ("GADBench protocol", "BWGNN protocol"):
         assert table in report
     rows = [line for line in report.splitlines() if line.startswith("| ")]
