@@ -8,6 +8,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from energy_transformer.nn.checks import check_positive_int, check_real
+
 
 class KeySets(Protocol):
     r"""Which keys :math:`B \in S(C)` each query :math:`C` may attend to; reductions over them.
@@ -221,6 +223,11 @@ class EnergyAttention(nn.Module):
         init_std: float = 0.002,
     ) -> None:
         super().__init__()
+        for name, value in (("dim", dim), ("heads", heads), ("head_dim", head_dim)):
+            check_positive_int(name, value)
+        if beta is not None:
+            check_real("beta", beta)
+        check_real("qk_init_std", init_std, allow_zero=True)
         self.dim, self.heads, self.head_dim = dim, heads, head_dim
         self.wq = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)
         self.wk = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)

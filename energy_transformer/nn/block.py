@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -11,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from energy_transformer.nn.attention import DenseKeySets, EnergyAttention, KeySets
+from energy_transformer.nn.checks import check_real
 from energy_transformer.nn.hopfield import HopfieldNetwork
 from energy_transformer.nn.layernorm import EnergyLayerNorm
 
@@ -90,9 +89,6 @@ class EnergyTransformer(nn.Module):
         xi_init_std: float = 0.02,
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("heads", heads), ("head_dim", head_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.dim = dim
         self.exclude_self = exclude_self
         self.norm = EnergyLayerNorm(dim, eps=eps)
@@ -307,12 +303,8 @@ class EnergyTransformer(nn.Module):
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-            raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        check_real("alpha", alpha)
+        check_real("noise_std", noise_std, allow_zero=True)
         _check_gradient(gradient)
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
         weight = self._stacked_weight()

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from energy_transformer.nn.checks import check_positive_int, check_real
+
 HOPFIELD_KINDS = ("relu", "softmax")
 
 
@@ -49,6 +51,12 @@ class HopfieldNetwork(nn.Module):
         super().__init__()
         if kind not in HOPFIELD_KINDS:
             raise ValueError(f"hopfield kind must be one of {HOPFIELD_KINDS}, got {kind!r}")
+        check_positive_int("dim", dim)
+        if memories is not None:
+            check_positive_int("memories", memories)
+        if kind == "softmax":
+            check_real("beta", beta)
+        check_real("xi_init_std", init_std, allow_zero=True)
         self.dim = dim
         self.memories = memories if memories is not None else 4 * dim
         self.kind = kind

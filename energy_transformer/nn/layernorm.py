@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from energy_transformer.nn.checks import check_positive_int, check_real
+
 
 class EnergyLayerNorm(nn.Module):
     r"""Layer norm written as the gradient of a convex Lagrangian, applied per token.
@@ -39,12 +41,10 @@ class EnergyLayerNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-5, gamma: float = 1.0) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        if gamma <= 0:
-            raise ValueError(
-                f"gamma must be > 0 (the energy is a Lyapunov function only then), got {gamma}"
-            )
+        check_positive_int("dim", dim)
+        check_real("eps", eps)
+        # gamma > 0 is what makes the energy a Lyapunov function of the descent.
+        check_real("gamma", gamma)
         self.dim = dim
         self.eps = eps
         self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma)))

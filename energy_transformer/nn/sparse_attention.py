@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from energy_transformer.nn.checks import check_positive_int
+
 KERNELS = ("csr", "gather")
 
 
@@ -86,8 +88,7 @@ class EdgeKeySets:
     ) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-            raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
+        check_positive_int("num_nodes", num_nodes)
         check_edge_index(edge_index, num_nodes)
         src, dst = edge_index.long()
         if self_loops is not None:

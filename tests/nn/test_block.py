@@ -358,11 +358,24 @@ def test_bad_input_gets_a_clear_error(error, match, kwargs):
         ({"heads": 1.5}, "heads"),
         ({"head_dim": -2}, "head_dim"),
         ({"hopfield": "tanh"}, "hopfield kind"),
+        ({"memories": 0}, "memories must be a positive int, got 0"),
+        ({"beta": -0.5}, r"beta must be finite and > 0, got -0.5"),
+        ({"beta": float("inf")}, "beta must be finite"),
+        ({"eps": 0.0}, r"eps must be finite and > 0"),
+        ({"qk_init_std": float("nan")}, r"qk_init_std must be finite and >= 0, got nan"),
+        ({"xi_init_std": -1.0}, r"xi_init_std must be finite and >= 0"),
     ],
 )
 def test_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EnergyTransformer(**{"dim": 4, "heads": 2, "head_dim": 3} | kwargs)
+
+
+def test_zero_init_std_is_allowed_and_a_string_scale_is_not():
+    block = EnergyTransformer(4, 2, 3, qk_init_std=0.0)
+    assert not block.attention.wq.any() and not block.attention.wk.any()
+    with pytest.raises(TypeError, match="beta must be a real number, got str"):
+        EnergyTransformer(4, 2, 3, beta="0.1")
 
 
 def test_energy_and_energy_grad_check_their_inputs():

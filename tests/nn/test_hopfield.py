@@ -74,3 +74,7 @@ def test_defaults_and_bad_kind():
     assert not hasattr(net, "beta")
     with pytest.raises(ValueError, match="hopfield kind"):
         HopfieldNetwork(6, kind="tanh")
+    with pytest.raises(ValueError, match="beta must be finite and > 0"):
+        HopfieldNetwork(6, kind="softmax", beta=0.0)
+    with pytest.raises(ValueError, match="memories must be a positive int"):
+        HopfieldNetwork(6, memories=True)

@@ -90,7 +90,10 @@ def test_output_lies_in_ball_of_radius_gamma_sqrt_dim(dim, log_gamma, scale):
     assert (radius <= norm.gamma * math.sqrt(dim) * (1 + 1e-12)).all()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"dim": 0}, "dim"), ({"gamma": 0.0}, "gamma")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"dim": 0}, "dim"), ({"gamma": 0.0}, "gamma"), ({"eps": -1e-5}, "eps must be finite")],
+)
 def test_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EnergyLayerNorm(**{"dim": 4, **kwargs})
