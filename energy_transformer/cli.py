@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from energy_transformer.train import read_run_config
 
 # task name -> module; the name is what `et train NAME` takes and what config.json records.
 TASKS: dict[str, str] = {
@@ -45,18 +46,10 @@ def _available_tasks() -> dict[str, ModuleType]:
 
 def run_task_of(run_dir: Path) -> str:
     """The task recorded in ``run_dir/config.json`` (or next to a checkpoint file)."""
-    folder = run_dir if run_dir.is_dir() else run_dir.parent
-    config = folder / "config.json"
-    if not config.is_file():
-        raise SystemExit(
-            f"error: {config} not found: is {run_dir} a run folder written by et train?"
-        )
-    try:
-        task = json.loads(config.read_text())["task"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise SystemExit(f"error: {config} is malformed ({err})") from err
+    folder, config = read_run_config(run_dir)
+    task = config.get("task")
     if task not in TASKS:
-        raise SystemExit(f"error: {config} names unknown task {task!r}")
+        raise ValueError(f"{folder / 'config.json'} names no known task ({task!r}; {list(TASKS)})")
     return task
 
 

@@ -345,7 +345,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
     runs = [run_dir] if (run_dir / "best.safetensors").is_file() else []
     runs = runs or sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
     if not runs:
-        raise SystemExit(f"error: no trained model (best.safetensors) under {run_dir}")
+        raise FileNotFoundError(f"no trained model (best.safetensors) under {run_dir}")
     out = Path(args.out) if getattr(args, "out", None) else run_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = {}

@@ -326,10 +326,14 @@ def cross_validate(
         config = model_config(
             model, dataset.num_features, dataset.num_classes, preset, et_overrides
         )
-        n_epochs = epochs or hp["epochs"]
+        # `None` means the preset's value; 0 is passed on, for TrainConfig to reject.
+        n_epochs = hp["epochs"] if epochs is None else epochs
+        n_batch = hp["batch_size"] if batch_size is None else batch_size
+        if n_batch < 1:
+            raise ValueError(f"batch_size must be >= 1, got {n_batch}")
         train_cfg = TrainConfig(
             epochs=n_epochs,
-            lr=lr or hp["lr"],
+            lr=hp["lr"] if lr is None else lr,
             weight_decay=hp["weight_decay"],
             warmup_epochs=min(2.0, n_epochs / 10),
             seed=seed,
@@ -340,7 +344,7 @@ def cross_validate(
         meta["train"] = {
             "epochs": n_epochs,
             "lr": train_cfg.lr,
-            "batch_size": batch_size or hp["batch_size"],
+            "batch_size": n_batch,
             "label_smoothing": hp["label_smoothing"],
         }
         fit_fold = make_fit_neural(
@@ -348,7 +352,7 @@ def cross_validate(
             model,
             config,
             train_cfg,
-            batch_size or hp["batch_size"],
+            n_batch,
             hp["label_smoothing"],
             out_dir,
             resume,
@@ -611,7 +615,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         out = run_dir
         fold_dirs = sorted(p for p in run_dir.glob("fold-*") if (p / "split.json").is_file())
     if not fold_dirs:
-        raise SystemExit(f"error: no finished folds (fold-XX/split.json) under {run_dir}")
+        raise FileNotFoundError(f"no finished folds (fold-XX/split.json) under {run_dir}")
     dataset, meta = _run_dataset(out, args.data)
     device = resolve_device(args.device)
     results = []

@@ -245,12 +245,12 @@ def train(args: argparse.Namespace) -> Path:
     data = load_split(dataset, "train", args.data, model.image_size, model.channels)
     n = len(data)
     if args.val_size < 0 or args.val_size >= n:
-        raise SystemExit(f"error: --val-size must be in [0, {n - 1}], got {args.val_size}")
+        raise ValueError(f"--val-size must be in [0, {n - 1}], got {args.val_size}")
     # Held-out images are the last ones, so --subset never overlaps them.
     train_indices = list(range(n - args.val_size))
     if args.subset is not None:
         if args.subset < 1:
-            raise SystemExit(f"error: --subset must be >= 1, got {args.subset}")
+            raise ValueError(f"--subset must be >= 1, got {args.subset}")
         train_indices = train_indices[: args.subset]
     loader = make_loader(
         Subset(data, train_indices),
@@ -494,7 +494,7 @@ def demo(args: argparse.Namespace) -> None:
     if (out / "config.json").is_file():
         shutil.rmtree(out)  # a previous demo run: start over
     elif out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: {out} exists and is not a run folder; choose another --out")
+        raise ValueError(f"{out} exists and is not a run folder; choose another --out")
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     train_args = parser.parse_args(
@@ -541,7 +541,7 @@ def complete(args: argparse.Namespace) -> None:
 
     masked = model.masked if args.masked is None else args.masked
     if not 0 <= masked <= model.patches:
-        raise SystemExit(f"error: --masked must be in [0, {model.patches}], got {masked}")
+        raise ValueError(f"--masked must be in [0, {model.patches}], got {masked}")
     out = Path(args.out)
     generator = torch.Generator().manual_seed(args.seed)
     kwargs = {}

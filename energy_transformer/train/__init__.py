@@ -20,6 +20,7 @@ from energy_transformer.train.trainer import (
     Trainer,
     TrainResult,
     load_run,
+    read_run_config,
     seed_everything,
     to_device,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "make_loader",
+    "read_run_config",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",

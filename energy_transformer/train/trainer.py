@@ -444,20 +444,32 @@ class Trainer:
         }
 
 
+def read_run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The folder and parsed ``config.json`` of a run folder, or of the one that holds the
+    checkpoint file ``run``; a clear ``FileNotFoundError`` / ``ValueError`` otherwise."""
+    run = Path(run)
+    if not run.exists():
+        raise FileNotFoundError(f"{run} does not exist: give a run folder written by et train")
+    folder = run if run.is_dir() else run.parent
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: is {run} a run folder of et train?")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a run configuration (a JSON object)")
+    return folder, config
+
+
 def load_run(run: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights and ``config.json`` of a run folder (best weights if selected, else last).
 
     ``run`` may also be a checkpoint file inside a run folder.
     """
     run = Path(run)
-    folder = run if run.is_dir() else run.parent
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: is {folder} a run folder?")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    folder, config = read_run_config(run)
     if run.is_file():
         weights = run
     else:

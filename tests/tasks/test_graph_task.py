@@ -142,3 +142,20 @@ def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one
     shutil.copytree(toy_root, moved)
     summary = cross_validate("TOY", "mlp", folds=2, epochs=1, root=moved, out=out, resume=True)
     assert len(summary.folds) == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--epochs", "epochs must be >= 1, got 0"),
+        ("--batch-size", "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_a_zero_budget_is_an_error_not_the_presets(
+    toy_root, tmp_path, capsys, monkeypatch, option, message
+):
+    # 0 once meant "the preset's value": a 0-epoch request trained for 30 epochs.
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--folds", "2"]
+    assert main([*args, "--out", str(tmp_path / "run"), option, "0"]) == 2
+    assert f"et: error: {message}" in capsys.readouterr().err

@@ -101,8 +101,9 @@ def test_convert_official(tmp_path):
     torch.testing.assert_close(model.encoder.weight, torch.from_numpy(arrays["Wenc"].T).float())
 
 
-def test_bad_arguments(data, tmp_path):
-    with pytest.raises(SystemExit, match="val-size"):
+def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    assert (
         main(
             [
                 "train",
@@ -116,11 +117,15 @@ def test_bad_arguments(data, tmp_path):
                 "--no-progress",
             ]
         )
+        == 2
+    )
+    assert "et: error: --val-size must be in [0, 39], got 40" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "image", "--preset", "cifar"])
 
 
 def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
     from energy_transformer.tasks import image
 
     tiny = {**image.DEMO, "epochs": 1, "subset": 16, "batch_size": 8, "val_size": 8, "eval_size": 8}
@@ -133,6 +138,6 @@ def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsy
     assert f"everything is in {out}" in capsys.readouterr().out
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
-    with pytest.raises(SystemExit, match="not a run folder"):
-        main(["demo", "--out", str(tmp_path / "mine"), "--data", str(data)])
+    assert main(["demo", "--out", str(tmp_path / "mine"), "--data", str(data)]) == 2
+    assert "exists and is not a run folder; choose another --out" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").is_file()

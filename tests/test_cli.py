@@ -1,0 +1,37 @@
+"""`et` itself: a run folder that is not one ends with one line naming the problem, status 2."""
+
+import pytest
+
+from energy_transformer.cli import main
+
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (None, "config.json not found: is {run} a run folder of et train?"),
+        ("{not json", "config.json is not valid JSON"),
+        ("[1, 2]", "config.json is not a run configuration (a JSON object)"),
+        ('{"task": "music"}', "config.json names no known task ('music'; ['image', 'graph'"),
+        ("{}", "config.json names no known task (None;"),
+    ],
+)
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys, config, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    if config is not None:
+        (run / "config.json").write_text(config)
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("et: error: ") and err.count("\n") == 1
+    assert message.format(run=run) in err
+
+
+def test_eval_of_a_missing_path_names_that_path(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "run"
+    assert main(["eval", str(missing)]) == 2
+    assert f"et: error: {missing} does not exist: give a run folder" in capsys.readouterr().err
