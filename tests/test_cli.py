@@ -35,3 +35,11 @@ def test_eval_of_a_missing_path_names_that_path(tmp_path, capsys):
     missing = tmp_path / "no" / "such" / "run"
     assert main(["eval", str(missing)]) == 2
     assert f"et: error: {missing} does not exist: give a run folder" in capsys.readouterr().err
+
+
+def test_complete_with_a_run_of_another_task_says_so(tmp_path, capsys):
+    run = tmp_path / "graph-run"
+    run.mkdir()
+    (run / "config.json").write_text('{"task": "graph"}')
+    assert main(["complete", str(run), str(tmp_path / "shirt.png")]) == 2
+    assert f"et: error: {run} is a 'graph' run, not an image run" in capsys.readouterr().err

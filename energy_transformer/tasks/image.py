@@ -40,6 +40,7 @@ from energy_transformer.train import (
     Trainer,
     load_run,
     make_loader,
+    read_run_config,
     resolve_device,
 )
 from energy_transformer.train.checkpoint import save_checkpoint
@@ -318,9 +319,10 @@ def train(args: argparse.Namespace) -> Path:
 
 def load_model(run: Path, device: Any = "cpu") -> tuple[MaskedImageModel, dict[str, Any]]:
     """The model of a run folder (or checkpoint file) and its ``config.json``."""
+    task = read_run_config(run)[1].get("task")
+    if task != "image":  # checked before the weights are looked for
+        raise ValueError(f"{run} is a {task!r} run, not an image run")
     state, config = load_run(run)
-    if config.get("task") != "image":
-        raise ValueError(f"{run} is a {config.get('task')!r} run, not an image run")
     model = build_model(config["model"])
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval(), config
