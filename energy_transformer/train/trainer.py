@@ -239,6 +239,21 @@ class Trainer:
             rng=True,
         )
 
+    def _check_same_model(self) -> None:
+        """Refuse to resume a run folder whose ``config.json`` records another model: its
+        weights would not load, or would load into a model the user did not ask for."""
+        if not (self.run_dir / "config.json").is_file() or not self.model_config:
+            return
+        saved = read_run_config(self.run_dir)[1].get("model") or {}
+        current = json.loads(json.dumps(self.model_config, default=str))
+        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        if saved and changed:
+            what = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+            raise CheckpointError(
+                f"{self.run_dir} holds a run of another model ({what}): resume it with the"
+                " settings it was started with, or train into another folder"
+            )
+
     # -- loop -------------------------------------------------------------------------------
 
     def fit(
@@ -284,8 +299,15 @@ class Trainer:
         best_value: float | None = None
         pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
+            self._check_same_model()
             ckpt = load_checkpoint(self.run_dir / "last.safetensors")
-            self.model.load_state_dict(ckpt.model_state)
+            try:
+                self.model.load_state_dict(ckpt.model_state)
+            except RuntimeError as err:  # a model_config does not name every size
+                first = str(err).strip().splitlines()[-1].strip()
+                raise CheckpointError(
+                    f"{self.run_dir / 'last.safetensors'} does not fit this model ({first})"
+                ) from err
             optim_state = ckpt.optimizer_state()
             if optim_state is None:
                 raise CheckpointError("last.safetensors holds no optimizer state; cannot resume")

@@ -208,3 +208,19 @@ def test_tensorboard_scalars_when_installed(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+
+
+def test_resume_refuses_a_run_of_another_model(tmp_path):
+    def trainer(width: int, model_config: dict | None) -> Trainer:
+        model = nn.Sequential(nn.Linear(6, width), nn.Tanh(), nn.Linear(width, 1))
+        return Trainer(model, mse_loss, _config(epochs=1), tmp_path, model_config=model_config)
+
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer(16, {"width": 16}).fit(loader)
+    with pytest.raises(CheckpointError, match="holds a run of another model \\(width 16 -> 8\\)"):
+        trainer(8, {"width": 8}).fit(loader, resume=True)
+    # Without a recorded model configuration the weights themselves must not fit quietly.
+    with pytest.raises(CheckpointError, match="last.safetensors does not fit this model"):
+        trainer(8, None).fit(loader, resume=True)
+    # The same model resumes (here: nothing left to do after its one epoch).
+    assert trainer(16, {"width": 16}).fit(loader, resume=True).history[0]["epoch"] == 1
