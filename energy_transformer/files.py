@@ -1,13 +1,17 @@
 """Files written whole or not at all: a crash, or another process writing the same file (the
-fold workers of one run share its folder), never leaves a half-written one behind."""
+fold workers of one run share its folder), never leaves a half-written one behind. And ``.npz``
+files read without ever unpickling."""
 
 from __future__ import annotations
 
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 
 @contextmanager
@@ -29,3 +33,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """``Path(path).write_text(text)``, atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path``, read with ``allow_pickle=False``: a file that
+    would need pickle (object arrays) is refused, as is one that is not a zip of ``.npy`` arrays,
+    with a ``ValueError`` naming the file (``FileNotFoundError`` when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a readable .npz file: not a zip archive of .npy arrays")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({err})") from err

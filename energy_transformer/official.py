@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from energy_transformer.files import read_npz
 from energy_transformer.models.image import IMAGENET_MEAN, IMAGENET_STD, ImageEnergyTransformer
 
 OFFICIAL_KEYS = (
@@ -80,10 +81,9 @@ def read_official_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"official checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as err:
-        raise OfficialFormatError(f"{path} is not a readable .npz file ({err})") from err
+        arrays = read_npz(path)
+    except ValueError as err:
+        raise OfficialFormatError(str(err)) from err
     missing = [k for k in OFFICIAL_KEYS if k not in arrays]
     if missing:
         raise OfficialFormatError(

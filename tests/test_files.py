@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from energy_transformer.files import atomic_path, write_text_atomic
+from energy_transformer.files import atomic_path, read_npz, write_text_atomic
 
 
 def test_atomic_path_publishes_the_whole_file_and_leaves_nothing_else(tmp_path):
@@ -31,3 +32,17 @@ def test_concurrent_writers_each_publish_a_whole_file(tmp_path):
         b.write_text("B" * 1000)
     assert target.read_text() == "A" * 1000  # the last to finish wins, whole
     assert [p.name for p in tmp_path.iterdir()] == ["folds.csv"]
+
+
+def test_read_npz_round_trip_and_refusals(tmp_path):
+    np.savez(tmp_path / "ok.npz", a=np.arange(3), b=np.eye(2))
+    arrays = read_npz(tmp_path / "ok.npz")
+    assert sorted(arrays) == ["a", "b"] and arrays["b"].tolist() == [[1, 0], [0, 1]]
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="text.npz is not a readable .npz file: not a zip archive"):
+        read_npz(tmp_path / "text.npz")
+    np.savez(tmp_path / "pickled.npz", a=np.array([object()]))
+    with pytest.raises(ValueError, match=r"pickled.npz is not a readable .npz file \(Object"):
+        read_npz(tmp_path / "pickled.npz")
+    with pytest.raises(FileNotFoundError, match="none.npz: no such file"):
+        read_npz(tmp_path / "none.npz")

@@ -20,7 +20,6 @@ Every loader returns a :class:`torch_geometric.data.Data` with ``x`` float32 ``(
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 
 from energy_transformer.data.paths import RemoteFile, locate
+from energy_transformer.files import read_npz
 
 AMAZON_UNLABELED = 3305
 FRAUD_RELATIONS = {
@@ -82,13 +82,7 @@ def load_npz_graph(path: str | os.PathLike) -> object:
     ``(splits, N)`` bool attributes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+    arrays = read_npz(path)
     missing = [k for k in ("node_features", "node_labels", "edges") if k not in arrays]
     if missing:
         raise ValueError(
