@@ -304,9 +304,10 @@ class Trainer:
             try:
                 self.model.load_state_dict(ckpt.model_state)
             except RuntimeError as err:  # a model_config does not name every size
-                first = str(err).strip().splitlines()[-1].strip()
+                lines = str(err).strip().splitlines()  # a heading, then one line per mismatch
+                detail = lines[min(1, len(lines) - 1)].strip()
                 raise CheckpointError(
-                    f"{self.run_dir / 'last.safetensors'} does not fit this model ({first})"
+                    f"{self.run_dir / 'last.safetensors'} does not fit this model ({detail})"
                 ) from err
             optim_state = ckpt.optimizer_state()
             if optim_state is None:
