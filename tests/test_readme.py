@@ -2,9 +2,12 @@
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+
+from energy_transformer.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
@@ -23,3 +26,24 @@ def test_example_runs(code, one_thread):
         if call in code and not (root and (Path(root) / file).is_file()):
             pytest.skip(f"needs $ET_DATA/{file}")
     exec(compile(code, str(README), "exec"), {})
+
+
+def _commands() -> list[list[str]]:
+    """The ``et`` arguments of every command in the README's shell examples."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["et"]:
+                commands.append(words[1:])
+            elif "energy_transformer.cli" in words:  # torchrun ... -m energy_transformer.cli
+                commands.append(words[words.index("energy_transformer.cli") + 1 :])
+    return commands
+
+
+def test_every_shell_example_is_a_valid_command():
+    commands = _commands()
+    assert ["demo"] in commands and len(commands) >= 8
+    parser = build_parser()
+    for args in commands:
+        parser.parse_args(args)  # an unknown sub-command or option exits here
