@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader as TorchDataLoader
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
+from torch_geometric.loader.dataloader import Collater
 
 from energy_transformer.data.tu import TUDataset, keep_first_nodes, load_tu
 from energy_transformer.files import write_text_atomic
@@ -42,7 +45,14 @@ from energy_transformer.protocols.kfold import (
     run_kfold,
     summarize,
 )
-from energy_transformer.train import TrainConfig, Trainer, load_run, resolve_device
+from energy_transformer.train import (
+    TrainConfig,
+    Trainer,
+    load_run,
+    make_loader,
+    resolve_device,
+    world,
+)
 
 MODELS = ("et", "gin", "mlp", "wl")
 NEURAL: dict[str, type[nn.Module]] = {
@@ -112,12 +122,30 @@ class SizeBuckets:
             yield batches[i].tolist()
 
 
-def train_loader(graphs: Sequence[Data], batch_size: int, buckets: bool = False) -> DataLoader:
-    """Shuffled batches; with ``buckets`` (padded dense attention) of similar-size graphs."""
+def train_loader(
+    graphs: Sequence[Data],
+    batch_size: int,
+    buckets: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+) -> TorchDataLoader:
+    """Shuffled batches; with ``buckets`` (padded dense attention) of similar-size graphs.
+
+    Under ``torchrun`` ``batch_size`` is the global batch: each process gets its share of every
+    batch (:func:`~energy_transformer.train.make_loader`'s sampler, seeded by ``seed``)."""
+    graphs = list(graphs)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if buckets:
+            raise ValueError(
+                "size-bucketed batches (padded dense attention) are not split across processes;"
+                " under torchrun use attention='edges', the default"
+            )
+        collate = Collater(graphs)
+        return make_loader(graphs, batch_size, seed=seed, collate_fn=collate, device=device)
     if not buckets:
-        return DataLoader(list(graphs), batch_size=batch_size, shuffle=True)
+        return DataLoader(graphs, batch_size=batch_size, shuffle=True)
     sampler = SizeBuckets([g.num_nodes for g in graphs], batch_size)
-    return DataLoader(list(graphs), batch_sampler=sampler)
+    return DataLoader(graphs, batch_sampler=sampler)
 
 
 def eval_loader(graphs: Sequence[Data], batch_size: int) -> DataLoader:
@@ -209,7 +237,13 @@ def make_fit_neural(
             extra_config={"dataset": dataset.name, "fold": fold.index, **(extra or {})},
         )
         result = trainer.fit(
-            train_loader([graphs[i] for i in fold.train], batch_size, padded),
+            train_loader(
+                [graphs[i] for i in fold.train],
+                batch_size,
+                padded,
+                seed=train_cfg.seed + fold.index,
+                device=train_cfg.device,
+            ),
             evaluate=lambda m: {f"val_{k}": v for k, v in score(m, val, device).items()},
             select="val_select",
             resume=resume,
@@ -549,6 +583,8 @@ def train(args: argparse.Namespace) -> Path:
         progress=not args.no_progress,
         overrides=overrides,
     )
+    if world()[0] != 0:  # under torchrun every process trained; one reports
+        return out
     table = results_table([_row(out, summary)])
     (out / "results.md").write_text(table + "\n")
     print(table)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from graph_fixtures import ring_or_star, write_toy
+from launch import torchrun
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
-from energy_transformer.tasks.graph import SizeBuckets, cross_validate
+from energy_transformer.tasks.graph import SizeBuckets, cross_validate, train_loader
 
 
 @pytest.fixture
@@ -159,3 +162,23 @@ def test_a_zero_budget_is_an_error_not_the_presets(
     args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--folds", "2"]
     assert main([*args, "--out", str(tmp_path / "run"), option, "0"]) == 2
     assert f"et: error: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_runs_cross_validation_and_one_process_reports(toy_root, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = torchrun("-m", "energy_transformer.cli", "train", "graph", "--dataset", "TOY")
+    cmd += ["--data", str(toy_root), "--folds", "2", "--epochs", "2", "--batch-size", "4"]
+    cmd += ["--out", str(out), "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1 and proc.stdout.count("| TOY | et |") == 1
+    assert len(json.loads((out / "summary.json").read_text())["folds"]) == 2
+    assert len((out / "fold-00" / "metrics.csv").read_text().splitlines()) == 3  # header, 2 epochs
+
+
+def test_size_buckets_are_not_split_across_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="not split across processes"):
+        train_loader([ring_or_star(5, 0)], 4, buckets=True)

@@ -1,11 +1,10 @@
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
 from toy import mse_loss, toy_dataset, toy_model
 
@@ -14,26 +13,11 @@ from energy_transformer.train import TrainConfig, Trainer, make_loader
 HERE = Path(__file__).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process_same_global_batch(tmp_path):
     out = tmp_path / "ddp.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(HERE / "ddp_worker.py"),
-        str(out),
-    ]
+    cmd = torchrun(str(HERE / "ddp_worker.py"), str(out))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
