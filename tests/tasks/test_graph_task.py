@@ -12,6 +12,7 @@ import pytest
 import torch
 from graph_fixtures import ring_or_star, write_toy
 from launch import torchrun
+from torch_geometric.loader.dataloader import Collater
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
@@ -182,3 +183,23 @@ def test_size_buckets_are_not_split_across_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="not split across processes"):
         train_loader([ring_or_star(5, 0)], 4, buckets=True)
+
+
+def test_under_torchrun_each_process_gets_its_share_of_every_graph_batch(monkeypatch):
+    from energy_transformer.train import distributed, make_loader
+
+    graphs = [ring_or_star(4 + i % 3, bool(i % 2)) for i in range(12)]
+    for i, g in enumerate(graphs):
+        g.gid = torch.tensor([i])
+    whole = make_loader(graphs, 4, seed=5, collate_fn=Collater(graphs), device="cpu")
+    expected = [sorted(b.gid.tolist()) for b in whole]  # one process, global batch 4
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "init_distributed", lambda device: True)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "world", lambda rank=rank: (rank, 2))
+        shares.append([b.gid.tolist() for b in train_loader(graphs, 4, seed=5, device="cpu")])
+    assert all(len(b) == 2 for share in shares for b in share)
+    assert [sorted(a + b) for a, b in zip(*shares, strict=True)] == expected
+    assert not set(shares[0][0]) & set(shares[1][0])
