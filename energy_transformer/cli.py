@@ -98,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 # What a user can fix (an option's value, a missing or malformed file): one line naming the
 # problem and exit status 2, as for argparse's own errors; ET_DEBUG=1 keeps the traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
 
 def main(argv: list[str] | None = None) -> int:

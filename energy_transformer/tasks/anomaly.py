@@ -41,7 +41,7 @@ from energy_transformer.protocols.gad import (
     stratified_split,
     summarize,
 )
-from energy_transformer.train import load_run, resolve_device
+from energy_transformer.train import check_new_run, load_run, resolve_device
 
 PROTOCOL_CHOICES = (*PROTOCOLS, "both")
 
@@ -194,6 +194,7 @@ def results_markdown(results: list[RunResult], protocols: list[str], title: str)
 def train(args: argparse.Namespace) -> None:
     """``et train anomaly``: every chosen model, every seed, one results table per protocol."""
     protocols = _protocol_names(args.protocol)
+    check_new_run(args.out, args.resume)
     data = load_gad(args.dataset, root=args.data)
     cfg = _config(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ from energy_transformer.protocols.kfold import (
 from energy_transformer.train import (
     TrainConfig,
     Trainer,
+    check_new_run,
     load_run,
     make_loader,
     resolve_device,
@@ -393,6 +394,7 @@ def cross_validate(
             {"protocol": protocol, "preset": preset, "seed": seed},
         )
     if out_dir is not None:
+        check_new_run(out_dir, resume)
         if resume:
             _check_same_setting(out_dir, meta)
         run_config = {"task": "graph", "model": {"name": model}, "extra": meta}

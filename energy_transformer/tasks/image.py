@@ -38,6 +38,7 @@ from energy_transformer.train import (
     PRECISIONS,
     TrainConfig,
     Trainer,
+    check_new_run,
     load_run,
     make_loader,
     read_run_config,
@@ -240,6 +241,7 @@ def make_model(args: argparse.Namespace) -> MaskedImageModel:
 
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
+    check_new_run(args.out, args.resume)
     torch.manual_seed(args.seed)
     model = make_model(args)
     dataset = args.dataset or PRESET_DATASET[args.preset]

@@ -298,6 +298,8 @@ class Trainer:
         epoch, step_in_epoch, bad_epochs = 0, 0, 0
         best_value: float | None = None
         pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
+        if self.run_dir is not None:
+            check_new_run(self.run_dir, resume)
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
             self._check_same_model()
             ckpt = load_checkpoint(self.run_dir / "last.safetensors")
@@ -465,6 +467,21 @@ class Trainer:
             "best_value": best_value,
             "bad_epochs": bad_epochs,
         }
+
+
+def check_new_run(run_dir: str | os.PathLike, resume: bool) -> None:
+    """Refuse to train into ``run_dir`` when it holds a run (``config.json`` and weights, its own
+    or its folds' or seeds') and ``resume`` is off: a second run would overwrite the first one's
+    weights, metrics and configuration. A folder whose run stopped before any weights were
+    saved (a bad option, say) is not one."""
+    run_dir = Path(run_dir)
+    if resume or not (run_dir / "config.json").is_file():
+        return
+    if next(run_dir.rglob("*.safetensors"), None) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds a trained run: continue it with --resume, or train into"
+            " another folder (delete this one to start over)"
+        )
 
 
 def read_run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:

@@ -203,3 +203,13 @@ def test_under_torchrun_each_process_gets_its_share_of_every_graph_batch(monkeyp
     assert all(len(b) == 2 for share in shares for b in share)
     assert [sorted(a + b) for a, b in zip(*shares, strict=True)] == expected
     assert not set(shares[0][0]) & set(shares[1][0])
+
+
+def test_training_into_a_trained_run_folder_needs_resume(toy_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "mlp"]
+    args += ["--folds", "2", "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"]
+    main(args)
+    assert main(args) == 2
+    assert "run already holds a trained run: continue it with --resume" in capsys.readouterr().err
+    main([*args, "--resume"])  # finished folds are read back

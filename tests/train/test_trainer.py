@@ -10,6 +10,7 @@ from energy_transformer.train import (
     EpochSampler,
     TrainConfig,
     Trainer,
+    check_new_run,
     load_checkpoint,
     load_run,
     make_loader,
@@ -224,3 +225,19 @@ def test_resume_refuses_a_run_of_another_model(tmp_path):
         trainer(8, None).fit(loader, resume=True)
     # The same model resumes (here: nothing left to do after its one epoch).
     assert trainer(16, {"width": 16}).fit(loader, resume=True).history[0]["epoch"] == 1
+
+
+def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    config = _config(epochs=1)
+    Trainer(toy_model(), mse_loss, config, tmp_path).fit(loader)
+    before = (tmp_path / "last.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a trained run: continue it with"):
+        Trainer(toy_model(seed=1), mse_loss, config, tmp_path).fit(loader)
+    assert (tmp_path / "last.safetensors").read_bytes() == before  # nothing was overwritten
+    # A run that stopped before saving weights (here: only its config) is no run to protect.
+    check_new_run(tmp_path / "empty", resume=False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    check_new_run(tmp_path / "empty", resume=False)
+    check_new_run(tmp_path, resume=True)
