@@ -349,6 +349,11 @@ class GraphEnergyTransformer(nn.Module):
             )
         if batch.x.shape[0] == 0:
             raise ValueError("empty batch: no nodes")
+        if batch.x.dim() != 2 or batch.x.shape[1] != self.embed.in_features:
+            raise ValueError(
+                f"node features have shape {tuple(batch.x.shape)} but the model expects"
+                f" (nodes, {self.embed.in_features})"
+            )
         if self.training:
             sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
             pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)

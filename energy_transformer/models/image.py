@@ -155,6 +155,17 @@ class MaskedImageModel(nn.Module):
                 f"images must have shape (batch, {', '.join(map(str, expected))}),"
                 f" got {tuple(images.shape)}"
             )
+        if not images.numel():
+            return
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or inf")
+        # Out-of-range pixels (0-255 images, say) would be normalised into silently wrong inputs.
+        low, high = images.min().item(), images.max().item()
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"images must have pixel values in [0, 1], got [{low:g}, {high:g}]"
+                " (divide 8-bit images by 255)"
+            )
 
     def patchify(self, images: Tensor) -> Tensor:
         """``(batch, C, H, W) -> (batch, patches, C * p * p)``, row-major grid, channel first."""

@@ -267,6 +267,9 @@ def test_errors_and_presets():
     batch = Batch.from_data_list([Data(x=torch.ones(3, 3), edge_index=path(3), num_nodes=3)])
     with pytest.raises(ValueError, match="apply LaplacianPE"):
         model(batch)
+    wide = LaplacianPE(model.pe_dim)(Data(x=torch.ones(3, 4), edge_index=path(3), num_nodes=3))
+    with pytest.raises(ValueError, match=r"shape \(3, 4\) but the model expects \(nodes, 3\)"):
+        model(Batch.from_data_list([wide]))
     with pytest.raises(ValueError, match="adjacency must be one of"):
         small_model(adjacency="fuzzy")
     with pytest.raises(ValueError, match="attention must be one of"):

@@ -183,6 +183,10 @@ def test_bad_inputs():
         model.complete(torch.rand(2, 3, 8, 8), torch.zeros(16, dtype=torch.bool))
     with pytest.raises(TypeError, match="floating-point"):
         model.loss(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"pixel values in \[0, 1\], got \[0, 255\]"):
+        model.loss(torch.linspace(0, 255, 128).reshape(2, 1, 8, 8))  # 8-bit values as floats
+    with pytest.raises(ValueError, match="images contain NaN or inf"):
+        model.loss(torch.full((2, 1, 8, 8), float("nan")))
     with pytest.raises(ValueError, match=r"patch mask must have shape \(2, 16\)"):
         model.complete(torch.rand(2, 1, 8, 8), torch.zeros(2, 15, dtype=torch.bool))
     with pytest.raises(TypeError, match="bool"):
