@@ -35,7 +35,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
-from energy_transformer.nn.sparse_attention import EdgeKeySets
+from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
 
 ADJACENCIES = ("hard", "soft")
 ATTENTIONS = ("edges", "dense")
@@ -142,6 +142,7 @@ def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[
     """
     if num_nodes < 1:
         raise ValueError("an empty graph has no Laplacian eigenvectors")
+    check_edge_index(edge_index, num_nodes)
     wanted = min(k + 1, num_nodes)
     if num_nodes <= _DENSE_EIGH_MAX or wanted >= num_nodes - 1:
         # One BLAS thread: threaded LAPACK on many small matrices is ~20x slower on a busy CPU.

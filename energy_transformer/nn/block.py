@@ -107,6 +107,12 @@ class EnergyTransformer(nn.Module):
         batch, tokens, dim = x.shape
         if dim != self.dim:
             raise ValueError(f"x has dim {dim} but the block was built with dim {self.dim}")
+        weights = self.attention.wq.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"x has dtype {x.dtype} but the block's weights are {weights}: convert one to"
+                " the other (block.to(dtype)), or run under torch.autocast"
+            )
         # A finite sum proves every entry finite in one reduction; only an overflowing sum
         # needs the elementwise check.
         if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():

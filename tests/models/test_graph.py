@@ -267,6 +267,8 @@ def test_errors_and_presets():
     batch = Batch.from_data_list([Data(x=torch.ones(3, 3), edge_index=path(3), num_nodes=3)])
     with pytest.raises(ValueError, match="apply LaplacianPE"):
         model(batch)
+    with pytest.raises(ValueError, match=r"node ids in \[0, 7\] but num_nodes is 5"):
+        LaplacianPE(4)(Data(x=torch.ones(5, 3), edge_index=torch.tensor([[0, 7], [7, 0]])))
     wide = LaplacianPE(model.pe_dim)(Data(x=torch.ones(3, 4), edge_index=path(3), num_nodes=3))
     with pytest.raises(ValueError, match=r"shape \(3, 4\) but the model expects \(nodes, 3\)"):
         model(Batch.from_data_list([wide]))

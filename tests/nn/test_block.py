@@ -371,6 +371,15 @@ def test_bad_construction(kwargs, match):
         EnergyTransformer(**{"dim": 4, "heads": 2, "head_dim": 3} | kwargs)
 
 
+def test_tokens_of_another_dtype_than_the_weights_need_autocast():
+    block = EnergyTransformer(8, 2, 4)  # float32 weights
+    x = torch.rand(1, 3, 8, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="x has dtype torch.bfloat16 but the block's weights are"):
+        block(x, steps=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x, steps=1).shape == (1, 3, 8)
+
+
 def test_zero_init_std_is_allowed_and_a_string_scale_is_not():
     block = EnergyTransformer(4, 2, 3, qk_init_std=0.0)
     assert not block.attention.wq.any() and not block.attention.wk.any()
