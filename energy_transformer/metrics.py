@@ -68,7 +68,7 @@ def _binary(x: ArrayLike, name: str = "labels") -> np.ndarray:
     bad = ~np.isin(arr, (0, 1))
     if bad.any():
         raise ValueError(
-            f"{name} must be binary (0 = normal, 1 = anomaly); found {arr[bad][0]!r} "
+            f"{name} must be binary (0 = normal, 1 = anomaly); found {arr[bad][0].item()!r} "
             f"at index {int(np.flatnonzero(bad)[0])}"
         )
     return arr.astype(np.int64)
