@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,12 @@ def results_markdown(results: list[RunResult], protocols: list[str], title: str)
 
 def train(args: argparse.Namespace) -> None:
     """``et train anomaly``: every chosen model, every seed, one results table per protocol."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every epoch is one full-batch step on one graph: nothing to split across processes.
+        raise ValueError(
+            "et train anomaly trains full-batch on one graph, so torchrun would only repeat it"
+            " in every process: run it as one process (seeds side by side: one process each)"
+        )
     protocols = _protocol_names(args.protocol)
     check_new_run(args.out, args.resume)
     data = load_gad(args.dataset, root=args.data)

@@ -120,3 +120,13 @@ def test_bad_arguments(data_root, tmp_path, capsys, monkeypatch):
     (tmp_path / "empty" / "config.json").write_text('{"task": "anomaly"}')
     assert main(["eval", str(tmp_path / "empty")]) == 2
     assert "no trained model (best.safetensors) under" in capsys.readouterr().err
+
+
+def test_torchrun_is_refused_with_a_reason(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(train_args(data_root, tmp_path / "r", "--seeds", "1")) == 2
+    assert "trains full-batch on one graph, so torchrun would only repeat it" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r").exists()
