@@ -109,6 +109,12 @@ class NodeEnergyTransformer(nn.Module):
             raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if (
+            isinstance(degree_buckets, bool)
+            or not isinstance(degree_buckets, int)
+            or (degree_buckets < 0)
+        ):
+            raise ValueError(f"degree_buckets must be an int >= 0, got {degree_buckets!r}")
         self.steps, self.alpha, self.gradient, self.noise_std = steps, alpha, gradient, noise_std
         self.self_loops, self.concat_input, self.dropout = self_loops, concat_input, dropout
         self.encoder = nn.Linear(in_dim, dim)

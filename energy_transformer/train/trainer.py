@@ -71,6 +71,13 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_epochs < 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError(
+                f"need warmup_epochs >= 0 and 0 <= min_lr <= lr, got {self.warmup_epochs},"
+                f" {self.min_lr}, {self.lr}"
+            )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         self.betas = tuple(self.betas)

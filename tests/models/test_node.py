@@ -88,6 +88,8 @@ def test_bad_inputs():
         model.energy_scores(x, ei, term="kinetic")
     with pytest.raises(ValueError, match="in_dim"):
         NodeEnergyTransformer(0)
+    with pytest.raises(ValueError, match="degree_buckets must be an int >= 0, got -2"):
+        NodeEnergyTransformer(3, degree_buckets=-2)
 
 
 def test_degree_buckets_enter_the_input_tokens():

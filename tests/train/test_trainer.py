@@ -241,3 +241,16 @@ def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
     (tmp_path / "empty" / "config.json").write_text("{}")
     check_new_run(tmp_path / "empty", resume=False)
     check_new_run(tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+        ({"warmup_epochs": -1.0}, "need warmup_epochs >= 0 and 0 <= min_lr <= lr"),
+        ({"min_lr": 1.0, "lr": 0.1}, "need warmup_epochs >= 0 and 0 <= min_lr <= lr"),
+    ],
+)
+def test_bad_optimisation_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _config(**kwargs)
