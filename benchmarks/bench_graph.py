@@ -272,6 +272,8 @@ def collect(outs: list[str]) -> list[dict[str, Any]]:
                     "max_nodes": meta.get("max_nodes"),
                 }
             )
+    if not rows:
+        raise ValueError(f"no finished run (DATASET-model/ with folds) under {', '.join(outs)}")
     return rows
 
 

@@ -613,8 +613,9 @@ def _row(out: Path, summary: CVSummary) -> dict[str, Any]:
     }
 
 
-def _load_fold_model(fold_dir: Path, device: torch.device) -> nn.Module:
-    state, config = load_run(fold_dir)
+def _load_fold_model(fold: Path, device: torch.device) -> nn.Module:
+    """A fold's model: its selected weights, or those of the checkpoint file ``fold``."""
+    state, config = load_run(fold)
     kwargs = dict(config["model"])
     model = build_model(kwargs.pop("name"), kwargs)
     model.load_state_dict(state)
@@ -643,10 +644,13 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
 def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``et eval RUN``: re-score every saved fold's selected model on its test split.
 
-    ``RUN`` is the folder written by ``et train graph`` (or one ``fold-XX`` inside it). Writes
+    ``RUN`` is the folder written by ``et train graph``, one ``fold-XX`` inside it, or a
+    checkpoint file of a fold (its weights instead of the selected ones). Writes
     ``RUN/eval.json`` (or ``--out``) and, for ET, the energy-descent plot.
     """
-    run_dir = Path(run_dir)
+    run_dir, weights = Path(run_dir), None
+    if run_dir.is_file():
+        run_dir, weights = run_dir.parent, run_dir
     if (run_dir / "split.json").is_file() and not (run_dir / "summary.json").is_file():
         fold_dirs, out = [run_dir], run_dir.parent
     else:
@@ -663,7 +667,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         if meta["model"] == "wl":
             results.append(saved)  # no weights: the kernel SVM is refitted by et train
             continue
-        model = _load_fold_model(fold_dir, device)
+        model = _load_fold_model(weights or fold_dir, device)
         test = [dataset[i] for i in split["test"]]
         saved.test_acc = accuracy(model, eval_loader(test, 64), device)
         results.append(saved)
@@ -684,7 +688,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
     if meta["model"] == "et":
-        model = _load_fold_model(fold_dirs[0], device)
+        model = _load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())
         for path in plot_energy(model, [dataset[i] for i in split["test"][:32]], dest):
             print(f"energy descent: {path}")

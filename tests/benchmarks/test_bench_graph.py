@@ -87,6 +87,9 @@ def test_benchmark_collect_reads_runs_back_and_refuses_a_cell_twice(toy_root, tm
         assert row["summary"].mean == pytest.approx(summary.mean)
     with pytest.raises(ValueError, match=r"a/TOY-mlp and .*b/TOY-mlp both hold TOY mlp"):
         bench.collect([str(a), str(b)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no finished run .* under .*empty"):
+        bench.collect([str(tmp_path / "empty")])
 
 
 def test_markdown_puts_et_first_whichever_dataset_sorts_first(toy_root, tmp_path, one_thread):

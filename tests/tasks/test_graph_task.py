@@ -71,6 +71,11 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
     saved = {f["fold"]: f["test_acc"] for f in summary["folds"]}
     assert {int(k): v for k, v in report["folds"].items()} == pytest.approx(saved)
     assert "| TOY |" in capsys.readouterr().out
+    if model == "mlp":  # a fold's checkpoint file: that file's weights, that fold's split
+        best = out / "fold-01" / "best.safetensors"
+        assert main(["eval", str(best), "--data", str(toy_root), "--out", str(tmp_path / "e")]) == 0
+        report = json.loads((tmp_path / "e" / "eval.json").read_text())
+        assert report["folds"] == {"1": pytest.approx(saved[1])}
 
 
 def test_resume_skips_finished_folds(toy_root, tmp_path, one_thread):
