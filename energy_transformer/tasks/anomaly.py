@@ -347,11 +347,15 @@ def plot_score_distributions(scores: dict[str, Tensor], labels: Tensor, path: Pa
 
 
 def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
-    """``et eval RUN``: re-score every saved model of ``RUN`` (or one ``RUN/<model>/seed<k>``)
-    on its split and redraw ET's figures."""
+    """``et eval RUN``: re-score every saved model of ``RUN`` (or one ``RUN/<model>/seed<k>``,
+    or one checkpoint file in it: that file's weights) on its split and redraw ET's figures."""
     run_dir = Path(run_dir)
-    runs = [run_dir] if (run_dir / "best.safetensors").is_file() else []
-    runs = runs or sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
+    if run_dir.is_file():
+        runs, run_dir = [run_dir], run_dir.parent
+    elif (run_dir / "best.safetensors").is_file():
+        runs = [run_dir]
+    else:
+        runs = sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
     if not runs:
         raise FileNotFoundError(f"no trained model (best.safetensors) under {run_dir}")
     out = Path(args.out) if getattr(args, "out", None) else run_dir
@@ -361,11 +365,12 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
         model, data, split, config = _load_model_run(run, args.data, args.device)
         with torch.no_grad():
             metrics = score_split(anomaly_scores(model, data), data.y, split)
-        name = f"{config['model']['name']}/{run.name}"
+        seed = run.parent.name if run.is_file() else run.name
+        name = f"{config['model']['name']}/{seed}"
         rows[name] = {k: v for k, v in metrics.items() if k.startswith("test_")}
         print(name, " ".join(f"{k}={v:.4f}" for k, v in rows[name].items()))
         if config["model"]["name"] == "et":
-            for path in figures(run, out / "figures" / run.name, args.data):
+            for path in figures(run, out / "figures" / seed, args.data):
                 print(f"figure: {path}")
     _write_json(out / "eval.json", rows)
     print(f"wrote {out / 'eval.json'}")

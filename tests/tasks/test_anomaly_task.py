@@ -61,6 +61,10 @@ def test_train_then_eval(data_root, tmp_path, capsys):
         assert row["test_auroc"] == pytest.approx(run["metrics"]["gadbench"]["auroc"], abs=1e-6)
         assert row["test_auprc"] == pytest.approx(run["metrics"]["gadbench"]["auprc"], abs=1e-6)
     assert (out / "figures" / "seed0" / "energy_descent.png").is_file()
+    # One checkpoint file: its weights, its seed's split.
+    main(["eval", str(out / "gcn" / "seed0" / "best.safetensors"), "--out", str(tmp_path / "e")])
+    row = json.loads((tmp_path / "e" / "eval.json").read_text())["gcn/seed0"]
+    assert row == evaluated["gcn/seed0"]
 
 
 def test_file_splits_and_resume(data_root, tmp_path):
