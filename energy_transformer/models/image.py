@@ -9,6 +9,7 @@ middle with one ET block run for ``steps`` steps. The ViT baseline
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +158,11 @@ class MaskedImageModel(nn.Module):
             )
         if not images.numel():
             return
-        if not torch.isfinite(images).all():
+        # One pass (and one device sync): NaN propagates into both extremes, inf into one.
+        low, high = torch.stack(torch.aminmax(images)).tolist()
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError("images contain NaN or inf")
         # Out-of-range pixels (0-255 images, say) would be normalised into silently wrong inputs.
-        low, high = images.min().item(), images.max().item()
         if low < 0.0 or high > 1.0:
             raise ValueError(
                 f"images must have pixel values in [0, 1], got [{low:g}, {high:g}]"

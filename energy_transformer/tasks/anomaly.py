@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,12 @@ from energy_transformer.protocols.gad import (
     stratified_split,
     summarize,
 )
-from energy_transformer.train import check_new_run, load_run, resolve_device
+from energy_transformer.train import (
+    check_new_run,
+    launched_world_size,
+    load_run,
+    resolve_device,
+)
 
 PROTOCOL_CHOICES = (*PROTOCOLS, "both")
 
@@ -194,7 +198,7 @@ def results_markdown(results: list[RunResult], protocols: list[str], title: str)
 
 def train(args: argparse.Namespace) -> None:
     """``et train anomaly``: every chosen model, every seed, one results table per protocol."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         # Every epoch is one full-batch step on one graph: nothing to split across processes.
         raise ValueError(
             "et train anomaly trains full-batch on one graph, so torchrun would only repeat it"

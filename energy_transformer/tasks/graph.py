@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +48,8 @@ from energy_transformer.train import (
     TrainConfig,
     Trainer,
     check_new_run,
+    config_changes,
+    launched_world_size,
     load_run,
     make_loader,
     resolve_device,
@@ -135,7 +136,7 @@ def train_loader(
     Under ``torchrun`` ``batch_size`` is the global batch: each process gets its share of every
     batch (:func:`~energy_transformer.train.make_loader`'s sampler, seeded by ``seed``)."""
     graphs = list(graphs)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         if buckets:
             raise ValueError(
                 "size-bucketed batches (padded dense attention) are not split across processes;"
@@ -431,12 +432,7 @@ def _check_same_setting(out_dir: Path, meta: dict[str, Any]) -> None:
         before = json.loads(saved.read_text())["extra"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{saved} is not a run config ({err}); cannot resume from it") from None
-    now = json.loads(json.dumps(meta, default=str))  # tuples as lists, as saved
-    changed = [
-        f"{k}: {before.get(k)} -> {now.get(k)}"
-        for k in _SETTING_KEYS
-        if before.get(k) != now.get(k)
-    ]
+    changed = [f"{k}: {a} -> {b}" for k, a, b in config_changes(before, meta, _SETTING_KEYS)]
     if changed:
         raise ValueError(
             f"{out_dir} holds a run with other settings ({'; '.join(changed)}): resume it with"

@@ -32,9 +32,15 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def launched_world_size() -> int:
+    """How many processes ``torchrun`` started (``WORLD_SIZE``), known before the process group
+    is joined; 1 outside ``torchrun``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: torch.device) -> bool:
     """Join the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if launched_world_size() <= 1 or dist.is_initialized():
         return dist.is_initialized()
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":

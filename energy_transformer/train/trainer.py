@@ -252,10 +252,9 @@ class Trainer:
         if not (self.run_dir / "config.json").is_file() or not self.model_config:
             return
         saved = read_run_config(self.run_dir)[1].get("model") or {}
-        current = json.loads(json.dumps(self.model_config, default=str))
-        changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        changed = config_changes(saved, self.model_config)
         if saved and changed:
-            what = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+            what = ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
             raise CheckpointError(
                 f"{self.run_dir} holds a run of another model ({what}): resume it with the"
                 " settings it was started with, or train into another folder"
@@ -474,6 +473,16 @@ class Trainer:
             "best_value": best_value,
             "bad_epochs": bad_epochs,
         }
+
+
+def config_changes(
+    saved: dict[str, Any], current: dict[str, Any], keys: Iterable[str] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for each of ``keys`` (default: all) that differs,
+    ``current`` taken through JSON as ``config.json`` stores it (tuples become lists)."""
+    current = json.loads(json.dumps(current, default=str))
+    keys = sorted(saved.keys() | current.keys()) if keys is None else keys
+    return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
 
 
 def check_new_run(run_dir: str | os.PathLike, resume: bool) -> None:
