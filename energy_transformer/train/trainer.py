@@ -485,15 +485,20 @@ def config_changes(
     return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
 
 
+# What a finished (or partly finished) run leaves: weights, a fold's result, a run's results.
+_RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")
+
+
 def check_new_run(run_dir: str | os.PathLike, resume: bool) -> None:
-    """Refuse to train into ``run_dir`` when it holds a run (``config.json`` and weights, its own
-    or its folds' or seeds') and ``resume`` is off: a second run would overwrite the first one's
-    weights, metrics and configuration. A folder whose run stopped before any weights were
-    saved (a bad option, say) is not one."""
+    """Refuse to train into ``run_dir`` when it holds a run (``config.json`` and weights or
+    results, its own or its folds' or seeds') and ``resume`` is off: a second run would
+    overwrite the first one's weights, metrics and configuration. Results count too: a
+    weight-free model (WL kernel, random forest) leaves only them. A folder whose run stopped
+    before saving either (a bad option, say) is not one."""
     run_dir = Path(run_dir)
     if resume or not (run_dir / "config.json").is_file():
         return
-    if next(run_dir.rglob("*.safetensors"), None) is not None:
+    if any(next(run_dir.rglob(pattern), None) is not None for pattern in _RUN_OUTPUTS):
         raise FileExistsError(
             f"{run_dir} already holds a trained run: continue it with --resume, or train into"
             " another folder (delete this one to start over)"

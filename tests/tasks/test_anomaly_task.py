@@ -134,3 +134,16 @@ def test_torchrun_is_refused_with_a_reason(data_root, tmp_path, capsys, monkeypa
         capsys.readouterr().err
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_finished_run_of_a_weight_free_model_needs_resume(
+    data_root, tmp_path, capsys, monkeypatch
+):
+    # RF-Graph saves no weights: its results alone must keep a second run from overwriting it.
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    args = train_args(data_root, tmp_path / "r", "--model", "rf-graph", "--seeds", "1")
+    assert main(args) == 0
+    before = (tmp_path / "r" / "results.json").read_text()
+    assert main(args) == 2
+    assert "already holds a trained run: continue it with --resume" in capsys.readouterr().err
+    assert (tmp_path / "r" / "results.json").read_text() == before

@@ -210,9 +210,12 @@ def test_under_torchrun_each_process_gets_its_share_of_every_graph_batch(monkeyp
     assert not set(shares[0][0]) & set(shares[1][0])
 
 
-def test_training_into_a_trained_run_folder_needs_resume(toy_root, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("model", ["mlp", "wl"])  # the WL kernel leaves results, no weights
+def test_training_into_a_trained_run_folder_needs_resume(
+    toy_root, tmp_path, capsys, monkeypatch, model
+):
     monkeypatch.delenv("ET_DEBUG", raising=False)
-    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "mlp"]
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", model]
     args += ["--folds", "2", "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"]
     main(args)
     assert main(args) == 2
