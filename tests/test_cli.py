@@ -42,4 +42,5 @@ def test_complete_with_a_run_of_another_task_says_so(tmp_path, capsys):
     run.mkdir()
     (run / "config.json").write_text('{"task": "graph"}')
     assert main(["complete", str(run), str(tmp_path / "shirt.png")]) == 2
-    assert f"et: error: {run} is a 'graph' run, not an image run" in capsys.readouterr().err
+    message = f"et: error: {run} holds a run of task 'graph'; this command needs task 'image'"
+    assert message in capsys.readouterr().err

@@ -41,7 +41,6 @@ from energy_transformer.train import (
     check_new_run,
     load_run,
     make_loader,
-    read_run_config,
     resolve_device,
 )
 from energy_transformer.train.checkpoint import save_checkpoint
@@ -321,10 +320,7 @@ def train(args: argparse.Namespace) -> Path:
 
 def load_model(run: Path, device: Any = "cpu") -> tuple[MaskedImageModel, dict[str, Any]]:
     """The model of a run folder (or checkpoint file) and its ``config.json``."""
-    task = read_run_config(run)[1].get("task")
-    if task != "image":  # checked before the weights are looked for
-        raise ValueError(f"{run} is a {task!r} run, not an image run")
-    state, config = load_run(run)
+    state, config = load_run(run, task="image")
     model = build_model(config["model"])
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval(), config

@@ -524,13 +524,20 @@ def read_run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     return folder, config
 
 
-def load_run(run: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_run(
+    run: str | os.PathLike, task: str | None = None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights and ``config.json`` of a run folder (best weights if selected, else last).
 
-    ``run`` may also be a checkpoint file inside a run folder.
+    ``run`` may also be a checkpoint file inside a run folder. With ``task``, a run of another
+    task is refused before its weights are looked for.
     """
     run = Path(run)
     folder, config = read_run_config(run)
+    if task is not None and config.get("task") != task:
+        raise ValueError(
+            f"{run} holds a run of task {config.get('task')!r}; this command needs task {task!r}"
+        )
     if run.is_file():
         weights = run
     else:
