@@ -5,14 +5,20 @@ encodings) and one learnable CLS token connected to every node. Attention is res
 adjacency; the class is read from the final CLS token:
 
 .. math::
-    x^{(0)} = [\,\mathrm{CLS};\; W_x x_v + W_p\, (s \odot \phi_v)\,]_{v \in V}, \qquad
-    x^{(T)} = \mathrm{ET}^{T}(x^{(0)}), \qquad \hat y = W_o\, \mathrm{LN}(x^{(T)}_{\mathrm{CLS}})
+    x^{(0)} = [\,\mathrm{CLS};\; W_x x_v + b_x + W_p\, (s \odot \phi_v) + b_p\,]_{v \in V},
+    \qquad x^{(T)} = \mathrm{ET}^{T}(x^{(0)}), \qquad
+    \hat y = W_o\, \mathrm{LN}(x^{(T)}_{\mathrm{CLS}}) + b_o
 
 where :math:`x_v` are the node features (continuous columns standardised with training-graph
 statistics, :class:`~energy_transformer.models.features.FeatureScaler`),
-:math:`\phi_v \in \mathbb{R}^k` holds the :math:`k` smallest non-trivial eigenvectors of
-:math:`L = I - D^{-1/2} A D^{-1/2}` at node :math:`v` and :math:`s \in \{\pm 1\}^k` is a random
-sign per graph and eigenvector during training (an eigenvector's sign is arbitrary).
+:math:`\phi_v \in \mathbb{R}^k` holds the eigenvectors 2 to :math:`k + 1` (by ascending
+eigenvalue) of :math:`L = I - D^{-1/2} A D^{-1/2}` at node :math:`v` and
+:math:`s \in \{\pm 1\}^k` is a random sign per graph and eigenvector during training (an
+eigenvector's sign is arbitrary). On a connected graph those are the :math:`k` smallest
+non-trivial ones; a graph of :math:`c` components has :math:`c` zero eigenvalues, and the
+:math:`c - 1` null vectors after the first (component indicators scaled by
+:math:`D^{1/2}`) are kept, as in the usual Laplacian encodings. The optional degree embedding
+and MLP head (departures, below) add to :math:`x^{(0)}` and replace :math:`W_o`.
 
 Graphs of different sizes are padded to one batch (``to_dense_batch``); padding tokens are
 removed from every key set and contribute no energy, so a graph's prediction does not depend on
@@ -126,10 +132,12 @@ def _blas_controller() -> ThreadpoolController:
 
 
 def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[Tensor, Tensor]:
-    r"""The ``k`` smallest non-trivial eigenpairs of the symmetric normalised Laplacian.
+    r"""The ``k`` eigenpairs after the first of the symmetric normalised Laplacian.
 
-    The first eigenpair (eigenvalue 0) is skipped; a graph with fewer than ``k + 1`` nodes is
-    zero-padded (eigenvalue and eigenvector columns of 0).
+    The first eigenpair (eigenvalue 0) is skipped. On a graph of ``c > 1`` components the next
+    ``c - 1`` eigenvalues are 0 too: those null vectors (component indicators) are kept, since
+    they tell the components apart. A graph with fewer than ``k + 1`` nodes is zero-padded
+    (eigenvalue and eigenvector columns of 0).
 
     Args:
         edge_index: ``(2, edges)`` long.
@@ -250,7 +258,8 @@ class GraphEnergyTransformer(nn.Module):
         blocks: number of ET blocks (each with its own weights), run one after the other.
         steps: descent steps per block.
         alpha: step size.
-        noise_std: std of Gaussian noise added to the tokens after each step, training only.
+        noise_std: :math:`\sigma` of the noise :math:`\sqrt{\alpha}\,\sigma\,\varepsilon` added
+            to the tokens after each step, training only (see ``EnergyTransformer.forward``).
         adjacency: ``"hard"`` (mask: nodes attend neighbours and CLS) or ``"soft"``.
         attention: how the hard mask is computed: ``"edges"`` (an edge list over all the
             batch's tokens, no padding, O(edges); the default) or ``"dense"`` (padded

@@ -72,7 +72,8 @@ class NodeEnergyTransformer(nn.Module):
         dropout: dropout on the input embedding and in the classifier.
         gradient: ``"closed_form"`` or ``"autograd"`` (see
             :class:`~energy_transformer.nn.block.EnergyTransformer`).
-        noise_std: Langevin-like noise during training (released graph code: 0.02).
+        noise_std: :math:`\sigma` of Langevin-like noise during training,
+            :math:`\sqrt{\alpha}\,\sigma\,\varepsilon` per step (released graph code: 0.02).
         qk_init_std: init std of the attention weights; graphs train faster from a larger value
             than the image preset's 0.002.
         degree_buckets: add a learned embedding of each node's log2-bucketed in-degree to its

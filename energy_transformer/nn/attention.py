@@ -44,6 +44,10 @@ class DenseKeySets:
             ``key_padding_mask`` convention).
         exclude_self: remove :math:`B = C` from every key set (the paper's choice).
         dtype, device: of the additive bias.
+
+    Shapes:
+        - ``q``, ``k``: ``(batch, heads, N, head_dim)``; ``beta``: ``(heads,)``
+        - :meth:`energy`: ``(batch,)``; :meth:`neg_grad`: two tensors like ``q``
     """
 
     def __init__(
@@ -186,9 +190,9 @@ class EnergyAttention(nn.Module):
         K_{ahB} = \sum_j W^K_{ahj} g_{jB}, \qquad Q_{ahC} = \sum_j W^Q_{ahj} g_{jC}, \qquad
         A_{hBC} = \sum_a K_{ahB} Q_{ahC}
 
-        E_{att} = -\frac{1}{\beta}\sum_h \sum_C \log \sum_{B \in S(C)} \exp(\beta A_{hBC})
+        E_{att} = -\sum_h \frac{1}{\beta_h} \sum_C \log \sum_{B \in S(C)} \exp(\beta_h A_{hBC})
 
-    With :math:`\Omega_h = \operatorname{softmax}_{B \in S(C)}(\beta A_{hBC})` (rows = queries)
+    With :math:`\Omega_h = \operatorname{softmax}_{B \in S(C)}(\beta_h A_{hBC})` (rows = queries)
     the gradient has the closed form
 
     .. math::
@@ -196,8 +200,9 @@ class EnergyAttention(nn.Module):
             + \Omega_h^\top Q_h W^K_h\big)
 
     ordinary softmax attention whose values are :math:`K_h W^Q_h`, plus the same attention
-    transposed. :math:`\beta = 1/\sqrt{Y}` is fixed by default; ``learn_beta`` learns one per
-    head (as the released graph-classification code does).
+    transposed. :math:`\beta_h = \beta = 1/\sqrt{Y}` for every head by default (the spec's
+    single :math:`\beta`); ``learn_beta`` learns one per head (as the released
+    graph-classification code does).
 
     Args:
         dim: token dimension :math:`D`.

@@ -291,17 +291,19 @@ class EnergyTransformer(nn.Module):
         noise_std: float = 0.0,
         return_trajectory: bool = False,
     ) -> Tensor | tuple[Tensor, Trajectory]:
-        """Run ``steps`` steps of energy descent from tokens ``x``.
+        r"""Run ``steps`` steps of energy descent from tokens ``x``.
 
         Args:
             x: ``(batch, tokens, dim)`` tokens.
             steps: number of descent steps :math:`T` (0 returns ``x``).
-            alpha: step size :math:`\\alpha > 0`.
+            alpha: step size :math:`\alpha > 0`.
             mask, padding_mask: see the class docstring.
             keysets: prebuilt key sets (e.g. an edge list), instead of ``mask``.
             gradient: ``"closed_form"`` (fast) or ``"autograd"`` (reference).
-            noise_std: std of Langevin-like Gaussian noise added to the tokens after each step
-                (the released graph code uses 0.02; the paper uses none).
+            noise_std: :math:`\sigma` of Langevin-like noise: each step adds
+                :math:`\sqrt{\alpha}\,\sigma\,\varepsilon`, :math:`\varepsilon \sim
+                \mathcal N(0, I)`, to the tokens, the Euler-Maruyama form the released graph
+                code uses (with :math:`\sigma = 0.02`; the paper uses none).
             return_trajectory: also return a :class:`Trajectory` of tokens and energies.
 
         Returns:
@@ -347,7 +349,7 @@ class EnergyTransformer(nn.Module):
                 update = self._neg_grad_autograd(g, keysets, token_weight, weight)
                 x = x.add_(update, alpha=alpha) if inplace else torch.add(x, update, alpha=alpha)
             if noise_std > 0:
-                noise = noise_std * torch.randn_like(x)
+                noise = (alpha**0.5 * noise_std) * torch.randn_like(x)
                 if token_weight is not None:
                     noise = noise * token_weight
                 x = x.add_(noise) if inplace else x + noise

@@ -36,6 +36,8 @@ class HopfieldNetwork(nn.Module):
 
     Shapes:
         - ``xi``: ``(memories, dim)``
+        - input ``g``: ``(batch, tokens, dim)``; :meth:`energy`: ``(batch,)``;
+          :meth:`neg_grad`: ``(batch, tokens, dim)``
         - hidden ``h = g xi^T``: ``(batch, tokens, memories)``
         - ``token_weight``: optional ``(batch, tokens, 1)``, 0 for padding tokens
     """

@@ -35,7 +35,7 @@ class EdgeKeySets:
     convention) is in the graph.
 
     .. math::
-        E_{att} = -\frac{1}{\beta} \sum_h \sum_C \log \sum_{B \to C} \exp(\beta A_{hBC}),
+        E_{att} = -\sum_h \frac{1}{\beta_h} \sum_C \log \sum_{B \to C} \exp(\beta_h A_{hBC}),
         \qquad A_{hBC} = K_{hB} \cdot Q_{hC}
 
     The softmax over each node's incoming edges, :math:`\omega_{h,B \to C}`, gives the

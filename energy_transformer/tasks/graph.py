@@ -533,7 +533,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention", choices=("edges", "dense"), default=None, help="edge list or padded masks"
     )
-    parser.add_argument("--noise-std", type=float, default=None, help="Langevin-like noise")
+    parser.add_argument(
+        "--noise-std",
+        type=float,
+        default=None,
+        help="sigma of the Langevin-like noise sqrt(alpha) * sigma * N(0, I) of each training step",
+    )
     parser.add_argument(
         "--max-degree",
         type=int,

@@ -290,6 +290,17 @@ def test_noise_spares_padding_and_follows_the_seed():
     assert not torch.allclose(a, block(x, 2, 0.1, padding_mask=padding_mask))
 
 
+def test_noise_is_sqrt_alpha_sigma_per_step_as_in_the_released_code():
+    # x <- x - alpha dE/dg + sqrt(alpha) sigma eps: one step's noise is the difference from the
+    # noiseless step, whatever the energy.
+    block = make_block()
+    x = torch.randn(8, 64, 6, dtype=torch.float64)
+    with torch.no_grad():
+        noise = block(x, 1, 0.25, noise_std=0.5) - block(x, 1, 0.25)
+    assert abs(noise.std().item() - 0.25**0.5 * 0.5) < 0.02  # 3072 draws: std error ~0.003
+    assert abs(noise.mean().item()) < 0.02
+
+
 def test_bfloat16_energies_reported_in_float32():
     block = make_block(std=0.1).to(torch.bfloat16)
     x = torch.randn(2, 5, 6, dtype=torch.bfloat16)
