@@ -28,6 +28,7 @@ from torch_geometric.loader.dataloader import Collater
 from energy_transformer.data.tu import TUDataset, keep_first_nodes, load_tu
 from energy_transformer.files import write_text_atomic
 from energy_transformer.models.graph import (
+    ADJACENCIES,
     HEADS,
     PRESETS,
     TRAIN_PRESETS,
@@ -213,7 +214,7 @@ def make_fit_neural(
     graphs = dataset.graphs
     # Padded dense attention: batch graphs of similar size. Edge lists and GNNs need no padding.
     padded = name == "et" and (
-        config.get("adjacency") == "soft" or config.get("attention") == "dense"
+        config.get("adjacency", "hard") != "hard" or config.get("attention") == "dense"
     )
 
     def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -528,7 +529,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
     parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
     parser.add_argument(
-        "--adjacency", choices=("hard", "soft"), default=None, help="hard mask or learned soft"
+        "--adjacency",
+        choices=ADJACENCIES,
+        default=None,
+        help="hard mask, a learned bias per head on edges (soft) or the released code's weighting",
     )
     parser.add_argument(
         "--attention", choices=("edges", "dense"), default=None, help="edge list or padded masks"

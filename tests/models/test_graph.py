@@ -13,6 +13,7 @@ from energy_transformer.models.graph import (
     PRESETS,
     GraphEnergyTransformer,
     LaplacianPE,
+    ReleasedAdjacencyKeySets,
     SoftAdjacencyKeySets,
     build_graph_et,
     laplacian_eigenvectors,
@@ -121,6 +122,7 @@ def test_sign_flips_only_in_training():
         dict(),
         dict(attention="dense"),
         dict(adjacency="soft"),
+        dict(adjacency="released", blocks=2, steps=2),
         dict(blocks=2, steps=1, exclude_self=True, learn_beta=True),
         dict(blocks=2, steps=1, exclude_self=True, learn_beta=True, attention="dense"),
     ],
@@ -216,6 +218,84 @@ def test_soft_adjacency_keysets_gradient_matches_autograd():
     assert torch.equal(real[1], -1.3 * adjacency[0].double())
 
 
+def released_keys(exclude_self: bool = False) -> tuple:
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    weight[torch.rand(2, 3, 5, 5, generator=g) < 0.4] = 0.0  # pairs out of the key sets
+    weight[0, :, 4] = 0.0  # query 4 of sample 0 has no key at all
+    mixing = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    return ReleasedAdjacencyKeySets(weight, mixing, padding, exclude_self), weight, mixing, padding
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_released_adjacency_energy_is_the_formula(exclude_self):
+    keys, weight, mixing, padding = released_keys(exclude_self)
+    g = torch.Generator().manual_seed(2)
+    q, k = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    beta = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64)
+    expected = torch.zeros(2, dtype=torch.float64)
+    for b in range(2):
+        for out in range(3):
+            for c in range(5):
+                if padding[b, c]:
+                    continue
+                logits = [
+                    weight[b, out, c, key]
+                    * sum(mixing[h, out] * beta[h] * q[b, h, c] @ k[b, h, key] for h in range(3))
+                    for key in range(5)
+                    if weight[b, out, c, key] != 0
+                    and not padding[b, key]
+                    and not (exclude_self and key == c)
+                ]
+                if logits:
+                    expected[b] -= torch.logsumexp(torch.stack(logits), 0) / beta[out]
+    torch.testing.assert_close(keys.energy(q, k, beta), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_released_adjacency_closed_form_and_its_backward_match_autograd(exclude_self):
+    keys, weight, mixing, padding = released_keys(exclude_self)
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    beta = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (q, k, beta, weight, mixing)]
+    upstream = [torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2)]
+
+    def pulls(closed_form: bool) -> list[torch.Tensor]:
+        q_, k_, beta_, weight_, mixing_ = inputs
+        keysets = ReleasedAdjacencyKeySets(weight_, mixing_, padding, exclude_self)
+        if closed_form:
+            dq, dk = keysets.neg_grad(q_, k_, beta_)
+        else:
+            gq, gk = torch.autograd.grad(
+                keysets.energy(q_, k_, beta_).sum(), (q_, k_), create_graph=True
+            )
+            dq, dk = -gq, -gk
+        loss = (dq * upstream[0]).sum() + (dk * upstream[1]).sum()
+        return [dq, dk, *torch.autograd.grad(loss, inputs)]
+
+    for closed, auto in zip(pulls(True), pulls(False), strict=True):
+        torch.testing.assert_close(closed, auto, rtol=1e-10, atol=1e-12)
+    dq = pulls(True)[0]
+    assert (dq[1, :, 3:] == 0).all() and (dq[0, :, 4] == 0).all()  # padding, empty key set
+
+
+def test_released_adjacency_masks_non_edges_at_first_and_learns():
+    model = small_model(adjacency="released", blocks=2, steps=1)
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, label=1)])
+    x, allowed, _ = model.tokens(batch)
+    weight = model.pair_weights(x, allowed)
+    assert weight.shape == (2, 2, 6, 6)
+    # Zero offset at init (the released code's): non-edges weigh exactly 0, so are masked.
+    assert (weight[~allowed[:, None].expand_as(weight)] == 0).all()
+    assert (weight[allowed[:, None].expand_as(weight)] != 0).float().mean() > 0.9
+    torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+    for p in (model.head_mixing, model.adjacency_proj.weight, model.gram_conv.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert model.adjacency_proj.bias.grad.abs().sum() > 0  # how non-edges come to be attended
+
+
 def test_soft_edge_weight_is_learned():
     model = small_model(adjacency="soft")
     batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, label=1)])
@@ -223,8 +303,9 @@ def test_soft_edge_weight_is_learned():
     assert model.edge_weight.grad is not None and model.edge_weight.grad.abs().sum() > 0
 
 
-def test_energy_descends_in_eval():
-    model = small_model(alpha=0.02, steps=6, attention="dense").eval()
+@pytest.mark.parametrize("adjacency", ["hard", "released"])
+def test_energy_descends_in_eval(adjacency):
+    model = small_model(alpha=0.02, steps=6, attention="dense", adjacency=adjacency).eval()
     batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(7), 7, seed=1)])
     logits, trajectories = model(batch, return_trajectory=True)
     assert logits.shape == (2, 2) and len(trajectories) == 1
@@ -282,7 +363,7 @@ def test_errors_and_presets():
     assert len(released.blocks) == 4 and released.steps == 1 and released.noise_std == 0.02
     block = released.blocks[0]
     assert block.attention.wq.shape == (12, 64, 128) and block.hopfield.xi.shape == (512, 128)
-    assert released.edge_weight.shape == (4, 12)
+    assert released.adjacency == "released" and released.head_mixing.shape == (4, 12, 12)
     assert set(PRESETS) >= {"released", "paper", "cpu"}
     wide = small_model(qk_init_std=0.05, xi_init_std=0.1, dim=64, memories=256)
     assert 0.04 < float(wide.blocks[0].attention.wq.detach().std()) < 0.06

@@ -24,7 +24,7 @@ def toy_root(tmp_path) -> Path:
     return write_toy(tmp_path / "data")
 
 
-RELEASED_STYLE = ["--adjacency", "soft", "--blocks", "2", "--steps", "1", "--noise-std", "0.02"]
+RELEASED_STYLE = ["--adjacency", "released", "--blocks", "2", "--steps", "1", "--noise-std", "0.02"]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,7 @@ RELEASED_STYLE = ["--adjacency", "soft", "--blocks", "2", "--steps", "1", "--noi
     [
         ("et", []),
         ("et", RELEASED_STYLE),
+        ("et", ["--adjacency", "soft"]),
         ("et", ["--max-degree", "4", "--head", "mlp"]),
         ("gin", []),
         ("mlp", []),
@@ -58,10 +59,12 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         assert (out / "energy_descent.png").stat().st_size > 0
     if extra:  # the options reach the model and its saved config (et eval rebuilds it below)
         config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
+    if extra == ["--adjacency", "soft"]:
+        assert config["adjacency"] == "soft"
     if extra == ["--max-degree", "4", "--head", "mlp"]:
         assert config["max_degree"] == 4 and config["head"] == "mlp"
     if extra == RELEASED_STYLE:
-        assert config["adjacency"] == "soft" and config["blocks"] == 2
+        assert config["adjacency"] == "released" and config["blocks"] == 2
         assert config["steps"] == 1 and config["noise_std"] == 0.02
         assert (out / "energy_descent_block1.png").stat().st_size > 0
     capsys.readouterr()
