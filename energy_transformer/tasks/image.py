@@ -25,6 +25,7 @@ from energy_transformer.data.images import (
 )
 from energy_transformer.metrics import psnr
 from energy_transformer.models.image import (
+    TRAIN_PRESETS,
     ImageEnergyTransformer,
     MaskedImageModel,
     image_preset,
@@ -158,6 +159,10 @@ def masked_mse(
 # -- et train image ---------------------------------------------------------------------------
 
 
+# The presets whose training settings the help lists (mnist trains as fashion-mnist).
+PRESETS_SHOWN = ("imagenet", "fashion-mnist")
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -185,12 +190,32 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         " or the train/ + val/ root of a folder dataset",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/image"), help="run folder")
-    parser.add_argument("--epochs", type=int, default=10, help="passes over the training images")
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
+
+    def preset_default(key: str) -> str:
+        values = ", ".join(f"{name} {TRAIN_PRESETS[name][key]:g}" for name in PRESETS_SHOWN)
+        return f"; None: the preset's ({values})"
+
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training images" + preset_default("epochs"),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="global batch size" + preset_default("batch_size"),
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (AdamW)" + preset_default("lr")
+    )
     parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     parser.add_argument(
-        "--warmup-epochs", type=float, default=1.0, help="linear warm-up, then cosine decay"
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="linear warm-up, then cosine decay" + preset_default("warmup_epochs"),
     )
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm")
     parser.add_argument(
@@ -238,9 +263,17 @@ def make_model(args: argparse.Namespace) -> MaskedImageModel:
     return ImageEnergyTransformer(**config, gradient=args.gradient)
 
 
+def apply_training_preset(args: argparse.Namespace) -> None:
+    """Options left unset take the preset's training settings (:data:`TRAIN_PRESETS`)."""
+    for key, value in TRAIN_PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
     check_new_run(args.out, args.resume)
+    apply_training_preset(args)
     torch.manual_seed(args.seed)
     model = make_model(args)
     dataset = args.dataset or PRESET_DATASET[args.preset]

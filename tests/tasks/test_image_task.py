@@ -6,8 +6,13 @@ import torch
 from image_fixtures import fake_images, write_fake_mnist
 from test_official import official_arrays, save
 
-from energy_transformer.cli import main
-from energy_transformer.tasks.image import fixed_masks, load_model, masked_mse
+from energy_transformer.cli import build_parser, main
+from energy_transformer.tasks.image import (
+    apply_training_preset,
+    fixed_masks,
+    load_model,
+    masked_mse,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +32,16 @@ def run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train_tiny(data, out, 2)
     return out
+
+
+def test_unset_training_options_take_the_presets_and_flags_override_them(run):
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["epochs"] == 2 and train["lr"] == 3e-3 and train["warmup_epochs"] == 1.0
+    # The paper's ImageNet settings (spec §2.1), without building or training the model.
+    args = build_parser().parse_args(["train", "image", "--preset", "imagenet", "--lr", "1e-4"])
+    apply_training_preset(args)
+    assert (args.epochs, args.batch_size, args.warmup_epochs) == (100, 768, 2.0)
+    assert args.lr == 1e-4
 
 
 def test_train_writes_a_run(run):
