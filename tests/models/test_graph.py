@@ -225,15 +225,15 @@ def released_keys(exclude_self: bool = False) -> tuple:
     weight[0, :, 4] = 0.0  # query 4 of sample 0 has no key at all
     mixing = torch.randn(3, 3, generator=g, dtype=torch.float64)
     padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
-    return ReleasedAdjacencyKeySets(weight, mixing, padding, exclude_self), weight, mixing, padding
+    q, k = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    beta = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64)
+    keys = ReleasedAdjacencyKeySets(weight, mixing, padding, exclude_self)
+    return keys, weight, mixing, padding, q, k, beta
 
 
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_released_adjacency_energy_is_the_formula(exclude_self):
-    keys, weight, mixing, padding = released_keys(exclude_self)
-    g = torch.Generator().manual_seed(2)
-    q, k = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2))
-    beta = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64)
+    keys, weight, mixing, padding, q, k, beta = released_keys(exclude_self)
     expected = torch.zeros(2, dtype=torch.float64)
     for b in range(2):
         for out in range(3):
@@ -255,10 +255,8 @@ def test_released_adjacency_energy_is_the_formula(exclude_self):
 
 @pytest.mark.parametrize("exclude_self", [False, True])
 def test_released_adjacency_closed_form_and_its_backward_match_autograd(exclude_self):
-    keys, weight, mixing, padding = released_keys(exclude_self)
+    _, weight, mixing, padding, q, k, beta = released_keys(exclude_self)
     g = torch.Generator().manual_seed(3)
-    q, k = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2))
-    beta = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64)
     inputs = [t.clone().requires_grad_() for t in (q, k, beta, weight, mixing)]
     upstream = [torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(2)]
 
