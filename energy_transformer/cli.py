@@ -98,7 +98,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 # What a user can fix (an option's value, a missing or malformed file): one line naming the
 # problem and exit status 2, as for argparse's own errors; ET_DEBUG=1 keeps the traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+# A diverging run (FloatingPointError: the loss is NaN) is the user's settings, not a bug.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from energy_transformer.train import (
     check_new_run,
     load_run,
     make_loader,
+    read_run_config,
     resolve_device,
 )
 from energy_transformer.train.checkpoint import save_checkpoint
@@ -314,6 +315,8 @@ def train(args: argparse.Namespace) -> Path:
         "eval_size": args.eval_size,
         "batch_size": args.batch_size,
     }
+    if getattr(args, "demo", False):
+        extra["demo"] = True
     trainer = Trainer(
         model,
         masked_loss,
@@ -524,7 +527,12 @@ DEMO_MODEL: dict[str, Any] = {}
 def demo(args: argparse.Namespace) -> None:
     """``et demo``: train the fashion-mnist preset briefly, evaluate, write pictures."""
     out = Path(args.out)
+    resolve_device(args.device)  # a bad option must fail before anything is deleted
     if (out / "config.json").is_file():
+        if not read_run_config(out)[1].get("extra", {}).get("demo"):
+            raise FileExistsError(
+                f"{out} holds a run that et demo did not make; choose another --out"
+            )
         shutil.rmtree(out)  # a previous demo run: start over
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not a run folder; choose another --out")
@@ -560,6 +568,7 @@ def demo(args: argparse.Namespace) -> None:
         f"et demo: training the fashion-mnist preset on {DEMO['subset']} images for"
         f" {DEMO['epochs']} epochs, then scoring {DEMO['eval_size']} test images"
     )
+    train_args.demo = True  # recorded in config.json: the next et demo may start it over
     start = time.perf_counter()
     train(train_args)
     evaluate(out, argparse.Namespace(out=out, data=args.data, device=args.device))

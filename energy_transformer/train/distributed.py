@@ -17,9 +17,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: the GPU of this process (``LOCAL_RANK``) when CUDA is there, else the CPU."""
+    """``"auto"``: the GPU of this process (``LOCAL_RANK``) when CUDA is there, else the CPU.
+
+    Anything else must name a device this machine has: a ValueError says what is wrong."""
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(
+                f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto"
+            ) from err
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine")
+        if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s)")
+        return resolved
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from energy_transformer.files import atomic_path, write_text_atomic
+from energy_transformer.nn.checks import check_real
 from energy_transformer.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -69,17 +70,14 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_epochs < 0 or not 0 <= self.min_lr <= self.lr:
-            raise ValueError(
-                f"need warmup_epochs >= 0 and 0 <= min_lr <= lr, got {self.warmup_epochs},"
-                f" {self.min_lr}, {self.lr}"
-            )
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        check_real("lr", self.lr)
+        check_real("weight_decay", self.weight_decay, allow_zero=True)
+        check_real("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        check_real("min_lr", self.min_lr, allow_zero=True)
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be <= lr, got {self.min_lr} > {self.lr}")
+        if self.grad_clip is not None:
+            check_real("grad_clip", self.grad_clip)
         self.betas = tuple(self.betas)
 
 
@@ -201,6 +199,13 @@ class Trainer:
         }
 
     # -- files ------------------------------------------------------------------------------
+
+    def _kept_checkpoint(self) -> str:
+        """What a stopped run leaves to resume from, for its error message."""
+        last = None if self.run_dir is None else self.run_dir / "last.safetensors"
+        if last is not None and last.is_file():
+            return f"{last} is kept (--resume continues from it)"
+        return "no checkpoint was saved"
 
     def _write_config(self) -> None:
         if self.run_dir is None or not self.is_main:
@@ -364,8 +369,9 @@ class Trainer:
                         loss, logs = self.loss_fn(self.wrapped, batch)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
-                            f"loss is {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}"
-                            " (try a lower lr or gradient clipping); last checkpoint kept"
+                            f"training diverged: the loss is {loss.item()} at epoch {epoch + 1},"
+                            f" step {step_in_epoch + 1} (try a lower lr or gradient clipping);"
+                            f" {self._kept_checkpoint()}"
                         )
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -156,3 +157,21 @@ def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsy
     assert main(["demo", "--out", str(tmp_path / "mine"), "--data", str(data)]) == 2
     assert "exists and is not a run folder; choose another --out" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").is_file()
+
+
+def test_demo_never_deletes_a_run_it_did_not_make(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    trained = tmp_path / "trained"
+    shutil.copytree(run, trained)
+    assert main(["demo", "--out", str(trained), "--device", "bogus"]) == 2  # checked first
+    assert "unknown device 'bogus': use cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    assert main(["demo", "--out", str(trained), "--device", "cpu"]) == 2
+    assert "holds a run that et demo did not make" in capsys.readouterr().err
+    assert (trained / "best.safetensors").is_file()
+
+
+def test_a_diverging_run_ends_with_one_line_naming_it(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    train_tiny(data, tmp_path / "r", 1, "--lr", "1e10", "--grad-clip", "1e10")
+    err = capsys.readouterr().err
+    assert err.startswith("et: error: training diverged: the loss is") and err.count("\n") == 1

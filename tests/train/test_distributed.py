@@ -29,3 +29,14 @@ def test_torchrun_two_processes_equal_one_process_same_global_batch(tmp_path):
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
     # The two runs really trained: the weights moved away from their initialisation.
     assert not torch.allclose(single["0.weight"], toy_model().state_dict()["0.weight"])
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error():
+    from energy_transformer.train import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'gpu0': use cpu, cuda, cuda:N or auto"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1': CUDA is not available on this machine"):
+            resolve_device("cuda:1")
+    assert resolve_device("cpu") == torch.device("cpu")

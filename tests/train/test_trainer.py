@@ -107,7 +107,7 @@ def test_nan_loss_is_an_error_not_silent(tmp_path):
         loss, logs = mse_loss(model, batch)
         return loss * float("nan"), logs
 
-    with pytest.raises(FloatingPointError, match="loss is nan"):
+    with pytest.raises(FloatingPointError, match="diverged: the loss is nan .* no checkpoint was"):
         _fit(tmp_path, loss_fn=nan_loss)
 
 
@@ -246,9 +246,13 @@ def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
-        ({"warmup_epochs": -1.0}, "need warmup_epochs >= 0 and 0 <= min_lr <= lr"),
-        ({"min_lr": 1.0, "lr": 0.1}, "need warmup_epochs >= 0 and 0 <= min_lr <= lr"),
+        ({"weight_decay": -1.0}, "weight_decay must be finite and >= 0, got -1.0"),
+        ({"weight_decay": float("nan")}, "weight_decay must be finite and >= 0, got nan"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs must be finite and >= 0, got -1.0"),
+        ({"warmup_epochs": float("nan")}, "warmup_epochs must be finite and >= 0, got nan"),
+        ({"min_lr": 1.0, "lr": 0.1}, "min_lr must be <= lr, got 1.0 > 0.1"),
+        ({"lr": float("inf")}, "lr must be finite and > 0, got inf"),
+        ({"grad_clip": float("nan")}, "grad_clip must be finite and > 0, got nan"),
     ],
 )
 def test_bad_optimisation_settings(kwargs, match):
