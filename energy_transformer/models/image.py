@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from energy_transformer.nn import EnergyTransformer, Trajectory
 from energy_transformer.nn.attention import DenseKeySets
 from energy_transformer.nn.block import GRADIENTS
+from energy_transformer.nn.checks import check_positive_int, check_real
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -114,9 +115,10 @@ class MaskedImageModel(nn.Module):
             raise ValueError(
                 f"need 0 <= masked ({masked}) <= selected ({selected}) <= patches ({self.patches})"
             )
-        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        finite = all(math.isfinite(v) for v in (*mean, *std))
+        if len(mean) != channels or len(std) != channels or not finite or min(std) <= 0:
             raise ValueError(
-                f"mean and std need one value per channel ({channels}), std > 0;"
+                f"mean and std need one finite value per channel ({channels}), std > 0;"
                 f" got mean={mean}, std={std}"
             )
         if loss not in LOSSES:
@@ -156,8 +158,14 @@ class MaskedImageModel(nn.Module):
                 f"images must have shape (batch, {', '.join(map(str, expected))}),"
                 f" got {tuple(images.shape)}"
             )
-        if not images.numel():
-            return
+        if images.shape[0] == 0:
+            raise ValueError("images is an empty batch (shape (0, ...))")
+        weight_dtype = self.encoder.weight.dtype
+        if images.dtype != weight_dtype and not torch.is_autocast_enabled(images.device.type):
+            raise TypeError(
+                f"images are {images.dtype} but the model's weights are {weight_dtype}: convert"
+                " one of them (images.to(...) or model.to(...)) or use torch.autocast"
+            )
         # One pass (and one device sync): NaN propagates into both extremes, inf into one.
         low, high = torch.stack(torch.aminmax(images)).tolist()
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -200,6 +208,7 @@ class MaskedImageModel(nn.Module):
             ``(selected, masked)``, each ``(batch, patches)`` bool with ``masked`` a subset of
             ``selected``; every row has exactly ``self.selected`` and ``self.masked`` Trues.
         """
+        check_positive_int("batch", batch)
         gen_device = generator.device if generator is not None else device
         order = torch.rand(batch, self.patches, generator=generator, device=gen_device).argsort(1)
         ranks = order.argsort(1)  # rank of each patch in a random permutation
@@ -207,14 +216,14 @@ class MaskedImageModel(nn.Module):
         masked = ranks < self.masked
         return selected.to(device), masked.to(device)
 
-    def _check_mask(self, mask: Tensor, batch: int) -> Tensor:
+    def _check_mask(self, mask: Tensor, batch: int, name: str = "patch mask") -> Tensor:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-            raise TypeError("patch mask must be a bool tensor (True = masked patch)")
+            raise TypeError(f"{name} must be a bool tensor, one flag per patch")
         if mask.shape == (self.patches,):
             mask = mask.expand(batch, -1)
         if mask.shape != (batch, self.patches):
             raise ValueError(
-                f"patch mask must have shape ({batch}, {self.patches}) or ({self.patches},),"
+                f"{name} must have shape ({batch}, {self.patches}) or ({self.patches},),"
                 f" got {tuple(mask.shape)}"
             )
         return mask
@@ -255,6 +264,7 @@ class MaskedImageModel(nn.Module):
             raise ValueError("pass both selected and mask, or neither")
         if selected is None:
             selected, mask = self.sample_mask(images.shape[0], generator, images.device)
+        selected = self._check_mask(selected, images.shape[0], "selected")
         return self.patch_loss(self(images, mask), images, selected)
 
     def patch_loss(self, prediction: Tensor, images: Tensor, selected: Tensor) -> Tensor:
@@ -346,8 +356,7 @@ class ImageEnergyTransformer(MaskedImageModel):
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+        check_real("alpha", alpha)
         self.config = {
             "image_size": image_size,
             "patch_size": patch_size,

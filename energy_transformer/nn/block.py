@@ -317,6 +317,12 @@ class EnergyTransformer(nn.Module):
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
         weight = self._stacked_weight()
         batch, tokens, dim = x.shape
+        if batch == 0 or tokens == 0:  # an empty batch, or samples without tokens: nothing moves
+            if not return_trajectory:
+                return x.clone()
+            terms = self._report_energy(self.norm(x), keysets, token_weight, weight)
+            repeated = EnergyTerms(*(t.expand(steps + 1, *t.shape).clone() for t in terms))
+            return x.clone(), Trajectory(x.expand(steps + 1, *x.shape).clone(), repeated)
         # Without autograd nothing needs the old tokens: update one copy of x in place and
         # reuse one projection buffer for every step.
         inplace = _inplace_ok(x)

@@ -23,6 +23,7 @@ from energy_transformer.data.images import (
     load_image_file,
     load_mnist,
 )
+from energy_transformer.files import write_text_atomic
 from energy_transformer.metrics import psnr
 from energy_transformer.models.image import (
     TRAIN_PRESETS,
@@ -609,6 +610,7 @@ def convert_official(args: argparse.Namespace) -> None:
     """``et convert-official NPZ OUT``: the released .npz layout to a run folder of ours."""
     from energy_transformer.official import from_official_npz
 
+    check_new_run(args.out, resume=False)
     model = from_official_npz(
         args.npz,
         steps=args.steps,
@@ -624,7 +626,7 @@ def convert_official(args: argparse.Namespace) -> None:
         "train": {},
         "extra": {"source": str(args.npz), "dataset": args.dataset, "data": None},
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2) + "\n")
     save_checkpoint(out / "last.safetensors", model.state_dict(), meta={"source": str(args.npz)})
     n = sum(p.numel() for p in model.parameters())
     c = model.config

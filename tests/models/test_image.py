@@ -197,8 +197,22 @@ def test_bad_inputs():
         tiny(masked=10, selected=9)
     with pytest.raises(ValueError, match="gradient"):
         tiny(gradient="numeric")
-    with pytest.raises(ValueError, match="one value per channel"):
+    with pytest.raises(ValueError, match="one finite value per channel"):
         tiny(mean=(0.1, 0.2))
+    with pytest.raises(ValueError, match="one finite value per channel"):
+        tiny(mean=(float("nan"),))
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        tiny(alpha=float("inf"))
+    images = torch.rand(2, 1, 8, 8)
+    with pytest.raises(TypeError, match="images are torch.float64 but the model's weights are"):
+        model.complete(images.double(), torch.zeros(16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="empty batch"):
+        model.complete(images[:0], torch.zeros(16, dtype=torch.bool))
+    selected, mask = model.sample_mask(2)
+    with pytest.raises(ValueError, match=r"selected must have shape \(2, 16\)"):
+        model.loss(images, selected[:1], mask)
+    with pytest.raises(ValueError, match="batch must be a positive int, got -1"):
+        model.sample_mask(-1)
 
 
 def test_embeddings_are_not_weight_decayed_by_the_trainer():

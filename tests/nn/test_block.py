@@ -416,3 +416,14 @@ def test_autocast_keeps_the_token_dtype(grad_enabled, gradient):
         out = block(x, 3, 0.1, gradient=gradient)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 6), (2, 0, 6)])
+def test_an_empty_batch_or_no_tokens_descends_to_itself(shape):
+    block = make_block()
+    x = torch.randn(*shape, dtype=torch.float64)
+    torch.testing.assert_close(block(x, 3, 0.1), x)
+    y, trajectory = block(x, 3, 0.1, return_trajectory=True)
+    assert trajectory.tokens.shape == (4, *shape)
+    assert trajectory.energies.total.shape == (4, shape[0])
+    assert (trajectory.energies.total == 0).all()

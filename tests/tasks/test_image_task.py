@@ -117,6 +117,17 @@ def test_convert_official(tmp_path):
     torch.testing.assert_close(model.encoder.weight, torch.from_numpy(arrays["Wenc"].T).float())
 
 
+def test_convert_official_never_overwrites_a_run(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    trained = tmp_path / "trained"
+    shutil.copytree(run, trained)
+    before = (trained / "last.safetensors").read_bytes()
+    npz = save(tmp_path / "released.npz", official_arrays())
+    assert main(["convert-official", str(npz), str(trained)]) == 2
+    assert "already holds a trained run" in capsys.readouterr().err
+    assert (trained / "last.safetensors").read_bytes() == before
+
+
 def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ET_DEBUG", raising=False)
     assert (
