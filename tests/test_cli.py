@@ -44,3 +44,21 @@ def test_complete_with_a_run_of_another_task_says_so(tmp_path, capsys):
     assert main(["complete", str(run), str(tmp_path / "shirt.png")]) == 2
     message = f"et: error: {run} holds a run of task 'graph'; this command needs task 'image'"
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("found", "command"),
+    [
+        ("graph", ["train", "image"]),
+        ("image", ["train", "anomaly", "--dataset", "tolokers"]),
+        ("anomaly", ["train", "graph", "--dataset", "MUTAG"]),
+    ],
+)
+def test_resume_into_a_run_of_another_task_is_refused(tmp_path, capsys, found, command):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = f'{{"task": "{found}"}}'
+    (run / "config.json").write_text(config)
+    assert main([*command, "--out", str(run), "--resume", "--data", str(tmp_path)]) == 2
+    assert f"holds a run of task '{found}', not '{command[1]}'" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == config  # left as it was

@@ -205,7 +205,7 @@ def train(args: argparse.Namespace) -> None:
             " in every process: run it as one process (seeds side by side: one process each)"
         )
     protocols = _protocol_names(args.protocol)
-    check_new_run(args.out, args.resume)
+    check_new_run(args.out, args.resume, task="anomaly")
     data = load_gad(args.dataset, root=args.data)
     cfg = _config(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -342,10 +342,12 @@ def cross_validate(
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     hp = TRAIN_PRESETS[preset]
     et_overrides = overrides if model == "et" else None
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:  # before the data are read: a refused folder costs nothing
+        check_new_run(out_dir, resume, task="graph")
     if dataset is None:
         pe_dim = {**PRESETS[preset], **(overrides or {})}["pe_dim"]
         dataset = prepare_dataset(dataset_name, root, model, max_nodes, pe_dim)
-    out_dir = Path(out) if out is not None else None
     meta: dict[str, Any] = {
         "dataset": dataset.name,
         "model": model,
@@ -396,7 +398,6 @@ def cross_validate(
             {"protocol": protocol, "preset": preset, "seed": seed},
         )
     if out_dir is not None:
-        check_new_run(out_dir, resume)
         if resume:
             _check_same_setting(out_dir, meta)
         run_config = {"task": "graph", "model": {"name": model}, "extra": meta}

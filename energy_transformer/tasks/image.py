@@ -274,7 +274,7 @@ def apply_training_preset(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
-    check_new_run(args.out, args.resume)
+    check_new_run(args.out, args.resume, task="image")
     apply_training_preset(args)
     torch.manual_seed(args.seed)
     model = make_model(args)

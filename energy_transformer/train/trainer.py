@@ -310,7 +310,7 @@ class Trainer:
         best_value: float | None = None
         pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
         if self.run_dir is not None:
-            check_new_run(self.run_dir, resume)
+            check_new_run(self.run_dir, resume, self.task)
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
             self._check_same_model()
             ckpt = load_checkpoint(self.run_dir / "last.safetensors")
@@ -495,14 +495,24 @@ def config_changes(
 _RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")
 
 
-def check_new_run(run_dir: str | os.PathLike, resume: bool) -> None:
+def check_new_run(run_dir: str | os.PathLike, resume: bool, task: str | None = None) -> None:
     """Refuse to train into ``run_dir`` when it holds a run (``config.json`` and weights or
     results, its own or its folds' or seeds') and ``resume`` is off: a second run would
     overwrite the first one's weights, metrics and configuration. Results count too: a
     weight-free model (WL kernel, random forest) leaves only them. A folder whose run stopped
-    before saving either (a bad option, say) is not one."""
+    before saving either (a bad option, say) is not one.
+
+    With ``task``, resuming a run of another task is refused too: it would rewrite that run's
+    ``config.json`` and leave it unreadable by its own task."""
     run_dir = Path(run_dir)
-    if resume or not (run_dir / "config.json").is_file():
+    if not (run_dir / "config.json").is_file():
+        return
+    if resume:
+        if task is not None and (found := read_run_config(run_dir)[1].get("task")) != task:
+            raise FileExistsError(
+                f"{run_dir} holds a run of task {found!r}, not {task!r}: --resume cannot"
+                " continue it; train into another folder"
+            )
         return
     if any(next(run_dir.rglob(pattern), None) is not None for pattern in _RUN_OUTPUTS):
         raise FileExistsError(

@@ -70,7 +70,8 @@ def test_resume_at_epoch_boundary_continues_the_schedule(tmp_path):
         return {"val": 0.0}
 
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    trainer = Trainer(toy_model(dropout=0.3), mse_loss, _config(epochs=4), tmp_path / "half")
+    config = _config(epochs=4)
+    trainer = Trainer(toy_model(dropout=0.3), mse_loss, config, tmp_path / "half", task="toy")
     with pytest.raises(RuntimeError, match="simulated kill"):
         trainer.fit(loader, evaluate=evaluate)
     assert load_checkpoint(tmp_path / "half" / "last.safetensors").meta["epoch"] == 2
