@@ -4,7 +4,7 @@ Two public layouts are read:
 
 - GADBench / heterophilous-graphs ``.npz`` (Tolokers, Reddit): ``node_features (N, F)``,
   ``node_labels (N,)``, ``edges (E, 2)`` and optional ``train_masks``/``val_masks``/``test_masks``
-  ``(splits, N)`` bool.
+  ``(splits, N)`` bool (or 0/1), all three or none, disjoint within each split.
 - CARE-GNN / DGL fraud ``.mat`` (YelpChi, Amazon), read with :func:`scipy.io.loadmat`:
   ``features`` (sparse ``(N, F)``), ``label`` ``(1, N)``, ``homo`` (sparse ``(N, N)`` adjacency of
   all relations) and one sparse adjacency per relation (``net_rur``, ``net_rtr``, ``net_rsr`` for
@@ -19,8 +19,11 @@ Every loader returns a :class:`torch_geometric.data.Data` with ``x`` float32 ``(
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from energy_transformer.data.paths import RemoteFile, locate
 from energy_transformer.files import read_npz
 
 AMAZON_UNLABELED = 3305
+SPLIT_MASKS = ("train_masks", "val_masks", "test_masks")
 FRAUD_RELATIONS = {
     "yelpchi": ("net_rur", "net_rtr", "net_rsr"),
     "amazon": ("net_upu", "net_usu", "net_uvu"),
@@ -75,11 +79,81 @@ def _graph(x: Tensor, edge_index: Tensor, y: Tensor, source: Path, **extra: Tens
     return Data(x=x, edge_index=edge_index, y=y, label_mask=label_mask, **extra)
 
 
+def _mask_bool(mask: np.ndarray, name: str, source: str) -> np.ndarray:
+    """``mask`` as bool; only bool or 0/1 integers are masks (a float cast would hide junk)."""
+    if mask.dtype == np.bool_:
+        return mask
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(
+            f"{source}: {name} must be boolean or 0/1 integers, got dtype {mask.dtype}"
+        )
+    values = np.unique(mask)
+    if not np.isin(values, (0, 1)).all():
+        raise ValueError(
+            f"{source}: {name} must be boolean or 0/1 integers, found values {values[:5].tolist()}"
+        )
+    return mask.astype(bool)
+
+
+def check_split_masks(
+    masks: Mapping[str, Any], num_nodes: int | None, source: str
+) -> dict[str, Tensor]:
+    """Validate a dataset's own splits: ``train_masks``, ``val_masks``, ``test_masks``.
+
+    Args:
+        masks: a mapping that may hold the three masks, each ``(splits, N)`` or ``(N,)``, bool
+            or 0/1 integers (numpy arrays or tensors); ``None`` counts as absent.
+        num_nodes: ``N``, when known.
+        source: the file (or dataset) named in errors.
+
+    Returns:
+        ``{}`` when none is present, else the three as ``(splits, N)`` bool tensors.
+
+    Raises:
+        ValueError: only some present, not bool / 0-1, shapes that differ, or a node in two
+            parts of one split (test metrics on training nodes).
+    """
+    present = [k for k in SPLIT_MASKS if masks.get(k) is not None]
+    if not present:
+        return {}
+    if len(present) < len(SPLIT_MASKS):
+        missing = [k for k in SPLIT_MASKS if k not in present]
+        raise ValueError(
+            f"{source}: has {', '.join(present)} but not {missing}; split masks come as"
+            " train_masks, val_masks and test_masks together"
+        )
+    arrays = {}
+    for name in SPLIT_MASKS:
+        raw = masks[name]
+        raw = np.asarray(raw.cpu() if isinstance(raw, Tensor) else raw)
+        mask = np.atleast_2d(_mask_bool(raw, name, source))
+        if mask.ndim != 2 or (num_nodes is not None and mask.shape[1] != num_nodes):
+            raise ValueError(
+                f"{source}: {name} must be (splits, {num_nodes or 'N'}), got {raw.shape}"
+            )
+        arrays[name] = mask
+    shapes = [arrays[k].shape for k in SPLIT_MASKS]
+    if len(set(shapes)) > 1:
+        raise ValueError(
+            f"{source}: train_masks, val_masks and test_masks must have one shape, got"
+            f" {', '.join(map(str, shapes))}"
+        )
+    for a, b in itertools.combinations(SPLIT_MASKS, 2):
+        both = arrays[a] & arrays[b]
+        if both.any():
+            split, node = (int(i[0]) for i in np.nonzero(both))
+            raise ValueError(
+                f"{source}: split {split}: {a} and {b} overlap on {int(both[split].sum())}"
+                f" node(s) (first: node {node})"
+            )
+    return {k: torch.from_numpy(m.copy()) for k, m in arrays.items()}
+
+
 def load_npz_graph(path: str | os.PathLike) -> object:
     """Read the GADBench ``.npz`` layout (see the module docstring) into a PyG ``Data``.
 
     Split masks, when present, become ``train_masks``/``val_masks``/``test_masks``
-    ``(splits, N)`` bool attributes.
+    ``(splits, N)`` bool attributes, checked by :func:`check_split_masks`.
     """
     path = Path(path)
     arrays = read_npz(path)
@@ -95,14 +169,7 @@ def load_npz_graph(path: str | os.PathLike) -> object:
         raise ValueError(f"{path}: edges must be an (E, 2) integer array, got {edges.shape}")
     if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
         raise ValueError(f"{path}: node_labels must be integers, got dtype {labels.dtype}")
-    n = features.shape[0]
-    masks = {}
-    for name in ("train_masks", "val_masks", "test_masks"):
-        if name in arrays:
-            m = np.atleast_2d(arrays[name])
-            if m.shape[1] != n:
-                raise ValueError(f"{path}: {name} must be (splits, {n}), got {arrays[name].shape}")
-            masks[name] = torch.from_numpy(m.astype(bool))
+    masks = check_split_masks(arrays, features.shape[0], str(path))
     return _graph(
         torch.from_numpy(features.astype(np.float32)),
         torch.from_numpy(edges.astype(np.int64)).T.contiguous(),

@@ -185,8 +185,33 @@ def _pillow():
     return Image
 
 
+def _integer_bits(img) -> int | None:
+    """Bits per sample of a 16- or 32-bit integer grey image (modes ``I;16*``, ``I``), else None.
+
+    Older Pillow opens 16-bit PNGs as mode ``I``: the raw mode of the not yet loaded tile
+    (``I;16B``) tells them apart from true 32-bit images.
+    """
+    if img.mode.startswith("I;16"):
+        return 16
+    if img.mode != "I":
+        return None
+    return 16 if any("I;16" in str(tile[3]) for tile in img.tile) else 32
+
+
+def _scaled_grey(img, bits: int) -> np.ndarray:
+    """The values of an integer grey image scaled to [0, 1] by its bit depth, float32.
+
+    ``convert("L")`` would clip every value above 255 (a 16-bit image turns white); mode ``I``
+    is signed, so 32-bit images use 2**31 - 1 and negative values become 0.
+    """
+    top = 2**bits - 1 if bits == 16 else 2**31 - 1
+    return (np.asarray(img, dtype=np.float64).clip(0, top) / top).astype(np.float32)
+
+
 def load_image_file(path: str | os.PathLike, image_size: int, channels: int = 3) -> Tensor:
     """Read one image file: grey or RGB, shorter side resized to ``image_size``, centre crop.
+
+    16- and 32-bit integer grey images are scaled by their bit depth (not clipped to 8 bits).
 
     Returns:
         ``(channels, image_size, image_size)`` float in [0, 1].
@@ -199,7 +224,11 @@ def load_image_file(path: str | os.PathLike, image_size: int, channels: int = 3)
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with image_module.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
+            bits = _integer_bits(img)
+            if bits is None:
+                img = img.convert("RGB" if channels == 3 else "L")
+            else:
+                img = image_module.fromarray(_scaled_grey(img, bits))  # mode "F"
             scale = image_size / min(img.size)
             size = (
                 max(image_size, round(img.width * scale)),
@@ -209,10 +238,15 @@ def load_image_file(path: str | os.PathLike, image_size: int, channels: int = 3)
             left = (img.width - image_size) // 2
             top = (img.height - image_size) // 2
             img = img.crop((left, top, left + image_size, top + image_size))
-            array = np.asarray(img, dtype=np.uint8)
+            if bits is None:
+                array = np.asarray(img, dtype=np.uint8)
+            else:  # bicubic may overshoot [0, 1]; grey repeated for RGB
+                array = np.asarray(img, dtype=np.float32).clip(0, 1)
+                array = array[..., None].repeat(3, axis=-1) if channels == 3 else array
     except OSError as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
-    pixels = torch.from_numpy(array.copy()).float().div_(255)
+    pixels = torch.from_numpy(array.copy())
+    pixels = pixels.float().div_(255) if bits is None else pixels
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
 
 

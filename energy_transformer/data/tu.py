@@ -17,9 +17,9 @@ parsed, and a malformed line raises a :class:`ValueError` naming the file and th
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,16 +127,31 @@ class _Source:
             raise FileNotFoundError(f"{self.path}: {fname} is missing")
         member = self.members[fname]
         if self.path.is_file():
-            with zipfile.ZipFile(self.path) as z, z.open(member) as f:
-                text = io.TextIOWrapper(f, encoding="utf-8").read()
+            where = f"{self.path}: member {member}"
+            try:
+                with zipfile.ZipFile(self.path) as z:
+                    raw = z.read(member)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # CRC, deflate, truncation
+                raise ValueError(f"{where} is corrupt ({err})") from err
         else:
-            text = Path(member).read_text(encoding="utf-8")
-        lines = text.splitlines()
+            where, raw = member, Path(member).read_bytes()
+        lines = _decode(raw, where).splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
         if not lines:
             raise ValueError(f"{fname} is empty")
         return fname, lines
+
+
+def _decode(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8 text; a bad byte is reported with ``where`` and its 1-based line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"{where}, line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text"
+        ) from None
 
 
 def _parse(fname: str, lines: list[str], kind: type, columns: int | None) -> Tensor:
@@ -148,11 +163,12 @@ def _parse(fname: str, lines: list[str], kind: type, columns: int | None) -> Ten
     dtype = np.int64 if kind is int else np.float32
     if all(line.count(",") == width - 1 for line in lines):
         try:  # fast path: one numpy conversion; the slow path below finds the bad line
-            values = np.array(",".join(lines).replace(",", " ").split()).astype(dtype)
-            if values.size == width * len(lines):
-                return torch.from_numpy(values.reshape(len(lines), width))
+            with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+                values = np.array(",".join(lines).replace(",", " ").split()).astype(dtype)
         except ValueError:
-            pass
+            values = None
+        if values is not None and values.size == width * len(lines):
+            return _finite(fname, lines, torch.from_numpy(values.reshape(len(lines), width)))
     for number, line in enumerate(lines, start=1):
         parts = line.split(",")
         if len(parts) != width:
@@ -166,6 +182,18 @@ def _parse(fname: str, lines: list[str], kind: type, columns: int | None) -> Ten
             what = "integers" if kind is int else "numbers"
             raise ValueError(f"{fname}, line {number}: expected {what}, got {line!r}") from None
     raise ValueError(f"{fname}: could not parse {len(lines)} lines of {width} values")
+
+
+def _finite(fname: str, lines: list[str], values: Tensor) -> Tensor:
+    """``values`` unless a float is NaN or inf (training would fail later, far from the file)."""
+    if values.is_floating_point():
+        bad = (~torch.isfinite(values)).any(dim=1).nonzero()
+        if bad.numel():
+            line = int(bad[0, 0]) + 1
+            raise ValueError(
+                f"{fname}, line {line}: NaN or inf (or beyond float32): {lines[line - 1]!r}"
+            )
+    return values
 
 
 def _reindex(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -212,6 +240,11 @@ def read_tu(
     num_nodes = graph_of.numel()
     fname_y, lines = src.lines("graph_labels")
     raw_y = _parse(fname_y, lines, int, 1)[:, 0]
+    if raw_y.unique().numel() < 2:  # one class: any classifier scores a meaningless 100%
+        raise ValueError(
+            f"{fname_y}: every graph has label {int(raw_y[0])}; graph classification needs at"
+            " least 2 classes"
+        )
     num_graphs = raw_y.numel()
     bad = ((graph_of < 1) | (graph_of > num_graphs)).nonzero()
     if bad.numel():

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from energy_transformer.data.gad import SPLIT_MASKS, check_split_masks
 from energy_transformer.metrics import auprc, auroc, macro_f1, recall_at_k, tune_threshold_macro_f1
 from energy_transformer.models.gad_baselines import (
     GAD_BASELINES,
@@ -116,13 +117,19 @@ def stratified_split(
 
 
 def file_split(data: Any, index: int = 0) -> Split:
-    """The ``index``-th split shipped with a dataset (``train_masks`` ... of the .npz layout)."""
-    if not hasattr(data, "train_masks"):
+    """The ``index``-th split shipped with a dataset (``train_masks`` ... of the .npz layout).
+
+    The masks are checked again (all three, bool or 0/1, disjoint): ``data`` may not come from
+    :func:`~energy_transformer.data.gad.load_npz_graph`.
+    """
+    found = {k: getattr(data, k, None) for k in SPLIT_MASKS}
+    masks = check_split_masks(found, getattr(data, "num_nodes", None), "this dataset")
+    if not masks:
         raise ValueError("this dataset ships no split masks (train_masks/val_masks/test_masks)")
-    masks = (data.train_masks, data.val_masks, data.test_masks)
-    if not 0 <= index < masks[0].shape[0]:
-        raise ValueError(f"split index {index} out of range [0, {masks[0].shape[0]})")
-    return Split(*(torch.nonzero(m[index]).flatten() for m in masks))
+    splits = masks["train_masks"].shape[0]
+    if not 0 <= index < splits:
+        raise ValueError(f"split index {index} out of range [0, {splits})")
+    return Split(*(torch.nonzero(masks[k][index]).flatten() for k in SPLIT_MASKS))
 
 
 # -- scoring --------------------------------------------------------------------------------

@@ -13,6 +13,13 @@ from energy_transformer.data.gad import load_fraud_mat, load_gad, load_npz_graph
 from energy_transformer.data.paths import DataNotFoundError
 
 
+def split_masks(n=6, splits=2):
+    """Disjoint masks: nodes 0-2 train, 3 validation, 4.. test, in every split."""
+    train, val, test = (np.zeros((splits, n), dtype=bool) for _ in range(3))
+    train[:, :3], val[:, 3], test[:, 4:] = True, True, True
+    return {"train_masks": train, "val_masks": val, "test_masks": test}
+
+
 def write_npz(path, n=6, masks=True, **override):
     arrays = {
         "node_features": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
@@ -21,8 +28,7 @@ def write_npz(path, n=6, masks=True, **override):
         "edges": np.array([[0, 1], [1, 2], [0, 1], [3, 3], [4, 5]], dtype=np.int64),
     }
     if masks:
-        arrays["train_masks"] = np.zeros((2, n), dtype=bool)
-        arrays["train_masks"][:, :3] = True
+        arrays.update(split_masks(n))
     arrays.update(override)
     np.savez(path, **arrays)
     return path
@@ -38,7 +44,71 @@ def test_npz_layout(tmp_path):
     assert data.y.tolist() == [0, 1, 0, 0, 1, 0]
     assert edge_set(data) == {(0, 1), (1, 0), (1, 2), (2, 1), (4, 5), (5, 4)}
     assert data.train_masks.shape == (2, 6) and data.train_masks[:, :3].all()
+    assert data.test_masks.dtype == torch.bool and data.test_masks[:, 4:].all()
     assert data.label_mask.all()
+
+
+def test_npz_without_masks_has_none(tmp_path):
+    data = load_npz_graph(write_npz(tmp_path / "g.npz", masks=False))
+    assert not hasattr(data, "train_masks") and data.num_nodes == 6
+
+
+def test_npz_masks_as_integers_or_one_split(tmp_path):
+    ints = {k: m.astype(np.uint8) for k, m in split_masks().items()}
+    data = load_npz_graph(write_npz(tmp_path / "i.npz", **ints))
+    assert data.val_masks.dtype == torch.bool and data.val_masks[:, 3].all()
+    one = {k: m[0] for k, m in split_masks().items()}  # (nodes,): a single split
+    data = load_npz_graph(write_npz(tmp_path / "o.npz", **one))
+    assert data.train_masks.shape == (1, 6) and data.test_masks.shape == (1, 6)
+
+
+def overlapping_test_mask():
+    test = split_masks()["test_masks"].copy()
+    test[1, 0] = True  # node 0 trains in split 1 and is also scored there
+    return test
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (
+            {"test_masks": overlapping_test_mask()},
+            r"g.npz: split 1: train_masks and test_masks overlap on 1 node\(s\) \(first: node 0\)",
+        ),
+        (
+            {"val_masks": split_masks()["train_masks"]},
+            r"g.npz: split 0: train_masks and val_masks overlap on 3 node",
+        ),
+        (
+            {"val_masks": np.full((2, 6), 0.3)},
+            r"g.npz: val_masks must be boolean or 0/1 integers, got dtype float64",
+        ),
+        (
+            {"test_masks": split_masks()["test_masks"].astype(np.int64) * 2},
+            r"g.npz: test_masks must be boolean or 0/1 integers, found values \[0, 2\]",
+        ),
+        (
+            {"val_masks": np.zeros((3, 6), dtype=bool)},
+            r"g.npz: train_masks, val_masks and test_masks must have one shape, got"
+            r" \(2, 6\), \(3, 6\), \(2, 6\)",
+        ),
+        (
+            {"train_masks": np.zeros((2, 6, 1), dtype=bool)},
+            r"train_masks must be \(splits, 6\), got \(2, 6, 1\)",
+        ),
+    ],
+)
+def test_npz_bad_split_masks(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        load_npz_graph(write_npz(tmp_path / "g.npz", **override))
+
+
+def test_npz_some_masks_missing(tmp_path):
+    path = write_npz(tmp_path / "g.npz", masks=False, train_masks=split_masks()["train_masks"])
+    with pytest.raises(
+        ValueError, match=r"g.npz: has train_masks but not \['val_masks', 'test_masks'\]"
+    ):
+        load_npz_graph(path)
 
 
 @pytest.mark.parametrize(

@@ -127,3 +127,33 @@ def test_image_folder_errors(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
         load_image_file(bad, 8)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_is_scaled_by_its_depth(tmp_path, channels):
+    # convert("L") would clip every value above 255: uniform 16-bit noise would read as white.
+    noise = np.random.default_rng(0).integers(0, 65536, (64, 64), dtype=np.uint16)
+    path = _png(tmp_path / "deep.png", noise)
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.mode in ("I;16", "I")  # "I" in older Pillow
+    image = load_image_file(path, 32, channels=channels)
+    assert image.shape == (channels, 32, 32) and image.dtype == torch.float32
+    assert image.min() >= 0 and image.max() <= 1
+    assert abs(float(image.mean()) - 0.5) < 0.02
+    assert float(image.std()) > 0.1  # still noise after resizing, not a flat grey
+    ramp = np.tile(np.linspace(0, 65535, 16).astype(np.uint16), (16, 1))
+    loaded = load_image_file(_png(tmp_path / "ramp.png", ramp), 16, channels=channels)
+    torch.testing.assert_close(loaded[0, 0], torch.linspace(0, 1, 16), atol=1e-3, rtol=0)
+
+
+def test_32_bit_integer_image_is_scaled_by_its_depth(tmp_path):
+    from PIL import Image
+
+    values = np.array([[0, 2**30], [2**31 - 1, 2**30]], dtype=np.int32)
+    path = tmp_path / "deep.tif"
+    Image.fromarray(values).save(path)
+    image = load_image_file(path, 2, channels=1)
+    expected = torch.tensor([[0.0, 0.5], [1.0, 0.5]])
+    torch.testing.assert_close(image[0], expected, atol=1e-3, rtol=0)

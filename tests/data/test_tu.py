@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ TINY = {
 }
 
 
-def write_tiny(tmp_path: Path, files: dict[str, str] = TINY, as_zip: bool = True) -> Path:
+def write_tiny(tmp_path: Path, files: dict[str, str | bytes] = TINY, as_zip: bool = True) -> Path:
     if as_zip:
         path = tmp_path / "TINY.zip"
         with zipfile.ZipFile(path, "w") as z:
@@ -165,3 +166,79 @@ def test_mutag_counts():
     for g in ds:  # undirected: every edge listed both ways
         pairs = set(map(tuple, g.edge_index.t().tolist()))
         assert all((t, s) in pairs for s, t in pairs)
+
+
+def corrupt_member(path: Path, member: str, compression: int, at: float) -> Path:
+    """Rewrite ``path`` with ``member`` compressed as asked, then zero 60 bytes of its data at
+    fraction ``at``: the central directory stays intact, only the member's bytes are damaged."""
+    with zipfile.ZipFile(path) as z:
+        texts = {name: z.read(name) for name in z.namelist()}
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in texts.items():
+            z.writestr(name, data)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    header = info.header_offset
+    name_len, extra_len = (
+        int.from_bytes(raw[header + k : header + k + 2], "little") for k in (26, 28)
+    )
+    start = header + 30 + name_len + extra_len + int(at * (info.compress_size - 60))
+    raw[start : start + 60] = bytes(60)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("compression", "at", "raw_error"),
+    [
+        # zeroed first bytes read as a stored block with bad lengths: zlib.error
+        (zipfile.ZIP_DEFLATED, 0.0, zlib.error),
+        (zipfile.ZIP_DEFLATED, 0.5, zipfile.BadZipFile),  # decodes, but the CRC-32 differs
+        (zipfile.ZIP_STORED, 0.5, zipfile.BadZipFile),
+    ],
+)
+def test_corrupt_zip_member_names_zip_and_member(tmp_path, compression, at, raw_error):
+    n = 400  # a member large enough to damage its middle: one graph of n nodes, a path
+    files = {
+        "A": "".join(f"{i}, {i + 1}\n{i + 1}, {i}\n" for i in range(1, n)),
+        "graph_indicator": "1\n" * n + "2\n",
+        "graph_labels": "0\n1\n",
+    }
+    path = corrupt_member(write_tiny(tmp_path, files), "TINY//TINY_A.txt", compression, at)
+    with zipfile.ZipFile(path) as z, pytest.raises(raw_error):
+        z.read("TINY//TINY_A.txt")  # what the loader must translate
+    with pytest.raises(ValueError, match=r"TINY.zip: member TINY//TINY_A.txt is corrupt"):
+        read_tu(path)
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_non_utf8_byte_names_file_and_line(tmp_path, as_zip):
+    bad = b"1\n1\n1\n2\n\xff2\n3\n"
+    if as_zip:
+        path = write_tiny(tmp_path, dict(TINY, graph_indicator=bad))  # writestr takes bytes
+        where = r"TINY.zip: member TINY//TINY_graph_indicator.txt, line 5"
+    else:
+        path = write_tiny(tmp_path, as_zip=False)
+        (path / "TINY_graph_indicator.txt").write_bytes(bad)
+        where = r"TINY_graph_indicator.txt, line 5"
+    with pytest.raises(ValueError, match=where + r": byte 0xff is not UTF-8 text"):
+        read_tu(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e39"])
+def test_non_finite_node_attributes_name_file_and_line(tmp_path, value):
+    files = dict(TINY, node_attributes="0.5, 1\n" * 4 + f"0.5, {value}\n" + "0.5, 1\n")
+    with pytest.raises(
+        ValueError, match=r"TINY_node_attributes.txt, line 5: NaN or inf \(or beyond float32\)"
+    ):
+        read_tu(write_tiny(tmp_path, files))
+
+
+def test_single_class_is_refused(tmp_path):
+    files = dict(TINY, graph_labels="1\n1\n1\n")
+    with pytest.raises(
+        ValueError,
+        match=r"graph_labels.txt: every graph has label 1; graph classification needs at least 2",
+    ):
+        read_tu(write_tiny(tmp_path, files))

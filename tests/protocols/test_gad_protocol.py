@@ -68,6 +68,28 @@ def test_file_split_and_its_errors():
         file_split(data, 1)
 
 
+def masked_data(train, val, test):
+    data = Data(x=torch.zeros(4, 1), y=torch.tensor([0, 1, 0, 1]))
+    data.train_masks, data.val_masks, data.test_masks = train, val, test
+    return data
+
+
+def test_file_split_refuses_overlapping_or_partial_masks():
+    train = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    val = torch.tensor([[False, False, True, False], [False, True, False, False]])
+    test = torch.tensor([[False, False, False, True], [False, False, True, True]])
+    assert file_split(masked_data(train, val, test), 1).test.tolist() == [2, 3]
+    leaky = test.clone()
+    leaky[1, 0] = True  # node 0 is trained on and tested in split 1
+    with pytest.raises(ValueError, match="split 1: train_masks and test_masks overlap on 1 node"):
+        file_split(masked_data(train, val, leaky), 0)
+    with pytest.raises(ValueError, match="val_masks must be boolean or 0/1 integers"):
+        file_split(masked_data(train, val.float() * 0.5, test))
+    partial = Data(x=torch.zeros(4, 1), train_masks=train)
+    with pytest.raises(ValueError, match=r"has train_masks but not \['val_masks', 'test_masks'\]"):
+        file_split(partial)
+
+
 def test_score_split_hand_computed():
     y = torch.tensor([0, 1, 0, 1, 0, 0, 1, 0])
     scores = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.05, 0.6, 0.7, 0.15])
