@@ -128,7 +128,10 @@ def file_split(data: Any, index: int = 0) -> Split:
         raise ValueError("this dataset ships no split masks (train_masks/val_masks/test_masks)")
     splits = masks["train_masks"].shape[0]
     if not 0 <= index < splits:
-        raise ValueError(f"split index {index} out of range [0, {splits})")
+        raise ValueError(
+            f"split {index} asked for (seed {index} of --splits file), but the dataset ships"
+            f" {splits}: use seeds in [0, {splits})"
+        )
     return Split(*(torch.nonzero(masks[k][index]).flatten() for k in SPLIT_MASKS))
 
 
@@ -340,7 +343,12 @@ def train_neural(
     graph = copy.copy(data).to(trainer.device)  # PyG's .to moves in place: keep the caller's
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        return score_split(anomaly_scores(m, graph), graph.y, split)
+        scores = anomaly_scores(m, graph)
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(
+                f"training diverged: {name}'s anomaly scores are NaN or inf (try a lower lr)"
+            )
+        return score_split(scores, graph.y, split)
 
     start = time.perf_counter()
     result = trainer.fit([graph], evaluate=evaluate, select=protocols[0].select, resume=resume)

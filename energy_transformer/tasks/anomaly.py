@@ -58,6 +58,8 @@ def _seeds(text: str) -> list[int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"seeds must be a count or a list: {text!r}") from err
     if "," in text:
+        if len(set(seeds)) != len(seeds):  # the second run would meet the first's folder
+            raise argparse.ArgumentTypeError(f"seeds repeat: {text!r}")
         return seeds
     if len(seeds) != 1 or seeds[0] < 1:
         raise argparse.ArgumentTypeError(f"a seed count must be >= 1, got {text!r}")
@@ -69,6 +71,8 @@ def _models(text: str) -> list[str]:
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; choose from {MODELS}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"models repeat: {text!r}")
     return names
 
 
@@ -257,9 +261,9 @@ def train(args: argparse.Namespace) -> None:
 
 def _run_file_splits(data, protocols, args, cfg, record, report) -> None:
     """The dataset's own split masks, split ``k`` for seed ``k``."""
+    splits = [file_split(data, seed) for seed in args.seeds]  # all checked before training
     prepared = prepare(data, cfg.standardize)
-    for seed in args.seeds:
-        split = file_split(data, seed)
+    for seed, split in zip(args.seeds, splits, strict=True):
         for name in args.model:
             run_dir = args.out / name / f"seed{seed}"
             extra = {**record, "train_ratio": None}

@@ -147,3 +147,23 @@ def test_a_finished_run_of_a_weight_free_model_needs_resume(
     assert main(args) == 2
     assert "already holds a trained run: continue it with --resume" in capsys.readouterr().err
     assert (tmp_path / "r" / "results.json").read_text() == before
+
+
+def test_mistakes_are_caught_before_any_training(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    for option, value in [("--model", "et,mlp,et"), ("--seeds", "1,1")]:
+        with pytest.raises(SystemExit):
+            main(train_args(data_root, tmp_path / "r", option, value))
+        assert "repeat" in capsys.readouterr().err
+    # The data ship 2 splits: asking for 3 fails before seed 0 trains.
+    args = ["--model", "mlp", "--splits", "file", "--seeds", "3"]
+    assert main(train_args(data_root, tmp_path / "f", *args)) == 2
+    assert "the dataset ships 2: use seeds in [0, 2)" in capsys.readouterr().err
+    assert not (tmp_path / "f" / "mlp").exists()
+
+
+def test_a_diverging_model_ends_with_one_line_naming_it(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    args = ["--model", "mlp", "--lr", "1e30", "--seeds", "1"]
+    assert main(train_args(data_root, tmp_path / "r", *args)) == 2
+    assert "et: error: training diverged" in capsys.readouterr().err
