@@ -216,7 +216,7 @@ def train(args: argparse.Namespace) -> None:
     command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     command.pop("func", None)
     _write_json(args.out / "config.json", {"task": "anomaly", "command": command})
-    record = {"dataset": args.dataset, "data": str(args.data) if args.data else None}
+    record = {"dataset": args.dataset, "data": str(args.data.resolve()) if args.data else None}
     if args.splits == "file":
         record["splits"] = "file"
     print(

@@ -356,7 +356,7 @@ def cross_validate(
         "k": folds,
         "max_nodes": max_nodes,
         "features": dataset.feature_names,
-        "data": None if root is None else str(root),
+        "data": None if root is None else str(Path(root).resolve()),
     }
     if model == "wl":
         rounds = 1 if protocol == "train-on-all" else len(only or []) or max_folds or folds

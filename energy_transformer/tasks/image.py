@@ -124,6 +124,8 @@ def load_split(
 
 def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
     """The first ``limit`` images of a dataset as one float tensor ``(n, C, H, W)``."""
+    if limit is not None and limit < 1:  # images[:-5] would quietly drop the last five
+        raise ValueError(f"the number of images to score must be >= 1, got {limit}")
     if isinstance(dataset, TensorDataset):
         images = dataset.tensors[0]
         return as_float_images(images[:limit] if limit is not None else images)
@@ -261,6 +263,8 @@ def make_model(args: argparse.Namespace) -> MaskedImageModel:
     if args.alpha is not None:
         config["alpha"] = args.alpha
     if args.arch == "vit-mae":
+        if args.alpha is not None or args.gradient != "closed_form":
+            raise ValueError("--alpha and --gradient are the energy descent's: not for vit-mae")
         return ViTMaskedAutoencoder(**matching_vit_config(config))
     return ImageEnergyTransformer(**config, gradient=args.gradient)
 
@@ -276,6 +280,8 @@ def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
     check_new_run(args.out, args.resume, task="image")
     apply_training_preset(args)
+    if args.eval_size is not None and args.eval_size < 1:
+        raise ValueError(f"--eval-size must be >= 1, got {args.eval_size}")
     torch.manual_seed(args.seed)
     model = make_model(args)
     dataset = args.dataset or PRESET_DATASET[args.preset]
@@ -310,7 +316,7 @@ def train(args: argparse.Namespace) -> Path:
     extra = {
         "preset": args.preset,
         "dataset": dataset,
-        "data": str(args.data) if args.data is not None else None,
+        "data": str(args.data.resolve()) if args.data is not None else None,
         "train_images": len(train_indices),
         "val_size": args.val_size,
         "eval_size": args.eval_size,
@@ -368,8 +374,10 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(getattr(args, "device", "auto"))
     model, config = load_model(Path(run_dir), device)
     extra = config.get("extra", {})
+    if getattr(args, "out", None) and Path(args.out).is_file():
+        raise ValueError(f"--out {args.out} is a file: give a folder for the metrics and pictures")
     out = Path(args.out) if getattr(args, "out", None) else Path(run_dir)
-    if out.is_file():
+    if out.is_file():  # RUN was a checkpoint file: write beside it
         out = out.parent
     out.mkdir(parents=True, exist_ok=True)
     data_root = getattr(args, "data", None) or extra.get("data")
@@ -576,6 +584,19 @@ def demo(args: argparse.Namespace) -> None:
     print(f"demo done in {(time.perf_counter() - start) / 60:.1f} min; everything is in {out}/")
 
 
+def _completion_targets(images: list[Path], out: Path) -> list[Path]:
+    """``out/STEM_completed.png`` per image; a stem met again gets ``-2``, ``-3`` ... so that
+    images of one name from different folders do not overwrite each other's picture."""
+    seen: dict[str, int] = {}
+    targets = []
+    for path in images:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        suffix = "" if seen[stem] == 1 else f"-{seen[stem]}"
+        targets.append(out / f"{stem}{suffix}_completed.png")
+    return targets
+
+
 def complete(args: argparse.Namespace) -> None:
     """``et complete CHECKPOINT IMAGE...``: hide patches of each image and fill them in."""
     device = resolve_device(args.device)
@@ -590,12 +611,13 @@ def complete(args: argparse.Namespace) -> None:
     kwargs = {}
     if isinstance(model, ImageEnergyTransformer):
         kwargs = {"steps": args.steps, "alpha": args.alpha}
-    for path in args.images:
+    elif args.steps is not None or args.alpha is not None:
+        raise ValueError("--steps and --alpha are the energy descent's: this run is not an ET")
+    for path, target in zip(args.images, _completion_targets(args.images, out), strict=True):
         image = load_image_file(path, model.image_size, model.channels)[None].to(device)
         ranks = torch.rand(model.patches, generator=generator).argsort().argsort()
         mask = (ranks < masked)[None].to(device)
         result = model.complete(image, mask, **kwargs)
-        target = out / f"{Path(path).stem}_completed.png"
         plots.plot_completion(
             plots.masked_view(image.cpu(), mask.cpu(), model.patch_size)[0],
             result.images[0].cpu(),

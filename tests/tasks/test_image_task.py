@@ -84,21 +84,17 @@ def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
 def test_complete_writes_side_by_side(run, tmp_path):
     from PIL import Image
 
-    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(
-        tmp_path / "shirt.png"
-    )
-    main(
-        [
-            "complete",
-            str(run),
-            str(tmp_path / "shirt.png"),
-            "--out",
-            str(tmp_path / "o"),
-            "--device",
-            "cpu",
-        ]
-    )
-    assert (tmp_path / "o" / "shirt_completed.png").stat().st_size > 1000
+    pixels = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)
+    (tmp_path / "b").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "shirt.png")
+    Image.fromarray(pixels[::-1].copy()).save(tmp_path / "b" / "shirt.png")
+    images = [str(tmp_path / "shirt.png"), str(tmp_path / "b" / "shirt.png")]
+    out = tmp_path / "o"
+    main(["complete", str(run), *images, "--out", str(out), "--device", "cpu"])
+    # Two images of one name: two pictures, neither overwritten.
+    first, second = out / "shirt_completed.png", out / "shirt-2_completed.png"
+    assert first.stat().st_size > 1000 and second.stat().st_size > 1000
+    assert first.read_bytes() != second.read_bytes()
 
 
 def test_resume_continues_to_more_epochs(run, data, capsys):
@@ -149,6 +145,13 @@ def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
     assert "et: error: --val-size must be in [0, 39], got 40" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "image", "--preset", "cifar"])
+    base = ["train", "image", "--data", str(data), "--no-progress"]
+    for extra, message in [
+        (["--eval-size", "-5"], "--eval-size must be >= 1, got -5"),
+        (["--arch", "vit-mae", "--alpha", "0.5"], "--alpha and --gradient are the energy"),
+    ]:
+        assert main([*base, "--out", str(tmp_path / "y"), *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsys):
@@ -186,3 +189,18 @@ def test_a_diverging_run_ends_with_one_line_naming_it(data, tmp_path, capsys, mo
     train_tiny(data, tmp_path / "r", 1, "--lr", "1e10", "--grad-clip", "1e10")
     err = capsys.readouterr().err
     assert err.startswith("et: error: training diverged: the loss is") and err.count("\n") == 1
+
+
+def test_a_relative_data_path_is_recorded_absolute(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    monkeypatch.chdir(data.parent)
+    out = tmp_path / "rel"
+    main(["train", "image", "--data", data.name, "--out", str(out), "--subset", "16"]
+         + ["--val-size", "8", "--epochs", "1", "--batch-size", "8", "--steps", "1"]
+         + ["--eval-size", "4", "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["extra"]["data"] == str(data.resolve())
+    monkeypatch.chdir(tmp_path)  # et eval from elsewhere still finds the data
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["eval", str(out), "--out", str(tmp_path / "notes.txt")]) == 2
+    assert "is a file: give a folder" in capsys.readouterr().err
