@@ -53,6 +53,16 @@ def run_task_of(run_dir: Path) -> str:
     return task
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one: ``(default: None)`` and ``(default: False)``
+    say nothing, and options whose help says what unset means would read it twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="et",
@@ -70,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=TASK_HELP[name],
             description=(module.__doc__ or "").strip().splitlines()[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=_HelpFormatter,
         )
         module.add_train_arguments(p)
         p.set_defaults(func=module.train)

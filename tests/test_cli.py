@@ -62,3 +62,22 @@ def test_resume_into_a_run_of_another_task_is_refused(tmp_path, capsys, found, c
     assert main([*command, "--out", str(run), "--resume", "--data", str(tmp_path)]) == 2
     assert f"holds a run of task '{found}', not '{command[1]}'" in capsys.readouterr().err
     assert (run / "config.json").read_text() == config  # left as it was
+
+
+@pytest.mark.parametrize("task", ["image", "graph", "anomaly"])
+def test_every_training_option_is_explained_once(task, capsys):
+    import argparse
+
+    from energy_transformer.cli import build_parser
+
+    def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices[name]
+
+    parser = subparser(subparser(build_parser(), "train"), task)
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert not silent, f"options without help: {silent}"
+    with pytest.raises(SystemExit):
+        main(["train", task, "--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -46,3 +46,19 @@ def test_read_npz_round_trip_and_refusals(tmp_path):
         read_npz(tmp_path / "pickled.npz")
     with pytest.raises(FileNotFoundError, match="none.npz: no such file"):
         read_npz(tmp_path / "none.npz")
+
+
+def test_a_private_temporary_file_is_published_with_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+        os.chmod(tmp, 0o600)  # as private as a writer may make it
+    mode = stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode)

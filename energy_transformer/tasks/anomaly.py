@@ -77,7 +77,9 @@ def _models(text: str) -> list[str]:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="tolokers", choices=sorted(GAD_DATASETS))
+    parser.add_argument(
+        "--dataset", default="tolokers", choices=sorted(GAD_DATASETS), help="graph to score"
+    )
     parser.add_argument(
         "--protocol",
         default="gadbench",
@@ -94,9 +96,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=_seeds, default="1", help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
     )
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--epochs", type=int, default=100, help="full-batch epochs, every model (no early stop)"
+    )
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate, constant")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
     add_et_arguments(parser)
     parser.add_argument(
@@ -111,16 +115,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("random", "file"),
         help="random: stratified per seed; file: the dataset's own masks (split = seed)",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/anomaly"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/anomaly"), help="run folder (MODEL/seedK inside)"
+    )
     parser.add_argument(
         "--data",
         type=Path,
         default=None,
         help="data root holding gad/ (else $ET_DATA, else the cache)",
     )
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:

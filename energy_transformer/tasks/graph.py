@@ -519,14 +519,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, default=None, help="data folder; None: $ET_DATA, then the cache"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the splits, initialisations and batches"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="graphs per batch; None: the preset's"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (AdamW); None: the preset's"
+    )
     parser.add_argument(
         "--max-nodes", type=int, default=None, help="keep the first N nodes of larger graphs"
     )
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of each training fold held out to pick the epoch",
+    )
     parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
     parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
     parser.add_argument(
