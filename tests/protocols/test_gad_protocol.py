@@ -64,7 +64,7 @@ def test_file_split_and_its_errors():
     data.test_masks = torch.tensor([[False, False, False, True]])
     s = file_split(data)
     assert s.train.tolist() == [0, 1] and s.val.tolist() == [2] and s.test.tolist() == [3]
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match=r"the dataset ships 1: use seeds in \[0, 1\)"):
         file_split(data, 1)
 
 
