@@ -15,9 +15,10 @@ statistics, :class:`~energy_transformer.models.features.FeatureScaler`),
 eigenvalue) of :math:`L = I - D^{-1/2} A D^{-1/2}` at node :math:`v` and
 :math:`s \in \{\pm 1\}^k` is a random sign per graph and eigenvector during training (an
 eigenvector's sign is arbitrary). On a connected graph those are the :math:`k` smallest
-non-trivial ones; a graph of :math:`c` components has :math:`c` zero eigenvalues, and the
-:math:`c - 1` null vectors after the first (component indicators scaled by
-:math:`D^{1/2}`) are kept, as in the usual Laplacian encodings. The optional degree embedding
+non-trivial ones; a graph of :math:`c` components of two or more nodes has :math:`c` zero
+eigenvalues (an isolated node has :math:`L_{vv} = 1`, eigenvalue 1), and after the first the
+other :math:`c - 1` vectors of an orthonormal basis of that null space are kept, as in the
+usual Laplacian encodings. The optional degree embedding
 and MLP head (departures, below) add to :math:`x^{(0)}` and replace :math:`W_o`.
 
 Graphs of different sizes are padded to one batch (``to_dense_batch``); padding tokens are
@@ -137,9 +138,10 @@ def _blas_controller() -> ThreadpoolController:
 def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[Tensor, Tensor]:
     r"""The ``k`` eigenpairs after the first of the symmetric normalised Laplacian.
 
-    The first eigenpair (eigenvalue 0) is skipped. On a graph of ``c > 1`` components the next
-    ``c - 1`` eigenvalues are 0 too: those null vectors (component indicators) are kept, since
-    they tell the components apart. A graph with fewer than ``k + 1`` nodes is zero-padded
+    The first eigenpair (eigenvalue 0) is skipped. On a graph of ``c > 1`` components of two or
+    more nodes the next ``c - 1`` eigenvalues are 0 too (an isolated node's is 1): those null
+    vectors (an orthonormal basis, not necessarily the component indicators) are kept. A graph
+    with fewer than ``k + 1`` nodes is zero-padded
     (eigenvalue and eigenvector columns of 0).
 
     Args:
@@ -279,7 +281,7 @@ class ReleasedAdjacencyKeySets:
         padding_mask: Tensor | None = None,
         exclude_self: bool = False,
     ) -> None:
-        batch, heads, n, _ = weight.shape
+        _, heads, n, _ = weight.shape
         if mixing.shape != (heads, heads):
             raise ValueError(f"mixing must have shape {(heads, heads)}, got {tuple(mixing.shape)}")
         allowed = weight != 0
@@ -311,6 +313,13 @@ class ReleasedAdjacencyKeySets:
         pull = torch.einsum("bgcn,hg->bhcn", self.weight * omega / beta[:, None, None], self.mixing)
         pull = pull * beta[:, None, None]  # P: (batch, heads, C, B)
         return torch.matmul(pull, k), torch.matmul(pull.transpose(-1, -2), q)
+
+
+def _lecun_normal_(weight: Tensor, fan_in: int) -> None:
+    """flax's default kernel init: a normal of variance 1 / fan_in truncated at 2 std (its
+    std corrected for the truncation)."""
+    std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
 class GraphEnergyTransformer(nn.Module):
@@ -426,12 +435,13 @@ class GraphEnergyTransformer(nn.Module):
             else None
         )
         if adjacency == "released":
-            # Initialised as the released (flax) code: normal kernels, zero bias, so that at
-            # first non-edges weigh exactly 0 and are masked.
+            # Initialised as the released (flax) code: LeCun-normal kernels, zero bias, so that
+            # at first non-edges (and each node's own key) weigh exactly 0 and are masked.
             self.adjacency_proj = nn.Linear(1, heads)
-            nn.init.normal_(self.adjacency_proj.weight)
+            _lecun_normal_(self.adjacency_proj.weight, fan_in=1)
             nn.init.zeros_(self.adjacency_proj.bias)
             self.gram_conv = nn.Conv2d(1, heads, 3, padding=1, bias=False)
+            _lecun_normal_(self.gram_conv.weight, fan_in=9)
             self.head_mixing = nn.Parameter(torch.randn(blocks, heads, heads) * 0.002)
         self.head = (
             nn.Linear(dim, num_classes)
@@ -489,20 +499,27 @@ class GraphEnergyTransformer(nn.Module):
         .. math::
             W_{gCB} = (u_g\, a_{CB} + c_g)\; (\mathrm{conv}_{3 \times 3}(x x^\top))_{gCB}
 
-        with :math:`a` the adjacency (``allowed``: neighbours, self and CLS), :math:`u, c` a
-        learned per-head scale and offset and a learned 3x3 convolution (one output channel per
-        head) over the tokens' Gram matrix. The convolution mixes neighbouring entries of the
+        with :math:`a` the released code's adjacency (the graph's edges, no added self loops,
+        and a CLS row and column of ones), :math:`u, c` a learned per-head scale and offset and
+        a learned 3x3 convolution (one output channel per head) over the tokens' Gram matrix.
+        So a node's own key weighs :math:`c_g` times the convolution: 0, hence masked, until
+        the offset has learned otherwise. The convolution mixes neighbouring entries of the
         Gram matrix, so it depends on the node order, as in the released code. Padding tokens
         are zero, so the convolution sees the zero border it would see without them.
 
         Args:
             x: ``(graphs, 1 + N, D)`` input tokens (zero at padding).
-            allowed: ``(graphs, 1 + N, 1 + N)`` bool adjacency.
+            allowed: ``(graphs, 1 + N, 1 + N)`` bool, as :meth:`tokens` gives it (its node
+                diagonal, which the hard mask adds, is dropped here).
 
         Returns:
             ``(graphs, heads, 1 + N, 1 + N)``
         """
-        proj = self.adjacency_proj(allowed.to(x.dtype).unsqueeze(-1)).permute(0, 3, 1, 2)
+        n = allowed.shape[-1]
+        self_loops = torch.eye(n, dtype=torch.bool, device=allowed.device)
+        self_loops[0, 0] = False  # CLS keeps its corner of ones
+        adjacency = (allowed & ~self_loops).to(x.dtype).unsqueeze(-1)
+        proj = self.adjacency_proj(adjacency).permute(0, 3, 1, 2)
         gram = torch.matmul(x, x.transpose(-1, -2)).unsqueeze(1)
         return proj * self.gram_conv(gram)
 

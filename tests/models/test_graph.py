@@ -285,9 +285,13 @@ def test_released_adjacency_masks_non_edges_at_first_and_learns():
     x, allowed, _ = model.tokens(batch)
     weight = model.pair_weights(x, allowed)
     assert weight.shape == (2, 2, 6, 6)
-    # Zero offset at init (the released code's): non-edges weigh exactly 0, so are masked.
-    assert (weight[~allowed[:, None].expand_as(weight)] == 0).all()
-    assert (weight[allowed[:, None].expand_as(weight)] != 0).float().mean() > 0.9
+    # Zero offset at init (the released code's): non-edges and each node's own key weigh
+    # exactly 0, so are masked; edges and CLS (its own corner included) are not.
+    edges = allowed.clone()
+    edges[:, 1:, 1:] &= ~torch.eye(5, dtype=torch.bool)
+    assert (weight[~edges[:, None].expand_as(weight)] == 0).all()
+    assert (weight[edges[:, None].expand_as(weight)] != 0).float().mean() > 0.9
+    assert (weight[:, :, 0, 0] != 0).all()
     torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
     for p in (model.head_mixing, model.adjacency_proj.weight, model.gram_conv.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
