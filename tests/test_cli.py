@@ -81,3 +81,27 @@ def test_every_training_option_is_explained_once(task, capsys):
         main(["train", task, "--help"])
     text = capsys.readouterr().out
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_resume_of_a_folder_naming_no_task_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert main(["train", "image", "--out", str(run), "--resume"]) == 2
+    assert "config.json records no task: not a run of et train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("task", "part", "command"),
+    [
+        ("anomaly", "et/seed0", ["train", "anomaly", "--dataset", "tolokers"]),
+        ("graph", "fold-03", ["train", "graph", "--dataset", "MUTAG"]),
+    ],
+)
+def test_a_fold_or_seed_folder_is_not_a_run_of_its_own(tmp_path, capsys, task, part, command):
+    run = tmp_path / "run"
+    (run / part).mkdir(parents=True)
+    for folder in (run, run / part):
+        (folder / "config.json").write_text(f'{{"task": "{task}"}}')
+    assert main([*command, "--out", str(run / part), "--resume", "--data", str(tmp_path)]) == 2
+    assert f"is part (a fold or seed) of the {task} run in {run}" in capsys.readouterr().err

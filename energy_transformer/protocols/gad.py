@@ -14,7 +14,7 @@ Neural models (ET and the PyG baselines) train full-batch through
 :class:`~energy_transformer.train.Trainer`, evaluated on validation after every epoch;
 RF-Graph is fitted once with scikit-learn. Results are mean :math:`\\pm` std over seeds.
 
-Where the harness departs from GADBench's own code, every model alike: the split is the issue's
+Where the harness departs from GADBench's own code, every model alike: the split is a stratified
 40/20/40 on every dataset (GADBench's Tolokers split is 50/25/25: ``et train anomaly --splits
 file`` uses the masks shipped with the data); a fixed budget of ``epochs`` (default 100) with no
 early stopping (GADBench: up to 200, patience 50); the optimiser is the shared Trainer's AdamW

@@ -43,6 +43,7 @@ from energy_transformer.protocols.gad import (
 )
 from energy_transformer.train import (
     check_new_run,
+    check_not_part_of_run,
     launched_world_size,
     load_run,
     resolve_device,
@@ -58,6 +59,8 @@ def _seeds(text: str) -> list[int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"seeds must be a count or a list: {text!r}") from err
     if "," in text:
+        if not seeds:
+            raise argparse.ArgumentTypeError(f"no seed in {text!r}")
         if len(set(seeds)) != len(seeds):  # the second run would meet the first's folder
             raise argparse.ArgumentTypeError(f"seeds repeat: {text!r}")
         return seeds
@@ -215,6 +218,7 @@ def train(args: argparse.Namespace) -> None:
             " in every process: run it as one process (seeds side by side: one process each)"
         )
     protocols = _protocol_names(args.protocol)
+    check_not_part_of_run(args.out, "anomaly")
     check_new_run(args.out, args.resume, task="anomaly")
     data = load_gad(args.dataset, root=args.data)
     cfg = _config(args)

@@ -49,6 +49,7 @@ from energy_transformer.train import (
     TrainConfig,
     Trainer,
     check_new_run,
+    check_not_part_of_run,
     config_changes,
     launched_world_size,
     load_run,
@@ -344,6 +345,7 @@ def cross_validate(
     et_overrides = overrides if model == "et" else None
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:  # before the data are read: a refused folder costs nothing
+        check_not_part_of_run(out_dir, "graph")
         check_new_run(out_dir, resume, task="graph")
     if dataset is None:
         pe_dim = {**PRESETS[preset], **(overrides or {})}["pe_dim"]

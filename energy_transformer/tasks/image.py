@@ -36,6 +36,7 @@ from energy_transformer.models.image import (
 from energy_transformer.models.interpolation import PatchInterpolation
 from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit_config
 from energy_transformer.nn.block import GRADIENTS
+from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.train import (
     PRECISIONS,
     TrainConfig,
@@ -124,8 +125,8 @@ def load_split(
 
 def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
     """The first ``limit`` images of a dataset as one float tensor ``(n, C, H, W)``."""
-    if limit is not None and limit < 1:  # images[:-5] would quietly drop the last five
-        raise ValueError(f"the number of images to score must be >= 1, got {limit}")
+    if limit is not None:  # images[:-5] would quietly drop the last five
+        check_positive_int("limit (images to score)", limit)
     if isinstance(dataset, TensorDataset):
         images = dataset.tensors[0]
         return as_float_images(images[:limit] if limit is not None else images)
@@ -270,18 +271,23 @@ def make_model(args: argparse.Namespace) -> MaskedImageModel:
 
 
 def apply_training_preset(args: argparse.Namespace) -> None:
-    """Options left unset take the preset's training settings (:data:`TRAIN_PRESETS`)."""
+    """Options left unset take the run's own settings when it is resumed (so that it continues
+    as it started), else the preset's (:data:`TRAIN_PRESETS`)."""
+    saved: dict[str, Any] = {}
+    if args.resume and (Path(args.out) / "config.json").is_file():
+        config = read_run_config(args.out)[1]
+        saved = {**config.get("train", {}), "batch_size": config.get("extra", {}).get("batch_size")}
     for key, value in TRAIN_PRESETS[args.preset].items():
         if getattr(args, key) is None:
-            setattr(args, key, value)
+            setattr(args, key, value if saved.get(key) is None else saved[key])
 
 
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
     check_new_run(args.out, args.resume, task="image")
     apply_training_preset(args)
-    if args.eval_size is not None and args.eval_size < 1:
-        raise ValueError(f"--eval-size must be >= 1, got {args.eval_size}")
+    if args.eval_size is not None:
+        check_positive_int("--eval-size", args.eval_size)
     torch.manual_seed(args.seed)
     model = make_model(args)
     dataset = args.dataset or PRESET_DATASET[args.preset]
@@ -533,12 +539,20 @@ DEMO = {
 DEMO_MODEL: dict[str, Any] = {}
 
 
+def _is_demo_run(extra: dict[str, Any]) -> bool:
+    """A run ``et demo`` made: marked so, or (runs from before the mark) its settings."""
+    earlier = (
+        extra.get("train_images") == DEMO["subset"] and extra.get("val_size") == DEMO["val_size"]
+    )
+    return bool(extra.get("demo")) or earlier
+
+
 def demo(args: argparse.Namespace) -> None:
     """``et demo``: train the fashion-mnist preset briefly, evaluate, write pictures."""
     out = Path(args.out)
     resolve_device(args.device)  # a bad option must fail before anything is deleted
     if (out / "config.json").is_file():
-        if not read_run_config(out)[1].get("extra", {}).get("demo"):
+        if not _is_demo_run(read_run_config(out)[1].get("extra", {})):
             raise FileExistsError(
                 f"{out} holds a run that et demo did not make; choose another --out"
             )
@@ -585,15 +599,18 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def _completion_targets(images: list[Path], out: Path) -> list[Path]:
-    """``out/STEM_completed.png`` per image; a stem met again gets ``-2``, ``-3`` ... so that
-    images of one name from different folders do not overwrite each other's picture."""
-    seen: dict[str, int] = {}
+    """``out/STEM_completed.png`` per image; a name already taken gets ``-2``, ``-3`` ... so
+    that images of one name from different folders do not overwrite each other's picture."""
+    used: set[Path] = set()
     targets = []
     for path in images:
-        stem = Path(path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        suffix = "" if seen[stem] == 1 else f"-{seen[stem]}"
-        targets.append(out / f"{stem}{suffix}_completed.png")
+        stem, n = Path(path).stem, 1
+        target = out / f"{stem}_completed.png"
+        while target in used:
+            n += 1
+            target = out / f"{stem}-{n}_completed.png"
+        used.add(target)
+        targets.append(target)
     return targets
 
 
@@ -632,7 +649,7 @@ def convert_official(args: argparse.Namespace) -> None:
     """``et convert-official NPZ OUT``: the released .npz layout to a run folder of ours."""
     from energy_transformer.official import from_official_npz
 
-    check_new_run(args.out, resume=False)
+    check_new_run(args.out, resume=False, remedy="convert into another folder (or delete it)")
     model = from_official_npz(
         args.npz,
         steps=args.steps,

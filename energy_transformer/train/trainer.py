@@ -495,30 +495,63 @@ def config_changes(
 _RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")
 
 
-def check_new_run(run_dir: str | os.PathLike, resume: bool, task: str | None = None) -> None:
+_CONTINUE = (
+    "continue it with --resume, or train into another folder (delete this one to start over)"
+)
+
+
+def check_new_run(
+    run_dir: str | os.PathLike,
+    resume: bool,
+    task: str | None = None,
+    remedy: str = _CONTINUE,
+) -> None:
     """Refuse to train into ``run_dir`` when it holds a run (``config.json`` and weights or
     results, its own or its folds' or seeds') and ``resume`` is off: a second run would
     overwrite the first one's weights, metrics and configuration. Results count too: a
     weight-free model (WL kernel, random forest) leaves only them. A folder whose run stopped
-    before saving either (a bad option, say) is not one.
+    before saving either (a bad option, say) is not one. ``remedy`` ends the message.
 
-    With ``task``, resuming a run of another task is refused too: it would rewrite that run's
-    ``config.json`` and leave it unreadable by its own task."""
+    With ``task``, resuming a run of another task (or a folder whose ``config.json`` names no
+    task) is refused too: it would rewrite that run's ``config.json`` and leave it unreadable
+    by its own task."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         return
     if resume:
-        if task is not None and (found := read_run_config(run_dir)[1].get("task")) != task:
+        found = read_run_config(run_dir)[1].get("task") if task is not None else task
+        if found is None and task is not None:
+            raise FileExistsError(
+                f"{run_dir / 'config.json'} records no task: not a run of et train, so --resume"
+                " cannot continue it"
+            )
+        if found != task:
             raise FileExistsError(
                 f"{run_dir} holds a run of task {found!r}, not {task!r}: --resume cannot"
                 " continue it; train into another folder"
             )
         return
     if any(next(run_dir.rglob(pattern), None) is not None for pattern in _RUN_OUTPUTS):
-        raise FileExistsError(
-            f"{run_dir} already holds a trained run: continue it with --resume, or train into"
-            " another folder (delete this one to start over)"
-        )
+        raise FileExistsError(f"{run_dir} already holds a trained run: {remedy}")
+
+
+def check_not_part_of_run(run_dir: str | os.PathLike, task: str) -> None:
+    """Refuse ``run_dir`` when it is a part (a fold's or a seed's folder) of a ``task`` run one
+    or two levels up: training the whole task into it would overwrite that part's
+    ``config.json`` with the whole run's."""
+    run_dir = Path(run_dir).resolve()
+    for above in (run_dir.parent, run_dir.parent.parent):
+        if not (above / "config.json").is_file():
+            continue
+        try:
+            found = read_run_config(above)[1].get("task")
+        except ValueError:  # not a run configuration: nothing of ours to protect
+            continue
+        if found == task:
+            raise FileExistsError(
+                f"{run_dir} is part (a fold or seed) of the {task} run in {above}: give"
+                f" {above} as --out to continue that run"
+            )
 
 
 def read_run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:

@@ -43,6 +43,10 @@ def test_unset_training_options_take_the_presets_and_flags_override_them(run):
     apply_training_preset(args)
     assert (args.epochs, args.batch_size, args.warmup_epochs) == (100, 768, 2.0)
     assert args.lr == 1e-4
+    # Resumed, a run continues with its own settings (batch 8 here), not the preset's (128).
+    args = build_parser().parse_args(["train", "image", "--out", str(run), "--resume"])
+    apply_training_preset(args)
+    assert args.batch_size == 8 and args.lr == 3e-3
 
 
 def test_train_writes_a_run(run):
@@ -88,13 +92,16 @@ def test_complete_writes_side_by_side(run, tmp_path):
     (tmp_path / "b").mkdir()
     Image.fromarray(pixels).save(tmp_path / "shirt.png")
     Image.fromarray(pixels[::-1].copy()).save(tmp_path / "b" / "shirt.png")
-    images = [str(tmp_path / "shirt.png"), str(tmp_path / "b" / "shirt.png")]
+    Image.fromarray(pixels[:, ::-1].copy()).save(tmp_path / "shirt-2.png")
+    images = [tmp_path / "shirt.png", tmp_path / "b" / "shirt.png", tmp_path / "shirt-2.png"]
     out = tmp_path / "o"
-    main(["complete", str(run), *images, "--out", str(out), "--device", "cpu"])
-    # Two images of one name: two pictures, neither overwritten.
-    first, second = out / "shirt_completed.png", out / "shirt-2_completed.png"
-    assert first.stat().st_size > 1000 and second.stat().st_size > 1000
-    assert first.read_bytes() != second.read_bytes()
+    main(["complete", str(run), *map(str, images), "--out", str(out), "--device", "cpu"])
+    # Two images of one name, and one named like the second's renamed picture: three pictures.
+    pictures = sorted(out.glob("*_completed.png"))
+    assert [p.name for p in pictures] == [
+        "shirt-2-2_completed.png", "shirt-2_completed.png", "shirt_completed.png"
+    ]  # fmt: skip
+    assert len({p.read_bytes() for p in pictures}) == 3
 
 
 def test_resume_continues_to_more_epochs(run, data, capsys):
@@ -120,7 +127,8 @@ def test_convert_official_never_overwrites_a_run(run, tmp_path, capsys, monkeypa
     before = (trained / "last.safetensors").read_bytes()
     npz = save(tmp_path / "released.npz", official_arrays())
     assert main(["convert-official", str(npz), str(trained)]) == 2
-    assert "already holds a trained run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a trained run: convert into another folder (or delete it)" in err
     assert (trained / "last.safetensors").read_bytes() == before
 
 
@@ -147,7 +155,7 @@ def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
         main(["train", "image", "--preset", "cifar"])
     base = ["train", "image", "--data", str(data), "--no-progress"]
     for extra, message in [
-        (["--eval-size", "-5"], "--eval-size must be >= 1, got -5"),
+        (["--eval-size", "-5"], "--eval-size must be a positive int, got -5"),
         (["--arch", "vit-mae", "--alpha", "0.5"], "--alpha and --gradient are the energy"),
     ]:
         assert main([*base, "--out", str(tmp_path / "y"), *extra]) == 2
