@@ -151,10 +151,14 @@ def test_a_finished_run_of_a_weight_free_model_needs_resume(
 
 def test_mistakes_are_caught_before_any_training(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ET_DEBUG", raising=False)
-    for option, value in [("--model", "et,mlp,et"), ("--seeds", "1,1")]:
+    for option, value, message in [
+        ("--model", "et,mlp,et", "models repeat"),
+        ("--seeds", "1,1", "seeds repeat"),
+        ("--seeds", ",", "no seed in ','"),
+    ]:
         with pytest.raises(SystemExit):
             main(train_args(data_root, tmp_path / "r", option, value))
-        assert "repeat" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
     # The data ship 2 splits: asking for 3 fails before seed 0 trains.
     args = ["--model", "mlp", "--splits", "file", "--seeds", "3"]
     assert main(train_args(data_root, tmp_path / "f", *args)) == 2
