@@ -53,8 +53,8 @@ def _scores(x: ArrayLike, name: str = "scores") -> np.ndarray:
     arr = _vector(x, name)
     if arr.dtype == bool:
         arr = arr.astype(np.float64)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN at index {int(np.flatnonzero(np.isnan(arr))[0])}")
@@ -80,7 +80,7 @@ def _integers(x: ArrayLike, name: str) -> np.ndarray:
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
         as_float = arr.astype(np.float64)
-        if np.isnan(as_float).any() or (as_float != np.round(as_float)).any():
+        if not np.isfinite(as_float).all() or (as_float != np.round(as_float)).any():
             raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
     return arr.astype(np.int64)
 
@@ -153,7 +153,8 @@ def auprc(scores: ArrayLike, labels: ArrayLike) -> float:
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     # One threshold per distinct score: the last position of each run of tied scores.
-    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    # (s[1:] != s[:-1], not np.diff: inf - inf is NaN, which would split a tie of infinities.)
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
     tp = np.cumsum(y)[ends]
     precision = tp / (ends + 1)
     recall = tp / tp[-1]
@@ -301,8 +302,11 @@ def psnr(mse: float | torch.Tensor | np.ndarray, data_range: float = 1.0) -> flo
     value = float(arr.reshape(-1)[0])
     if math.isnan(value) or value < 0:
         raise ValueError(f"mse must be a non-negative number, got {value}")
-    if data_range <= 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be finite and positive, got {data_range}")
     if value == 0:
         return math.inf
-    return float(10.0 * math.log10(data_range**2 / value))
+    if math.isinf(value):
+        return -math.inf
+    # Two logs, not one of the ratio: data_range**2 / value overflows for a tiny mse.
+    return float(20.0 * math.log10(data_range) - 10.0 * math.log10(value))

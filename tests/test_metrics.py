@@ -143,3 +143,22 @@ def test_accuracy_and_mse_and_psnr():
 def test_bad_inputs_raise_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_infinite_scores_tie_like_any_other():
+    # inf - inf is NaN: ties of infinities must still enter together (sklearn, with +-10 for inf).
+    inf = np.inf
+    assert auprc(np.array([inf, inf, 1.0, 0.0]), [1, 0, 1, 0]) == pytest.approx(7 / 12)
+    assert auprc(np.array([inf, inf, 1.0, 0.0]), [0, 1, 1, 0]) == pytest.approx(7 / 12)
+    assert auprc(np.array([-inf, -inf, 1.0, 0.0]), [1, 0, 1, 0]) == pytest.approx(0.75)
+
+
+def test_psnr_at_the_extremes_and_bad_inputs():
+    assert psnr(1e-320) == pytest.approx(3200.0, rel=1e-6)  # no overflow of 1 / mse
+    assert psnr(float("inf")) == -np.inf
+    with pytest.raises(ValueError, match="data_range must be finite and positive"):
+        psnr(0.01, float("nan"))
+    with pytest.raises(ValueError, match="scores must be real numbers"):
+        auroc(np.array([1 + 1j, 2]), [0, 1])
+    with pytest.raises(ValueError, match="integer class ids"):
+        accuracy([np.inf, 1], [0, 1])
