@@ -42,6 +42,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
+from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
 
 ADJACENCIES = ("hard", "soft", "released")
@@ -155,6 +156,7 @@ def laplacian_eigenvectors(edge_index: Tensor, num_nodes: int, k: int) -> tuple[
     """
     if num_nodes < 1:
         raise ValueError("an empty graph has no Laplacian eigenvectors")
+    check_positive_int("k", k)
     check_edge_index(edge_index, num_nodes)
     wanted = min(k + 1, num_nodes)
     if num_nodes <= _DENSE_EIGH_MAX or wanted >= num_nodes - 1:
@@ -184,8 +186,7 @@ class LaplacianPE:
     """
 
     def __init__(self, k: int = 15) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_positive_int("k", k)
         self.k = k
 
     def __call__(self, data: Data) -> Data:
@@ -465,6 +466,16 @@ class GraphEnergyTransformer(nn.Module):
                 f"node features have shape {tuple(batch.x.shape)} but the model expects"
                 f" (nodes, {self.embed.in_features})"
             )
+        # Checked before any shift by the CLS tokens: a negative id would land on one of them.
+        check_edge_index(batch.edge_index, batch.x.shape[0])
+        src, dst = batch.edge_index
+        across = batch.batch[src] != batch.batch[dst]
+        if across.any():
+            i = int(across.nonzero()[0])
+            raise ValueError(
+                f"edge {int(src[i])} -> {int(dst[i])} joins graphs {int(batch.batch[src[i]])}"
+                f" and {int(batch.batch[dst[i]])} of the batch: edges must stay within a graph"
+            )
         if self.training:
             sign = torch.randint(0, 2, (int(batch.num_graphs), self.pe_dim), device=pe.device)
             pe = pe * (sign * 2 - 1)[batch.batch].to(pe.dtype)
@@ -550,6 +561,10 @@ class GraphEnergyTransformer(nn.Module):
         """Logits ``(graphs, num_classes)``; with ``return_trajectory`` also each block's
         :class:`~energy_transformer.nn.Trajectory` (with ``attention="edges"`` its energies
         are summed over the batch's graphs: one column)."""
+        if not isinstance(batch, Batch):
+            if not isinstance(batch, Data):
+                raise TypeError(f"expected a PyG Batch (or Data), got {type(batch).__name__}")
+            batch = Batch.from_data_list([batch])  # one graph
         noise = self.noise_std if self.training else 0.0
         padding = None
         if self.adjacency == "hard" and self.attention == "edges":

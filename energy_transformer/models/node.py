@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
+from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
 ENERGY_TERMS = ("total", "attention", "hopfield")
@@ -106,8 +107,8 @@ class NodeEnergyTransformer(nn.Module):
         degree_buckets: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
-            raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
+        check_positive_int("in_dim", in_dim)
+        check_positive_int("num_classes", num_classes)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         if (
@@ -217,6 +218,9 @@ class NodeEnergyTransformer(nn.Module):
     @torch.no_grad()
     def energy_scores(self, x: Tensor, edge_index: Tensor, term: str = "total") -> Tensor:
         """Final energy of each node's token, ``(N,)``: higher = more anomalous.
+
+        In training mode the descent's noise and the dropout apply: call ``.eval()`` first for
+        scores that do not change from call to call.
 
         Args:
             x, edge_index: the graph.

@@ -8,8 +8,9 @@ import numbers
 
 
 def check_positive_int(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= 1 (``bool`` is not a size)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1 (numpy's too; ``bool`` is not
+    a size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 

@@ -345,6 +345,25 @@ def test_rescaled_features_give_the_same_logits_after_refitting_the_scaler():
     torch.testing.assert_close(model(shifted), logits, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["edges", "dense"])
+def test_edges_outside_the_batch_or_across_graphs_are_errors(attention):
+    model = small_model(attention=attention).eval()
+    batch = Batch.from_data_list([graph(path(4), 4), graph(cycle(5), 5)])
+    negative = batch.clone()
+    negative.edge_index = negative.edge_index.clone()
+    negative.edge_index[0, 0] = -1  # once read as a CLS token by the edge list
+    with pytest.raises(ValueError, match=r"node ids in \[-1, 8\] but num_nodes is 9"):
+        model(negative)
+    across = batch.clone()
+    across.edge_index = torch.cat([batch.edge_index, torch.tensor([[0], [6]])], dim=1)
+    with pytest.raises(ValueError, match="edge 0 -> 6 joins graphs 0 and 1 of the batch"):
+        model(across)
+    one = graph(path(4), 4)  # a lone Data is a batch of one graph
+    torch.testing.assert_close(model(one), model(Batch.from_data_list([one])))
+    with pytest.raises(ValueError, match="k must be a positive int, got 2.5"):
+        LaplacianPE(2.5)
+
+
 def test_errors_and_presets():
     model = small_model()
     batch = Batch.from_data_list([Data(x=torch.ones(3, 3), edge_index=path(3), num_nodes=3)])

@@ -8,7 +8,7 @@ import pytest
 from energy_transformer.nn.checks import check_positive_int, check_real
 
 
-@pytest.mark.parametrize("value", [1, 7, 4096])
+@pytest.mark.parametrize("value", [1, 7, 4096, np.int64(3)])  # numpy ints (from shapes) too
 def test_positive_ints_pass(value):
     check_positive_int("heads", value)
 
