@@ -32,7 +32,13 @@ TERM_LABELS = {
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (``.png`` added when it has no suffix) and return the file."""
     path = Path(path)
+    if path.is_dir():
+        plt.close(fig)
+        raise ValueError(f"{path} is a folder: give the picture's file name")
+    if not path.suffix:
+        path = path.with_suffix(".png")  # what savefig would write, so that we return it
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
     plt.close(fig)

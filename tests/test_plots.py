@@ -17,6 +17,11 @@ def test_energy_descent(tmp_path):
         plots.plot_energy_descent(EnergyTerms(e[0], e[0], e[0]), tmp_path / "x.png")
     with pytest.raises(ValueError, match="hopfield has shape"):
         plots.plot_energy_descent(EnergyTerms(e, e[:3], e), tmp_path / "x.png")
+    # The path returned is the file written: .png added to a bare name, a folder refused.
+    bare = plots.plot_energy_descent(EnergyTerms(e, e, e), tmp_path / "plain")
+    assert bare == tmp_path / "plain.png" and _is_png(bare)
+    with pytest.raises(ValueError, match="is a folder: give the picture's file name"):
+        plots.plot_energy_descent(EnergyTerms(e, e, e), tmp_path)
 
 
 def test_energy_descent_ticks_whole_steps(tmp_path, monkeypatch):

@@ -121,4 +121,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(
             f"{path} is a safetensors file but not an energy-transformer checkpoint"
         )
-    return Checkpoint(tensors, metadata)
+    # Parse every JSON field and the optimizer's keys now: a damaged header must fail here,
+    # naming the file, not later as a JSON or int() error in the middle of a resume.
+    try:
+        checkpoint = Checkpoint(tensors, metadata)
+        checkpoint.optimizer_state()
+        for key in ("rng_numpy", "rng_python"):
+            if key in metadata:
+                json.loads(metadata[key])
+    except ValueError as err:  # JSONDecodeError and int() of a damaged key are ValueErrors
+        raise CheckpointError(f"corrupt checkpoint {path}: damaged metadata ({err})") from err
+    if not isinstance(checkpoint.meta, dict):
+        raise CheckpointError(f"corrupt checkpoint {path}: its meta is not a JSON object")
+    return checkpoint

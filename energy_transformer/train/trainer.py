@@ -327,6 +327,12 @@ class Trainer:
                 raise CheckpointError("last.safetensors holds no optimizer state; cannot resume")
             self.optimizer.load_state_dict(optim_state)
             meta = ckpt.meta
+            missing = [k for k in _RESUME_KEYS if k not in meta]
+            if missing:
+                raise CheckpointError(
+                    f"{self.run_dir / 'last.safetensors'} cannot be resumed: its meta lacks"
+                    f" {missing} (damaged, or not saved by the trainer)"
+                )
             epoch, step_in_epoch = meta["epoch"], meta["step_in_epoch"]
             bad_epochs, best_value = meta["bad_epochs"], meta["best_value"]
             result.history = meta["history"]
@@ -490,6 +496,12 @@ def config_changes(
     keys = sorted(saved.keys() | current.keys()) if keys is None else keys
     return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
 
+
+# What the trainer's last.safetensors records to resume from.
+_RESUME_KEYS = (
+    "epoch", "step_in_epoch", "bad_epochs", "best_value", "history", "best_epoch",
+    "best_metrics", "global_step", "lrs",
+)  # fmt: skip
 
 # What a finished (or partly finished) run leaves: weights, a fold's result, a run's results.
 _RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")

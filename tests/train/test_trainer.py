@@ -144,6 +144,25 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors")
     with pytest.raises(CheckpointError, match="not an energy-transformer checkpoint"):
         load_checkpoint(tmp_path / "foreign.safetensors")
+    ours = {"format": "energy-transformer/1"}
+    for metadata, message in [
+        ({**ours, "meta": "{not json"}, "damaged metadata"),
+        ({**ours, "meta": "[1, 2]"}, "its meta is not a JSON object"),
+        ({**ours, "optim_groups": "[]"}, "damaged metadata"),  # with a damaged optim/x/ key
+    ]:
+        tensors = {"model/w": torch.zeros(2), "optim/x/step": torch.zeros(())}
+        save_file(tensors, tmp_path / "damaged.safetensors", metadata=metadata)
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "damaged.safetensors")
+
+
+def test_a_checkpoint_without_resume_information_is_a_clear_error(tmp_path):
+    _fit(tmp_path, epochs=1)
+    ckpt = load_checkpoint(tmp_path / "last.safetensors")
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, ckpt.model_state, ckpt.optimizer_state(), meta={"dpoch": 1})
+    with pytest.raises(CheckpointError, match="cannot be resumed: its meta lacks"):
+        _fit(tmp_path, epochs=2, resume=True)
 
 
 def test_epoch_sampler_shards_are_the_global_batches(monkeypatch):
