@@ -110,6 +110,19 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
     return _save(fig, path)
 
 
+def _check_pictures(name: str, images: Tensor, square: bool = False) -> None:
+    """``images`` must be ``(n >= 1, C in {1, 3}, H, W)`` (``H == W`` with ``square``)."""
+    shape = tuple(images.shape)
+    if (
+        images.dim() != 4
+        or shape[0] == 0
+        or shape[1] not in (1, 3)
+        or (square and shape[2] != shape[3])
+    ):
+        kind = "(n, C, p, p) square patches" if square else "(n, C, H, W) images"
+        raise ValueError(f"{name} must be {kind}, n >= 1 and C 1 or 3, got {shape}")
+
+
 def _as_display(images: Tensor) -> np.ndarray:
     """``(n, C, H, W)`` images in [0, 1] -> ``(n, H, W)`` or ``(n, H, W, 3)`` for imshow.
 
@@ -145,7 +158,10 @@ def plot_reconstructions(
             "masked, reconstructed and original must be (n, C, H, W) of one shape, got "
             f"{tuple(masked.shape)}, {tuple(reconstructed.shape)}, {tuple(original.shape)}"
         )
+    _check_pictures("the images", original)
     n = masked.shape[0]
+    if errors is not None and len(errors) != n:
+        raise ValueError(f"errors must have one value per image ({n}), got {len(errors)}")
     rows = {"masked": masked, "reconstructed": reconstructed, "original": original}
     fig, axes = plt.subplots(3, n, figsize=(1.25 * n + 1.0, 4.2), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
@@ -219,8 +235,7 @@ def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
         path: where to write the PNG.
         title: figure title.
     """
-    if patches.dim() != 4:
-        raise ValueError(f"patches must be (memories, C, p, p), got {tuple(patches.shape)}")
+    _check_pictures("patches", patches, square=True)
     tiles = patches.detach().float().cpu()
     # Each memory on its own scale: the shape of a memory matters here, not its norm.
     tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)

@@ -52,3 +52,10 @@ def test_image_figures(tmp_path):
         plots.plot_reconstructions(masked, images[:2], images, tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"pos_embed must be \(9, dim\)"):
         plots.plot_position_similarity(torch.randn(8, 6), 3, tmp_path / "x.png")
+    for bad in (torch.randn(0, 1, 4, 4), torch.randn(5, 2, 4, 4), torch.randn(5, 1, 4, 6)):
+        with pytest.raises(ValueError, match=r"patches must be \(n, C, p, p\) square patches"):
+            plots.plot_memories(bad, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"the images must be \(n, C, H, W\) images"):
+        plots.plot_reconstructions(*[torch.rand(2, 2, 8, 8)] * 3, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"errors must have one value per image \(4\), got 2"):
+        plots.plot_reconstructions(masked, images, images, tmp_path / "x.png", errors=mask[:2, 0])
