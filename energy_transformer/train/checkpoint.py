@@ -50,12 +50,19 @@ def save_checkpoint(
     """
     path = Path(path)
     tensors = _cpu_tensors(model_state, MODEL_PREFIX)
-    metadata: dict[str, str] = {"format": "energy-transformer/1", "meta": json.dumps(meta or {})}
+    metadata: dict[str, str] = {"format": "energy-transformer/1", "meta": _json("meta", meta or {})}
     if optimizer_state is not None:
         for pid, pstate in optimizer_state["state"].items():
             for name, value in pstate.items():
-                tensors[f"optim/{pid}/{name}"] = torch.as_tensor(value).detach().cpu().clone()
-        metadata["optim_groups"] = json.dumps(optimizer_state["param_groups"])
+                try:
+                    tensor = torch.as_tensor(value)
+                except (TypeError, RuntimeError, ValueError) as err:
+                    raise ValueError(
+                        f"optimizer state {pid}/{name} ({type(value).__name__}) cannot be"
+                        " stored as a tensor: this optimizer is not supported by checkpoints"
+                    ) from err
+                tensors[f"optim/{pid}/{name}"] = tensor.detach().cpu().clone()
+        metadata["optim_groups"] = _json("optimizer param_groups", optimizer_state["param_groups"])
     if rng:
         tensors["rng/torch"] = torch.get_rng_state()
         if torch.cuda.is_initialized():  # a CPU run on a GPU machine leaves CUDA untouched
@@ -68,6 +75,14 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
+
+
+def _json(what: str, value: Any) -> str:
+    """``json.dumps(value)``, or a ValueError naming ``what`` holds something JSON cannot."""
+    try:
+        return json.dumps(value)
+    except TypeError as err:
+        raise ValueError(f"{what} must be JSON-serialisable for a checkpoint: {err}") from err
 
 
 class Checkpoint:

@@ -156,6 +156,24 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
             load_checkpoint(tmp_path / "damaged.safetensors")
 
 
+def test_what_a_checkpoint_cannot_hold_is_named(tmp_path):
+    model = toy_model()
+    with pytest.raises(ValueError, match="meta must be JSON-serialisable"):
+        save_checkpoint(tmp_path / "c.safetensors", model.state_dict(), meta={"p": tmp_path})
+    lbfgs = torch.optim.LBFGS(model.parameters())
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = mse_loss(model, toy_dataset()[:4])[0]
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)  # its state holds lists, which a safetensors file cannot
+    with pytest.raises(ValueError, match="cannot be stored as a tensor"):
+        save_checkpoint(tmp_path / "c.safetensors", model.state_dict(), lbfgs.state_dict())
+    assert not (tmp_path / "c.safetensors").exists()
+
+
 def test_a_checkpoint_without_resume_information_is_a_clear_error(tmp_path):
     _fit(tmp_path, epochs=1)
     ckpt = load_checkpoint(tmp_path / "last.safetensors")
