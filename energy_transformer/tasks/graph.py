@@ -136,14 +136,11 @@ def train_loader(
     """Shuffled batches; with ``buckets`` (padded dense attention) of similar-size graphs.
 
     Under ``torchrun`` ``batch_size`` is the global batch: each process gets its share of every
-    batch (:func:`~energy_transformer.train.make_loader`'s sampler, seeded by ``seed``)."""
+    batch (:func:`~energy_transformer.train.make_loader`'s sampler, seeded by ``seed``). Size
+    buckets are not split across processes: there each process pads its share of a shuffled
+    batch (the same results, more padding)."""
     graphs = list(graphs)
     if launched_world_size() > 1:
-        if buckets:
-            raise ValueError(
-                "size-bucketed batches (padded dense attention) are not split across processes;"
-                " under torchrun use attention='edges', the default"
-            )
         collate = Collater(graphs)
         return make_loader(graphs, batch_size, seed=seed, collate_fn=collate, device=device)
     if not buckets:
