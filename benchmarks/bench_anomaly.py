@@ -26,6 +26,7 @@ import torch
 from energy_transformer.data.gad import load_gad
 from energy_transformer.protocols.gad import (
     MODELS,
+    SPLITS,
     HarnessConfig,
     RunResult,
     format_table,
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> str:
         default=0.4,
         help="stratified training share; the rest is split 1:2 into val:test (paper: 0.01, 0.4)",
     )
+    parser.add_argument(
+        "--splits",
+        default="random",
+        choices=SPLITS,
+        help="random: a stratified split per seed (--train-ratio); file: the dataset's own split"
+        " number SEED (Tolokers: GADBench's 50/25/25)",
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -146,7 +154,11 @@ def main(argv: list[str] | None = None) -> str:
         parser.error("need --seeds >= 1 and --first-seed >= 0")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     train = 100 * args.train_ratio
-    split = f"{train:g}% / {(100 - train) / 3:.3g}% / {2 * (100 - train) / 3:.3g}%"
+    split = (
+        "dataset's own (split k for seed k)"
+        if args.splits == "file"
+        else f"{train:g}% / {(100 - train) / 3:.3g}% / {2 * (100 - train) / 3:.3g}%"
+    )
     started = time.perf_counter()
     sections = []
     logged = parse_log(Path(args.from_log).read_text()) if args.from_log else None
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> str:
                 cfg,
                 train_ratio=args.train_ratio,
                 on_result=partial(_report, name),
+                splits=args.splits,
             )
         finished = len({r.seed for r in results})
         minutes = (time.perf_counter() - t0) / 60
@@ -200,7 +213,7 @@ def main(argv: list[str] | None = None) -> str:
             f"Budget (the same for every model): {args.epochs} epochs full-batch, Adam lr"
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
             f" {len(seeds)} seeds ({_seed_range(seeds)};"
-            f" one {split} train / val / test stratified split per seed, shared by all models);"
+            f" one {split} train / val / test split per seed, shared by all models);"
             f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates;"
             + (
                 f" neural models' input: the same map over {args.input_hops} hops, standardised."

@@ -64,6 +64,8 @@ PROTOCOLS: dict[str, Protocol] = {
     "gadbench": Protocol("gadbench", 0.4, "val_auprc", ("auroc", "auprc", "rec_at_k")),
 }
 MODELS: tuple[str, ...] = ("et", *GAD_BASELINES)
+# Where a seed's split comes from: a fresh stratified draw, or the dataset's own masks.
+SPLITS = ("random", "file")
 
 
 def get_protocol(name: str) -> Protocol:
@@ -408,25 +410,36 @@ def run_protocols(
     resume: bool = False,
     on_result: Callable[[RunResult], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    splits: str = "random",
 ) -> list[RunResult]:
     """Run every model for every seed on ``data`` (one graph) under the given protocols.
 
-    For a given seed every model sees the same stratified split (``train_ratio``, default the
-    first protocol's; the rest 1:2 val:test). The protocols share each training run and
-    differ in the validation metric that picks the reported epoch. Checkpoints go to
-    ``run_root/<model>/seed<k>/`` when ``run_root`` is given (``resume`` continues them), with
-    ``extra_config`` (and the train ratio) recorded in each run's ``config.json``.
+    For a given seed every model sees the same split: with ``splits="random"`` a stratified one
+    (``train_ratio``, default the first protocol's; the rest 1:2 val:test), with
+    ``splits="file"`` the dataset's own split number ``seed`` (:func:`file_split`; GADBench's
+    for Tolokers). The protocols share each training run and differ in the validation metric
+    that picks the reported epoch. Checkpoints go to ``run_root/<model>/seed<k>/`` when
+    ``run_root`` is given (``resume`` continues them), with ``extra_config`` (and the train
+    ratio) recorded in each run's ``config.json``.
     """
     protocols = _protocols(protocols)
     cfg = cfg or HarnessConfig()
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {MODELS}")
-    data = prepare(data, cfg.standardize)
+    if splits not in SPLITS:
+        raise ValueError(f"splits must be one of {SPLITS}, got {splits!r}")
     ratio = protocols[0].train_ratio if train_ratio is None else train_ratio
+    if splits == "file":  # every seed's split checked before anything trains
+        shipped = {seed: file_split(data, seed) for seed in seeds}
+        ratio = None
+    data = prepare(data, cfg.standardize)
     results = []
     for seed in seeds:
-        split = stratified_split(data.y, ratio, seed, getattr(data, "label_mask", None))
+        if splits == "file":
+            split = shipped[seed]
+        else:
+            split = stratified_split(data.y, ratio, seed, getattr(data, "label_mask", None))
         for name in models:
             run_dir = None if run_root is None else Path(run_root) / name / f"seed{seed}"
             extra = {**(extra_config or {}), "train_ratio": ratio}

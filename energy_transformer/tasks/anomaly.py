@@ -27,6 +27,7 @@ from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
     PROTOCOLS,
+    SPLITS,
     HarnessConfig,
     RunResult,
     anomaly_scores,
@@ -35,7 +36,6 @@ from energy_transformer.protocols.gad import (
     neural_input,
     prepare,
     rebuild_model,
-    run_one,
     run_protocols,
     score_split,
     stratified_split,
@@ -115,7 +115,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--splits",
         default="random",
-        choices=("random", "file"),
+        choices=SPLITS,
         help="random: stratified per seed; file: the dataset's own masks (split = seed)",
     )
     parser.add_argument(
@@ -241,22 +241,23 @@ def train(args: argparse.Namespace) -> None:
         shown = " ".join(f"{p}:{m}" for p, m in r.metrics.items())
         print(f"[{r.model} seed {r.seed}] {shown} ({r.seconds:.1f}s)", flush=True)
 
-    if args.splits == "file":
-        _run_file_splits(data, protocols, args, cfg, record, report)
-    else:
-        run_protocols(
-            data,
-            protocols,
-            args.model,
-            args.seeds,
-            cfg,
-            args.train_ratio,
-            run_root=args.out,
-            resume=args.resume,
-            on_result=report,
-            extra_config=record,
-        )
-    title = f"{args.dataset}, train ratio {args.train_ratio}, {args.epochs} epochs"
+    run_protocols(
+        data,
+        protocols,
+        args.model,
+        args.seeds,
+        cfg,
+        args.train_ratio,
+        run_root=args.out,
+        resume=args.resume,
+        on_result=report,
+        extra_config=record,
+        splits=args.splits,
+    )
+    splits = (
+        "the dataset's own splits" if args.splits == "file" else f"train ratio {args.train_ratio}"
+    )
+    title = f"{args.dataset}, {splits}, {args.epochs} epochs"
     text = results_markdown(results, protocols, title)
     (args.out / "results.md").write_text(text)
     _write_json(
@@ -267,19 +268,6 @@ def train(args: argparse.Namespace) -> None:
     if "et" in args.model:
         figures(args.out / "et" / f"seed{args.seeds[0]}", args.out / "figures", args.data)
     print(f"results: {args.out / 'results.md'}")
-
-
-def _run_file_splits(data, protocols, args, cfg, record, report) -> None:
-    """The dataset's own split masks, split ``k`` for seed ``k``."""
-    splits = [file_split(data, seed) for seed in args.seeds]  # all checked before training
-    prepared = prepare(data, cfg.standardize)
-    for seed, split in zip(args.seeds, splits, strict=True):
-        for name in args.model:
-            run_dir = args.out / name / f"seed{seed}"
-            extra = {**record, "train_ratio": None}
-            report(
-                run_one(name, prepared, protocols, cfg, seed, split, run_dir, args.resume, extra)
-            )
 
 
 def _run_record(r: RunResult) -> dict[str, Any]:

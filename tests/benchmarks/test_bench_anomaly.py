@@ -92,3 +92,19 @@ def test_a_cut_off_run_is_tabulated_from_its_log(bench, tmp_path, capsys):
     assert "| et | 70.0 ± 10.0 |" in report
     assert "| mlp | 60.0 ± 10.0 |" in report
     assert "| et-energy | 40.0 ± 0.0 |" in report
+
+
+def test_the_datasets_own_splits(bench, tmp_path, one_thread):
+    write_tolokers(tmp_path)
+    with np.load(tmp_path / "gad" / "tolokers.npz") as npz:
+        arrays = dict(npz)
+    order = np.random.default_rng(1).permutation(150)
+    masks = np.zeros((3, 1, 150), dtype=bool)
+    masks[0, 0, order[:75]], masks[1, 0, order[75:112]], masks[2, 0, order[112:]] = 1, 1, 1
+    np.savez(tmp_path / "gad" / "tolokers.npz", **arrays, train_masks=masks[0],
+             val_masks=masks[1], test_masks=masks[2])  # fmt: skip
+    args = ["--datasets", "tolokers", "--models", "mlp,rf-graph", "--seeds", "1", "--splits"]
+    args += ["file", "--epochs", "2", "--hidden", "8", "--rf-trees", "5", "--threads", "1"]
+    report = bench.main([*args, "--data", str(tmp_path), "--out", str(tmp_path / "r.md")])
+    assert "one dataset's own (split k for seed k) train / val / test split per seed" in report
+    assert "| rf-graph |" in report

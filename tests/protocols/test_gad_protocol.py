@@ -175,3 +175,22 @@ def test_unknown_names():
         run_protocols(small_graph(), "gadbench", models=["gin"], seeds=[0])
     with pytest.raises(ValueError, match="unknown protocol"):
         run_protocols(small_graph(), "odd", seeds=[0])
+
+
+def test_the_datasets_own_splits_drive_every_model(tmp_path):
+    data = small_graph()
+    # Split k: nodes k, k + 2, ... train, then val and test in thirds of the rest.
+    masks = torch.zeros(3, 2, 120, dtype=torch.bool)
+    for k in range(2):
+        order = torch.arange(120).roll(k)
+        masks[0, k, order[:60]], masks[1, k, order[60:80]], masks[2, k, order[80:]] = True, 1, 1
+    data.train_masks, data.val_masks, data.test_masks = masks
+    cfg = HarnessConfig(epochs=2, hidden=8, device="cpu", rf={"n_estimators": 5})
+    run_protocols(data, "gadbench", ["mlp"], [1], cfg, run_root=tmp_path, splits="file")
+    config = json.loads((tmp_path / "mlp" / "seed1" / "config.json").read_text())
+    assert config["extra"]["split_sizes"] == [60, 20, 40] and config["extra"]["train_ratio"] is None
+    with pytest.raises(ValueError, match="the dataset ships 2: use seeds in"):
+        run_protocols(data, "gadbench", ["mlp"], [0, 2], cfg, splits="file")
+    assert not (tmp_path / "mlp" / "seed0").exists()  # refused before seed 0 trained
+    with pytest.raises(ValueError, match="splits must be one of"):
+        run_protocols(data, "gadbench", ["mlp"], [0], cfg, splits="gadbench")
