@@ -42,6 +42,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
+from energy_transformer.nn.attention import scaled_scores
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
 
@@ -300,8 +301,7 @@ class ReleasedAdjacencyKeySets:
         ``(batch, heads, N, N)``."""
         if q.shape[1] != self.mixing.shape[0]:
             raise ValueError(f"q has {q.shape[1]} heads, the mixing {self.mixing.shape[0]}")
-        a = torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))  # beta_h A_h, (b, h, C, B)
-        mixed = torch.einsum("bhcn,hg->bgcn", a, self.mixing) * self.weight
+        mixed = torch.einsum("bhcn,hg->bgcn", scaled_scores(q, k, beta), self.mixing) * self.weight
         mixed = mixed.masked_fill(~self.allowed, float("-inf"))
         return torch.where(self.has_keys[..., None], mixed, torch.zeros_like(mixed))
 

@@ -28,6 +28,12 @@ class KeySets(Protocol):
         ...
 
 
+def scaled_scores(q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+    r""":math:`\beta_h A_{hBC}` as ``(batch, heads, C, B)``, rows = queries, from ``q, k:
+    (batch, heads, N, head_dim)`` and ``beta: (heads,)``."""
+    return torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))
+
+
 class DenseKeySets:
     r"""Key sets given by a dense boolean mask, applied additively (``-inf`` before logsumexp).
 
@@ -85,9 +91,9 @@ class DenseKeySets:
         self.query_weight = query_ok.to(dtype).unsqueeze(1)
 
     def _scores(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
-        # scores[b, h, C, B] = beta_h * A[h, B, C]: rows are queries. Adding the bias in place is
-        # safe under autograd too: the product does not keep its output for its backward.
-        scores = torch.matmul(q * beta[:, None, None], k.transpose(-1, -2))
+        # Adding the bias in place is safe under autograd too: the product does not keep its
+        # output for its backward.
+        scores = scaled_scores(q, k, beta)
         return scores if self.bias is None else scores.add_(self.bias)
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
