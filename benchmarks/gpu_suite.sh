@@ -54,45 +54,61 @@ fi
 
 has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-# shellcheck disable=SC2086
-has edges && timeout "$T_EDGES" $PY benchmarks/bench_edges.py --device "$DEVICE" $EDGES \
-    > "$OUT/edges.md" 2>&1 && tail -n 8 "$OUT/edges.md"
+# Every part runs whatever happened to the others; the exit status says whether all succeeded
+# (a part stopped by its time limit counts as failed: timeout exits 124).
+status=0
+failed() { echo "gpu_suite: $1 failed (exit $2)" >&2; status=1; }
+
+if has edges; then
+    # shellcheck disable=SC2086
+    timeout "$T_EDGES" $PY benchmarks/bench_edges.py --device "$DEVICE" $EDGES \
+        > "$OUT/edges.md" 2>&1 || failed edges $?
+    tail -n 8 "$OUT/edges.md"
+fi
 
 has core && for dtype in float32 bfloat16; do
     # shellcheck disable=SC2086
     timeout "$T_CORE" $PY benchmarks/bench_core.py --device "$DEVICE" --dtype "$dtype" $CORE \
-        > "$OUT/core_$dtype.md" 2>&1
+        > "$OUT/core_$dtype.md" 2>&1 || failed "core $dtype" $?
     tail -n 4 "$OUT/core_$dtype.md"
 done
 
 if has graph; then
     # RESUME=path/to/graph.tgz (from an earlier call) continues that run: finished folds are read
     # back, cut-off ones resume from their last checkpoint, the rest start.
-    [ -n "${RESUME:-}" ] && tar xzf "$RESUME" -C "$OUT"
-    B="$PY benchmarks/bench_graph.py --out $OUT/graph $GRAPH"
+    [ -n "${RESUME:-}" ] && { tar xzf "$RESUME" -C "$OUT" || failed "graph resume" $?; }
+    B=("$PY" benchmarks/bench_graph.py --out "$OUT/graph")
+    # timeout makes each run a process group of its own: its pid names the group.
     # shellcheck disable=SC2086
-    timeout -k 5 "$T_GRAPH" $B --device "$DEVICE" $GRAPH_GPU > "$OUT/graph_gpu_log.txt" 2>&1 &
-    # shellcheck disable=SC2086
-    [ -n "$GRAPH_CPU" ] && timeout -k 5 "$T_GRAPH" $B --device cpu --threads 1 $GRAPH_CPU \
-        > "$OUT/graph_cpu_log.txt" 2>&1 &
-    wait
-    # Fold workers outlive a parent killed by timeout: forked ones carry its command line,
-    # spawned ones (CUDA) a multiprocessing one.
-    pkill -9 -f "bench_graph.py --out $OUT/graph"
-    [ "$DEVICE" = cpu ] || pkill -9 -f "from multiprocessing.spawn"
+    timeout -k 5 "$T_GRAPH" "${B[@]}" $GRAPH --device "$DEVICE" $GRAPH_GPU \
+        > "$OUT/graph_gpu_log.txt" 2>&1 &
+    groups=$!
+    if [ -n "$GRAPH_CPU" ]; then
+        # shellcheck disable=SC2086
+        timeout -k 5 "$T_GRAPH" "${B[@]}" $GRAPH --device cpu --threads 1 $GRAPH_CPU \
+            > "$OUT/graph_cpu_log.txt" 2>&1 &
+        groups="$groups $!"
+    fi
+    for pid in $groups; do wait "$pid" || failed "graph run $pid" $?; done
+    # Fold workers outlive a parent killed by timeout; only this script's groups are killed.
+    for pid in $groups; do pkill -9 -g "$pid" 2>/dev/null; done
     sleep 1
-    $PY benchmarks/bench_graph.py --collect "$OUT/graph" --out /tmp/gpu_graph_table \
-        --budget "$GRAPH, GPU: $GRAPH_GPU; host CPU: $GRAPH_CPU" > "$OUT/graph.md" 2>&1
+    "$PY" benchmarks/bench_graph.py --collect "$OUT/graph" --out "$OUT/graph_table" \
+        --budget "$GRAPH, GPU: $GRAPH_GPU; host CPU: $GRAPH_CPU" > "$OUT/graph.md" 2>&1 \
+        || failed "graph table" $?
     # The device returns only files at most two folders down: the whole out folder travels as
-    # one archive (weights, optimizer and RNG state of every fold, finished or not).
-    tar czf "$OUT/graph.tgz" --exclude tensorboard -C "$OUT" graph
-    rm -rf "$OUT/graph"
+    # one archive (weights, optimizer and RNG state of every fold, finished or not); the folder
+    # is removed only once the archive holds it.
+    tar czf "$OUT/graph.tgz" --exclude tensorboard -C "$OUT" graph && rm -rf "$OUT/graph" \
+        || failed "graph archive" $?
     tail -n 8 "$OUT/graph.md"
 fi
 
 if has anomaly; then
     # shellcheck disable=SC2086
     timeout "$T_GAD" $PY benchmarks/bench_anomaly.py --device "$DEVICE" --threads 8 $GAD \
-        --machine "$(head -n 1 "$OUT/env.txt")" --out "$OUT/anomaly.md" > "$OUT/anomaly_log.txt" 2>&1
+        --machine "$(head -n 1 "$OUT/env.txt")" --out "$OUT/anomaly.md" \
+        > "$OUT/anomaly_log.txt" 2>&1 || failed anomaly $?
     tail -n 5 "$OUT/anomaly_log.txt"
 fi
+exit "$status"
