@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             build("vit-mae", args.preset), all_train, args.batch_size, args.speed_batches, device
         ),
     }
+    if args.subset is not None and args.subset < 1:
+        raise SystemExit(f"bench_image.py: --subset must be >= 1, got {args.subset}")
     subset, epochs = args.subset or len(all_train), args.epochs
     if args.time_budget:
         per_image = 1 / speed["et (closed form)"] + 1 / speed["vit-mae"]

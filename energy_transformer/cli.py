@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"et: error: {err} (ET_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("ET_DEBUG"):
+            raise
+        # Checkpoints are written atomically: whatever was saved is whole.
+        print("et: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -105,3 +105,16 @@ def test_a_fold_or_seed_folder_is_not_a_run_of_its_own(tmp_path, capsys, task, p
         (folder / "config.json").write_text(f'{{"task": "{task}"}}')
     assert main([*command, "--out", str(run / part), "--resume", "--data", str(tmp_path)]) == 2
     assert f"is part (a fold or seed) of the {task} run in {run}" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_with_one_line_and_the_way_to_continue(monkeypatch, capsys):
+    from energy_transformer.tasks import image
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image, "train", interrupted)
+    assert main(["train", "image"]) == 130
+    assert capsys.readouterr().err == (
+        "et: interrupted; run the same command with --resume to continue\n"
+    )

@@ -366,7 +366,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"no trained model (best.safetensors) under {run_dir}")
     out = Path(args.out) if getattr(args, "out", None) else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for run in runs:
         model, data, split, config = _load_model_run(run, args.data, args.device)
         with torch.no_grad():
@@ -375,6 +375,15 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
         name = f"{config['model']['name']}/{seed}"
         rows[name] = {k: v for k, v in metrics.items() if k.startswith("test_")}
         print(name, " ".join(f"{k}={v:.4f}" for k, v in rows[name].items()))
+        # Only the first protocol's pick is saved: say whose weights these numbers score.
+        protocols = config.get("extra", {}).get("protocols") or []
+        picked = f"the epoch {protocols[0]} selected" if protocols else "the selected epoch"
+        rows[name]["weights"] = f"file {run.name}" if run.is_file() else picked
+        if len(protocols) > 1:
+            print(
+                f"  (weights of {picked}; {', '.join(protocols[1:])} picked its own epoch in"
+                " training, reported in results.json but not saved)"
+            )
         if config["model"]["name"] == "et":
             for path in figures(run, out / "figures" / seed, args.data):
                 print(f"figure: {path}")

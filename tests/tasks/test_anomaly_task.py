@@ -61,10 +61,14 @@ def test_train_then_eval(data_root, tmp_path, capsys):
         assert row["test_auroc"] == pytest.approx(run["metrics"]["gadbench"]["auroc"], abs=1e-6)
         assert row["test_auprc"] == pytest.approx(run["metrics"]["gadbench"]["auprc"], abs=1e-6)
     assert (out / "figures" / "seed0" / "energy_descent.png").is_file()
+    # Two protocols, one saved pick: the report says whose weights it scores.
+    assert evaluated["gcn/seed0"]["weights"] == "the epoch gadbench selected"
+    assert "bwgnn picked its own epoch in training" in capsys.readouterr().out
     # One checkpoint file: its weights, its seed's split.
     main(["eval", str(out / "gcn" / "seed0" / "best.safetensors"), "--out", str(tmp_path / "e")])
     row = json.loads((tmp_path / "e" / "eval.json").read_text())["gcn/seed0"]
-    assert row == evaluated["gcn/seed0"]
+    assert row.pop("weights") == "file best.safetensors"
+    assert row == {k: v for k, v in evaluated["gcn/seed0"].items() if k != "weights"}
 
 
 def test_file_splits_and_resume(data_root, tmp_path):
