@@ -94,7 +94,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", type=_models, default="et", help=f"comma list of {MODELS}, or all"
     )
     parser.add_argument(
-        "--train-ratio", type=float, default=0.4, help="stratified train fraction (1%%: 0.01)"
+        "--train-ratio",
+        type=float,
+        default=None,
+        help="stratified train fraction (1%%: 0.01); None: 0.4 (both protocols' default);"
+        " not with --splits file",
     )
     parser.add_argument(
         "--seeds", type=_seeds, default="1", help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
@@ -218,6 +222,8 @@ def train(args: argparse.Namespace) -> None:
             " in every process: run it as one process (seeds side by side: one process each)"
         )
     protocols = _protocol_names(args.protocol)
+    if args.splits == "file" and args.train_ratio is not None:
+        raise ValueError("--train-ratio draws random splits: it does not apply to --splits file")
     check_not_part_of_run(args.out, "anomaly")
     check_new_run(args.out, args.resume, task="anomaly")
     data = load_gad(args.dataset, root=args.data)
@@ -254,9 +260,10 @@ def train(args: argparse.Namespace) -> None:
         extra_config=record,
         splits=args.splits,
     )
-    splits = (
-        "the dataset's own splits" if args.splits == "file" else f"train ratio {args.train_ratio}"
-    )
+    ratio = PROTOCOLS[protocols[0]].train_ratio if args.train_ratio is None else args.train_ratio
+    splits = "the dataset's own splits" if args.splits == "file" else f"train ratio {ratio}"
+    if args.input_hops:
+        splits += f", input: RF-Graph's map over {args.input_hops} hops"
     title = f"{args.dataset}, {splits}, {args.epochs} epochs"
     text = results_markdown(results, protocols, title)
     (args.out / "results.md").write_text(text)

@@ -99,6 +99,8 @@ def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
 def test_input_hops_round_trip_through_eval(data_root, tmp_path):
     out = tmp_path / "run"
     main(train_args(data_root, out, "--model", "et", "--seeds", "1", "--input-hops", "1"))
+    header = (out / "results.md").read_text().splitlines()[0]
+    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hops, 3 epochs"
     config = json.loads((out / "et" / "seed0" / "config.json").read_text())
     assert config["model"]["in_dim"] == 18 and config["extra"]["input_hops"] == 1
     main(["eval", str(out)])  # eval must rebuild the same aggregated input
@@ -163,6 +165,9 @@ def test_mistakes_are_caught_before_any_training(data_root, tmp_path, capsys, mo
         with pytest.raises(SystemExit):
             main(train_args(data_root, tmp_path / "r", option, value))
         assert message in capsys.readouterr().err
+    args = ["--splits", "file", "--train-ratio", "0.01"]
+    assert main(train_args(data_root, tmp_path / "t", *args)) == 2
+    assert "--train-ratio draws random splits: it does not apply" in capsys.readouterr().err
     # The data ship 2 splits: asking for 3 fails before seed 0 trains.
     args = ["--model", "mlp", "--splits", "file", "--seeds", "3"]
     assert main(train_args(data_root, tmp_path / "f", *args)) == 2
