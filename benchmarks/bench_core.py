@@ -281,7 +281,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also profile one call per path (CPU): matrix-product vs other operator time",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error("need --repeats >= 1, --steps >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> str:

@@ -185,7 +185,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.graphs, args.nodes, args.edges, args.repeats) < 1 or args.warmup < 0:
+        parser.error("need --graphs, --nodes, --edges, --repeats >= 1 and --warmup >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> str:

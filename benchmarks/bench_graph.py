@@ -20,6 +20,7 @@ ET against each baseline fold by fold: the splits are the same, so the folds pai
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from energy_transformer.data.tu import TUDataset
-from energy_transformer.models.graph import PRESETS
+from energy_transformer.models.graph import PRESETS, GraphEnergyTransformer
 from energy_transformer.protocols.kfold import load_results, paired, save_results, summarize
 from energy_transformer.tasks.graph import (
     PAPER_TRAIN_SET_ACC,
@@ -401,10 +402,18 @@ def main() -> None:
     parser.add_argument("--budget", default=None, help="budget text for the table header")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for spec in args.models:
-        parse_model(spec, args.preset)
+    try:
+        for spec in args.models:
+            parse_model(spec, args.preset)
+        et_overrides = parse_overrides(args.et_set)
+    except ValueError as err:
+        parser.error(str(err))
+    known = inspect.signature(GraphEnergyTransformer).parameters
+    if unknown := sorted(set(et_overrides) - set(known)):
+        parser.error(f"--et-set: {unknown} are not options of GraphEnergyTransformer")
+    if args.folds < 2 or args.jobs < 1:
+        parser.error(f"need --folds >= 2 and --jobs >= 1, got {args.folds} and {args.jobs}")
     MAX_NODES["DD"] = args.dd_max_nodes
-    et_overrides = parse_overrides(args.et_set)
     start = time.perf_counter()
     if args.collect is None:
         if args.jobs > 1:

@@ -62,3 +62,9 @@ def test_op_breakdown_counts_matrix_products(bench):
     assert 0 < products < total
     total, products = bench.op_breakdown(lambda: a.relu().exp())
     assert products == 0 and total > 0
+
+
+def test_bad_options_end_in_one_argparse_line(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--repeats", "0"])
+    assert "need --repeats >= 1" in capsys.readouterr().err

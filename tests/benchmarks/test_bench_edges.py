@@ -26,3 +26,9 @@ def test_small_run_prints_every_path_and_skips_missing_data(bench, tmp_path, cap
         assert ratio_cell_matches(cells[6], gather, csr)
         assert ratio_cell_matches(cells[7], autograd, csr)
         assert all(float(c) > 0 for c in cells[8:11])  # the memory probe saw the allocations
+
+
+def test_bad_sizes_end_in_one_argparse_line(capsys):
+    with pytest.raises(SystemExit):
+        load_script("bench_edges").parse_args(["--nodes", "0"])
+    assert "need --graphs, --nodes, --edges, --repeats >= 1" in capsys.readouterr().err

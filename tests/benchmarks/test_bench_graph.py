@@ -104,3 +104,18 @@ def test_markdown_puts_et_first_whichever_dataset_sorts_first(toy_root, tmp_path
     header = next(line for line in bench.markdown(rows, "toy").splitlines() if "| dataset" in line)
     labels = [cell.strip() for cell in header.split("|")[3:-2:2]]
     assert labels == ["ET", "ET (degree)", "GIN", "MLP (sum)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--models", "foo"], "bad model 'foo'"),
+        (["--folds", "1"], "need --folds >= 2 and --jobs >= 1"),
+        (["--et-set", "bogus=1"], "['bogus'] are not options of GraphEnergyTransformer"),
+    ],
+)
+def test_bad_options_end_in_one_argparse_line(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["bench_graph.py", *args])
+    with pytest.raises(SystemExit):
+        load_script("bench_graph").main()
+    assert message in capsys.readouterr().err
