@@ -48,6 +48,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def recorded_path(path: str | os.PathLike | None) -> str | None:
+    """``path`` as a run records it: absolute, so that a later command run from another folder
+    finds it (``None`` stays ``None``)."""
+    return None if path is None else str(Path(path).resolve())
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` file ``path``, read with ``allow_pickle=False``: a file that
     would need pickle (object arrays) is refused, as is one that is not a zip of ``.npy`` arrays,

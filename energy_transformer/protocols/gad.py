@@ -118,23 +118,32 @@ def stratified_split(
     return Split(*(torch.cat(p).sort().values for p in parts))
 
 
-def file_split(data: Any, index: int = 0) -> Split:
-    """The ``index``-th split shipped with a dataset (``train_masks`` ... of the .npz layout).
+def file_splits(data: Any, indices: list[int]) -> list[Split]:
+    """The ``indices``-th splits shipped with a dataset (``train_masks`` ... of the .npz layout).
 
-    The masks are checked again (all three, bool or 0/1, disjoint): ``data`` may not come from
-    :func:`~energy_transformer.data.gad.load_npz_graph`.
+    The masks are checked once, here too (all three, bool or 0/1, disjoint): ``data`` may not
+    come from :func:`~energy_transformer.data.gad.load_npz_graph`. Every index is checked
+    before any split is returned.
     """
     found = {k: getattr(data, k, None) for k in SPLIT_MASKS}
     masks = check_split_masks(found, getattr(data, "num_nodes", None), "this dataset")
     if not masks:
         raise ValueError("this dataset ships no split masks (train_masks/val_masks/test_masks)")
     splits = masks["train_masks"].shape[0]
-    if not 0 <= index < splits:
-        raise ValueError(
-            f"split {index} asked for (seed {index} of --splits file), but the dataset ships"
-            f" {splits}: use seeds in [0, {splits})"
-        )
-    return Split(*(torch.nonzero(masks[k][index]).flatten() for k in SPLIT_MASKS))
+    for index in indices:
+        if not 0 <= index < splits:
+            raise ValueError(
+                f"split {index} asked for (seed {index} of --splits file), but the dataset ships"
+                f" {splits}: use seeds in [0, {splits})"
+            )
+    return [
+        Split(*(torch.nonzero(masks[k][index]).flatten() for k in SPLIT_MASKS)) for index in indices
+    ]
+
+
+def file_split(data: Any, index: int = 0) -> Split:
+    """The ``index``-th split shipped with a dataset (see :func:`file_splits`)."""
+    return file_splits(data, [index])[0]
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -431,7 +440,7 @@ def run_protocols(
         raise ValueError(f"splits must be one of {SPLITS}, got {splits!r}")
     ratio = protocols[0].train_ratio if train_ratio is None else train_ratio
     if splits == "file":  # every seed's split checked before anything trains
-        shipped = {seed: file_split(data, seed) for seed in seeds}
+        shipped = dict(zip(seeds, file_splits(data, list(seeds)), strict=True))
         ratio = None
     data = prepare(data, cfg.standardize)
     results = []

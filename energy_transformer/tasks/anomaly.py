@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from energy_transformer.data.gad import GAD_DATASETS, load_gad
-from energy_transformer.files import write_text_atomic
+from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
@@ -232,7 +232,7 @@ def train(args: argparse.Namespace) -> None:
     command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     command.pop("func", None)
     _write_json(args.out / "config.json", {"task": "anomaly", "command": command})
-    record = {"dataset": args.dataset, "data": str(args.data.resolve()) if args.data else None}
+    record = {"dataset": args.dataset, "data": recorded_path(args.data)}
     if args.splits == "file":
         record["splits"] = "file"
     print(

@@ -26,7 +26,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.loader.dataloader import Collater
 
 from energy_transformer.data.tu import TUDataset, keep_first_nodes, load_tu
-from energy_transformer.files import write_text_atomic
+from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.models.graph import (
     ADJACENCIES,
     HEADS,
@@ -355,7 +355,7 @@ def cross_validate(
         "k": folds,
         "max_nodes": max_nodes,
         "features": dataset.feature_names,
-        "data": None if root is None else str(Path(root).resolve()),
+        "data": recorded_path(root),
     }
     if model == "wl":
         rounds = 1 if protocol == "train-on-all" else len(only or []) or max_folds or folds

@@ -23,7 +23,7 @@ from energy_transformer.data.images import (
     load_image_file,
     load_mnist,
 )
-from energy_transformer.files import write_text_atomic
+from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.metrics import psnr
 from energy_transformer.models.image import (
     TRAIN_PRESETS,
@@ -322,7 +322,7 @@ def train(args: argparse.Namespace) -> Path:
     extra = {
         "preset": args.preset,
         "dataset": dataset,
-        "data": str(args.data.resolve()) if args.data is not None else None,
+        "data": recorded_path(args.data),
         "train_images": len(train_indices),
         "val_size": args.val_size,
         "eval_size": args.eval_size,

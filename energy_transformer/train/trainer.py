@@ -531,8 +531,10 @@ def check_new_run(
     if not (run_dir / "config.json").is_file():
         return
     if resume:
-        found = read_run_config(run_dir)[1].get("task") if task is not None else task
-        if found is None and task is not None:
+        if task is None:
+            return
+        found = read_run_config(run_dir)[1].get("task")
+        if found is None:
             raise FileExistsError(
                 f"{run_dir / 'config.json'} records no task: not a run of et train, so --resume"
                 " cannot continue it"
