@@ -45,7 +45,13 @@ def _available_tasks() -> dict[str, ModuleType]:
 
 
 def run_task_of(run_dir: Path) -> str:
-    """The task recorded in ``run_dir/config.json`` (or next to a checkpoint file)."""
+    """The task recorded in ``run_dir/config.json`` (or next to a checkpoint file).
+
+    A cross-validation fold without weights (WL+SVM's) has no config of its own: its run's.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "split.json").is_file() and not (run_dir / "config.json").is_file():
+        run_dir = run_dir.parent
     folder, config = read_run_config(run_dir)
     task = config.get("task")
     if task not in TASKS:

@@ -149,9 +149,9 @@ def train_loader(
     return DataLoader(graphs, batch_sampler=sampler)
 
 
-def eval_loader(graphs: Sequence[Data], batch_size: int) -> DataLoader:
-    """Graphs in size order (fixed), so each batch pads little."""
-    ordered = sorted(graphs, key=lambda g: g.num_nodes)
+def eval_loader(graphs: Sequence[Data], indices: Sequence[int], batch_size: int = 64) -> DataLoader:
+    """``graphs[indices]`` in size order (fixed), so each batch pads little."""
+    ordered = sorted((graphs[i] for i in indices), key=lambda g: g.num_nodes)
     return DataLoader(ordered, batch_size=batch_size, shuffle=False)
 
 
@@ -221,13 +221,12 @@ def make_fit_neural(
         return loss, {"acc": float((logits.argmax(-1) == batch.y).float().mean())}
 
     def fit_fold(fold: Fold) -> FoldResult:
-        start = time.perf_counter()
         torch.manual_seed(train_cfg.seed + fold.index)
         model = build_model(name, config)
         # Feature statistics from this fold's training graphs only, saved with the weights.
         model.scaler.fit(torch.cat([graphs[i].x for i in fold.train]))
         device = resolve_device(train_cfg.device)
-        val = eval_loader([graphs[i] for i in fold.val], 64)
+        val = eval_loader(graphs, fold.val)
         trainer = Trainer(
             model,
             loss_fn,
@@ -249,15 +248,16 @@ def make_fit_neural(
             select="val_select",
             resume=resume,
         )
+        scoring = time.perf_counter()
         model.load_state_dict(result.best_state)
-        test_acc = accuracy(model, eval_loader([graphs[i] for i in fold.test], 64), device)
-        train_acc = accuracy(model, eval_loader([graphs[i] for i in fold.train], 64), device)
+        test_acc = accuracy(model, eval_loader(graphs, fold.test), device)
+        train_acc = accuracy(model, eval_loader(graphs, fold.train), device)
         return FoldResult(
             fold.index,
             test_acc,
             float(result.best_metrics["val_acc"]),
             train_acc,
-            time.perf_counter() - start,
+            result.seconds + time.perf_counter() - scoring,  # a resumed fold: every session's
             {"best_epoch": result.best_epoch, "epochs": train_cfg.epochs},
         )
 
@@ -495,7 +495,9 @@ def plot_energy(model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="TU dataset name, e.g. PROTEINS, MUTAG")
     parser.add_argument("--model", choices=MODELS, default="et", help="model to cross-validate")
-    parser.add_argument("--folds", type=int, default=10, help="k of stratified k-fold CV")
+    parser.add_argument(
+        "--folds", type=int, default=None, help="k of stratified k-fold CV; None: 10"
+    )
     parser.add_argument(
         "--max-folds", type=int, default=None, help="run only the first N rounds of the k folds"
     )
@@ -534,8 +536,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
-        help="share of each training fold held out to pick the epoch",
+        default=None,
+        help="share of each training fold held out to pick the epoch; None: 0.1",
     )
     parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
     parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
@@ -568,6 +570,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> Path:
     """``et train graph``: cross-validate, write the table and the energy-descent plot."""
     out = args.out or Path("runs") / f"graph-{args.dataset}-{args.model}"
+    cv_options = (
+        ("--folds", args.folds),
+        ("--max-folds", args.max_folds),
+        ("--val-fraction", args.val_fraction),
+    )
+    given = [name for name, value in cv_options if value is not None]
+    if args.protocol == "train-on-all" and given:
+        raise ValueError(
+            f"{', '.join(given)}: not used by --protocol train-on-all, which trains one round on"
+            " every graph and scores the same graphs"
+        )
     overrides = {
         key: value
         for key, value in (
@@ -584,7 +597,7 @@ def train(args: argparse.Namespace) -> Path:
     summary = cross_validate(
         args.dataset,
         args.model,
-        folds=args.folds,
+        folds=10 if args.folds is None else args.folds,
         max_folds=args.max_folds,
         epochs=args.epochs,
         preset=args.preset,
@@ -596,7 +609,7 @@ def train(args: argparse.Namespace) -> Path:
         batch_size=args.batch_size,
         lr=args.lr,
         max_nodes=args.max_nodes,
-        val_fraction=args.val_fraction,
+        val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
         device=args.device,
         progress=not args.no_progress,
         overrides=overrides,
@@ -677,15 +690,22 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     dataset, meta = _run_dataset(out, args.data)
     device = resolve_device(args.device)
     results = []
+    rescored = meta["model"] != "wl"
+    if not rescored:
+        print(
+            "wl keeps no weights (its SVM is refitted by et train): the test accuracies below"
+            " are the ones et train recorded, not re-scored"
+        )
     for fold_dir in fold_dirs:
         saved = FoldResult(**json.loads((fold_dir / "result.json").read_text()))
         split = json.loads((fold_dir / "split.json").read_text())
-        if meta["model"] == "wl":
-            results.append(saved)  # no weights: the kernel SVM is refitted by et train
+        if not rescored:
+            results.append(saved)
             continue
         model = _load_fold_model(weights or fold_dir, device)
-        test = [dataset[i] for i in split["test"]]
-        saved.test_acc = accuracy(model, eval_loader(test, 64), device)
+        saved.test_acc = accuracy(model, eval_loader(dataset.graphs, split["test"]), device)
+        if weights is not None:  # the saved val acc is the selected epoch's, not these weights'
+            saved.val_acc = accuracy(model, eval_loader(dataset.graphs, split["val"]), device)
         results.append(saved)
         print(f"{fold_dir.name}: test acc {100 * saved.test_acc:.2f}%")
     summary = summarize(results, meta["protocol"])
@@ -698,9 +718,11 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "model": meta["model"],
         "protocol": summary.protocol,
         "note": summary.note,
+        "rescored": rescored,
         "test_acc_mean": summary.mean,
         "test_acc_std": summary.std,
         "folds": {r.fold: r.test_acc for r in results},
+        "val_folds": {r.fold: r.val_acc for r in results},
     }
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
     if meta["model"] == "et":

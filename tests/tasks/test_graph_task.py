@@ -73,12 +73,24 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
     report = json.loads((out / "eval.json").read_text())
     saved = {f["fold"]: f["test_acc"] for f in summary["folds"]}
     assert {int(k): v for k, v in report["folds"].items()} == pytest.approx(saved)
-    assert "| TOY |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| TOY |" in printed
+    assert report["rescored"] == (model != "wl")
+    if model == "wl":  # no weights: the recorded accuracies, said so; a fold folder works too
+        assert "not re-scored" in printed
+        assert main(["eval", str(out / "fold-01"), "--data", str(toy_root)]) == 0
+        report = json.loads((out / "fold-01" / "eval.json").read_text())
+        assert report["folds"] == {"1": pytest.approx(saved[1])}
     if model == "mlp":  # a fold's checkpoint file: that file's weights, that fold's split
         best = out / "fold-01" / "best.safetensors"
+        result = out / "fold-01" / "result.json"
+        recorded = json.loads(result.read_text())
+        result.write_text(json.dumps({**recorded, "val_acc": 0.123}))
         assert main(["eval", str(best), "--data", str(toy_root), "--out", str(tmp_path / "e")]) == 0
         report = json.loads((tmp_path / "e" / "eval.json").read_text())
         assert report["folds"] == {"1": pytest.approx(saved[1])}
+        # Val accuracy of those weights, scored again (not the recorded one, of the selection).
+        assert report["val_folds"] == {"1": pytest.approx(recorded["val_acc"])}
 
 
 def test_resume_skips_finished_folds(toy_root, tmp_path, one_thread):
@@ -103,6 +115,17 @@ def test_train_on_all_protocol_is_labelled(toy_root, tmp_path, one_thread, capsy
     assert "NOT a generalisation measure" in printed
     assert "NOT a generalisation measure" in (out / "results.md").read_text()
     assert json.loads((out / "summary.json").read_text())["folds"][0]["fold"] == 0
+
+
+@pytest.mark.parametrize(
+    "option", [["--folds", "5"], ["--max-folds", "1"], ["--val-fraction", "0.2"]]
+)
+def test_train_on_all_refuses_the_options_it_would_ignore(toy_root, tmp_path, option, capsys):
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "wl"]
+    args += ["--protocol", "train-on-all", "--out", str(tmp_path / "run"), *option]
+    assert main(args) == 2
+    assert f"{option[0]}: not used by --protocol train-on-all" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_size_buckets_cover_every_graph_once():
