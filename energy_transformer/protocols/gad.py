@@ -361,9 +361,7 @@ def train_neural(
             )
         return score_split(scores, graph.y, split)
 
-    start = time.perf_counter()
     result = trainer.fit([graph], evaluate=evaluate, select=protocols[0].select, resume=resume)
-    seconds = time.perf_counter() - start
     metrics, best_epoch = {}, {}
     for p in protocols:
         row = select_epoch(result.history, p)
@@ -374,7 +372,7 @@ def train_neural(
     if name == "et":
         scores = model.energy_scores(graph.x, graph.edge_index)
         energy = pick_test(score_split(scores, graph.y, split), RANKING)
-    return RunResult(name, seed, metrics, seconds, best_epoch, energy, result.best_state)
+    return RunResult(name, seed, metrics, result.seconds, best_epoch, energy, result.best_state)
 
 
 def fit_rf(

@@ -91,6 +91,8 @@ class TrainResult:
     best_metrics: dict[str, float] | None = None
     best_state: dict[str, Tensor] | None = None
     stopped_early: bool = False
+    # Wall time of fit, summed over the sessions of a resumed run (up to its last checkpoint).
+    seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -306,6 +308,7 @@ class Trainer:
         low_precision = cfg.precision == "bf16"
 
         result = TrainResult(model=self.model)
+        fit_start = time.perf_counter()
         epoch, step_in_epoch, bad_epochs = 0, 0, 0
         best_value: float | None = None
         pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
@@ -337,6 +340,7 @@ class Trainer:
             bad_epochs, best_value = meta["bad_epochs"], meta["best_value"]
             result.history = meta["history"]
             result.best_epoch, result.best_metrics = meta["best_epoch"], meta["best_metrics"]
+            result.seconds = meta.get("seconds", 0.0)  # absent from older checkpoints
             scheduler.last_epoch = meta["global_step"]
             for group, lr in zip(self.optimizer.param_groups, meta["lrs"], strict=True):
                 group["lr"] = lr
@@ -401,7 +405,13 @@ class Trainer:
                         and step_in_epoch < steps_per_epoch
                     ):
                         progress = self._progress(
-                            epoch, step_in_epoch, scheduler, result, bad_epochs, best_value
+                            epoch,
+                            step_in_epoch,
+                            scheduler,
+                            result,
+                            bad_epochs,
+                            best_value,
+                            fit_start,
                         )
                         self._save_last(progress)
             finally:
@@ -437,7 +447,10 @@ class Trainer:
                     bad_epochs += 1
             result.history.append(row)
             self._write_metrics(result.history)
-            self._save_last(self._progress(epoch, 0, scheduler, result, bad_epochs, best_value))
+            progress = self._progress(
+                epoch, 0, scheduler, result, bad_epochs, best_value, fit_start
+            )
+            self._save_last(progress)
             if self.is_main and cfg.progress:
                 shown = {k: v for k, v in row.items() if k not in ("epoch", "seconds")}
                 tqdm.write(
@@ -450,6 +463,7 @@ class Trainer:
                 break
         if result.best_state is None:
             result.best_state = _state_on_cpu(self.model)
+        result.seconds += time.perf_counter() - fit_start
         return result
 
     def _evaluate(self, evaluate: EvalFn) -> dict[str, float]:
@@ -473,6 +487,7 @@ class Trainer:
         result: TrainResult,
         bad_epochs: int,
         best_value: float | None,
+        fit_start: float,
     ) -> dict[str, Any]:
         return {
             "epoch": epoch,
@@ -484,6 +499,7 @@ class Trainer:
             "best_metrics": result.best_metrics,
             "best_value": best_value,
             "bad_epochs": bad_epochs,
+            "seconds": result.seconds + time.perf_counter() - fit_start,
         }
 
 
