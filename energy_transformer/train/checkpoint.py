@@ -2,10 +2,13 @@
 
 One file holds everything needed to continue: tensors under ``model/``, ``optim/`` and ``rng/``,
 and JSON metadata (epoch, step, optimizer hyper-parameters, RNG states that are not tensors).
+A SHA-256 of the tensors and the metadata is stored with them: safetensors checks a file's
+layout, not its bytes, and a damaged byte would otherwise load as a wrong weight.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -72,9 +75,25 @@ def save_checkpoint(
         tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
         metadata["rng_numpy"] = json.dumps([kind, int(pos), int(has_gauss), float(gauss)])
         metadata["rng_python"] = json.dumps(random.getstate(), default=list)
+    metadata[_DIGEST] = _digest(tensors, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
+
+
+_DIGEST = "sha256"
+
+
+def _digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 of every tensor (name, dtype, shape, bytes) and every metadata entry but itself."""
+    sha = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        sha.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        sha.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(k for k in metadata if k != _DIGEST):
+        sha.update(f"{key}={metadata[key]}|".encode())
+    return sha.hexdigest()
 
 
 def _json(what: str, value: Any) -> str:
@@ -95,16 +114,19 @@ class Checkpoint:
         self.meta: dict[str, Any] = json.loads(metadata.get("meta", "{}"))
         self._tensors = tensors
         self._metadata = metadata
+        self._optimizer_state: dict[str, Any] | None = None
+        if "optim_groups" in metadata:
+            state: dict[int, dict[str, Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim/"):
+                    _, pid, name = key.split("/", 2)
+                    state.setdefault(int(pid), {})[name] = value
+            groups = json.loads(metadata["optim_groups"])
+            self._optimizer_state = {"state": state, "param_groups": groups}
 
     def optimizer_state(self) -> dict[str, Any] | None:
-        if "optim_groups" not in self._metadata:
-            return None
-        state: dict[int, dict[str, Tensor]] = {}
-        for key, value in self._tensors.items():
-            if key.startswith("optim/"):
-                _, pid, name = key.split("/", 2)
-                state.setdefault(int(pid), {})[name] = value
-        return {"state": state, "param_groups": json.loads(self._metadata["optim_groups"])}
+        """``optimizer.load_state_dict``'s input, or ``None`` if none was saved."""
+        return self._optimizer_state
 
     def restore_rng(self) -> None:
         """Put the torch / numpy / python RNGs back where they were when this was saved."""
@@ -136,11 +158,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(
             f"{path} is a safetensors file but not an energy-transformer checkpoint"
         )
+    # Files saved before checksums were stored have none: they load as they always did.
+    if _DIGEST in metadata and metadata[_DIGEST] != _digest(tensors, metadata):
+        raise CheckpointError(
+            f"corrupt checkpoint {path}: its contents do not match the checksum saved with them"
+            " (the file was damaged after it was written)"
+        )
     # Parse every JSON field and the optimizer's keys now: a damaged header must fail here,
     # naming the file, not later as a JSON or int() error in the middle of a resume.
     try:
         checkpoint = Checkpoint(tensors, metadata)
-        checkpoint.optimizer_state()
         for key in ("rng_numpy", "rng_python"):
             if key in metadata:
                 json.loads(metadata[key])

@@ -139,6 +139,18 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(tmp_path / "cut.safetensors")
+    # One byte flipped in the last tensor's data (the end of the file) or in the metadata: the
+    # layout still parses, so only the checksum can tell.
+    flipped = bytearray(data)
+    flipped[-1] ^= 0x01
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(tmp_path / "flipped.safetensors")
+    edited = data.replace(b'{\\"epoch\\": 3}', b'{\\"epoch\\": 4}')
+    assert edited != data and len(edited) == len(data)
+    (tmp_path / "edited.safetensors").write_bytes(edited)
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(tmp_path / "edited.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(tmp_path / "junk.safetensors")
