@@ -41,6 +41,35 @@ def test_node_energies_sum_to_block_energy():
     assert scores.shape == (20,) and torch.isfinite(scores).all()
 
 
+def test_each_node_energy_is_its_own_terms_written_out():
+    # Node C's attention share: -sum_h (1/beta_h) log sum_{B -> C} exp(beta_h K_hB . Q_hC) over
+    # its incoming edges and itself (self loops); its Hopfield share: -1/2 sum_m relu(xi_m g_C)^2.
+    torch.manual_seed(0)
+    x, ei = toy_graph(n=8, e=12)
+    model = NodeEnergyTransformer(5, dim=6, heads=2, head_dim=3, qk_init_std=0.5).double()
+    model.block.attention.beta = torch.tensor([0.7, 1.3], dtype=torch.float64)
+    tokens = torch.randn(8, 6, dtype=torch.float64)
+    parts = model.node_energies(tokens, ei)
+    block = model.block
+    g = block.norm(tokens)
+    for c in range(8):
+        keys = sorted({int(b) for b, t in ei.T if t == c} | {c})
+        attention = 0.0
+        for h in range(2):
+            beta = block.attention.beta[h]
+            q = block.attention.wq[h] @ g[c]
+            scores = torch.stack([beta * (block.attention.wk[h] @ g[b]) @ q for b in keys])
+            attention = attention - torch.logsumexp(scores, 0) / beta
+        hopfield = -0.5 * (block.hopfield.xi @ g[c]).clamp_min(0).pow(2).sum()
+        torch.testing.assert_close(parts["attention"][c], attention)
+        torch.testing.assert_close(parts["hopfield"][c], hopfield)
+    # The label-free score is the same shares at the descended tokens (eval: no noise).
+    model.eval()
+    _, final, _ = model.descend(x.double(), ei)
+    scores = model.energy_scores(x.double(), ei)
+    torch.testing.assert_close(scores, model.node_energies(final, ei)["total"])
+
+
 def test_isolated_nodes_without_self_loops_stay_finite():
     x, _ = toy_graph()
     ei = torch.tensor([[0, 1], [1, 0]])  # 18 isolated nodes
@@ -75,6 +104,26 @@ def test_keysets_are_cached_per_edge_tensor():
     model = NodeEnergyTransformer(5, dim=8, heads=1, head_dim=4)
     assert model.keysets(ei, 20) is model.keysets(ei, 20)
     assert model.keysets(ei.clone(), 20) is not model.keysets(ei, 20)
+    # The same tensor edited in place is another graph: the cache must not serve the old one.
+    before = model.keysets(ei, 20)
+    ei[1, 0] = (ei[1, 0] + 1) % 20
+    after = model.keysets(ei, 20)
+    assert after is not before and not torch.equal(after.dst, before.dst)
+
+
+def test_noise_only_in_training():
+    torch.manual_seed(0)
+    x, ei = toy_graph()
+    sizes = dict(dim=8, heads=2, head_dim=4, steps=3, dropout=0.0)  # no other randomness
+    noisy = NodeEnergyTransformer(5, noise_std=0.5, **sizes)
+    quiet = NodeEnergyTransformer(5, **sizes)
+    quiet.load_state_dict(noisy.state_dict())
+    torch.manual_seed(1)
+    trained = noisy(x, ei)
+    torch.manual_seed(1)
+    assert not torch.allclose(trained, quiet(x, ei))  # same seed: only the noise differs
+    noisy.eval(), quiet.eval()
+    torch.testing.assert_close(noisy(x, ei), quiet(x, ei))
 
 
 def test_bad_inputs():
