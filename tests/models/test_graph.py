@@ -298,6 +298,40 @@ def test_released_adjacency_masks_non_edges_at_first_and_learns():
     assert model.adjacency_proj.bias.grad.abs().sum() > 0  # how non-edges come to be attended
 
 
+def test_released_pair_weights_are_the_adjacency_term_times_the_gram_convolution():
+    # W_gCB = (u_g a_CB + c_g) conv3x3(x x^T)_gCB, a the edges (no self loops) plus a CLS row
+    # and column of ones, here on a path 0 - 1 - 2 plus CLS, computed by hand in float64.
+    model = small_model(adjacency="released", heads=2)
+    _, allowed, _ = model.tokens(Batch.from_data_list([graph(path(3), 3)]))
+    model.double()
+    with torch.no_grad():  # an offset as training would give, so that c_g counts too
+        model.adjacency_proj.bias.copy_(torch.tensor([0.3, -0.7]))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 4, 16, generator=g, dtype=torch.float64)
+    a = torch.tensor(
+        [[1, 1, 1, 1], [1, 0, 1, 0], [1, 1, 0, 1], [1, 0, 1, 0]], dtype=torch.float64
+    )  # token 0 = CLS, tokens 1-3 = path nodes 0-2
+    u = model.adjacency_proj.weight[:, 0].detach()
+    c = model.adjacency_proj.bias.detach()
+    kernel = model.gram_conv.weight.detach()  # (heads, 1, 3, 3)
+
+    def by_hand(x: torch.Tensor) -> torch.Tensor:
+        conv = torch.nn.functional.conv2d((x[0] @ x[0].T)[None, None], kernel, padding=1)[0]
+        return (u[:, None, None] * a + c[:, None, None]) * conv
+
+    with torch.no_grad():
+        weight = model.pair_weights(x, allowed)
+        assert weight.shape == (1, 2, 4, 4)
+        torch.testing.assert_close(weight[0], by_hand(x), rtol=1e-12, atol=1e-12)
+        # Quadratic in the tokens (through the Gram matrix), and moved by one token alone.
+        torch.testing.assert_close(model.pair_weights(2 * x, allowed), 4 * weight)
+        moved = x.clone()
+        moved[0, 2] += 1.0
+        changed = model.pair_weights(moved, allowed)
+        torch.testing.assert_close(changed[0], by_hand(moved), rtol=1e-12, atol=1e-12)
+        assert (changed - weight).abs().max() > 1e-3
+
+
 def test_soft_edge_weight_is_learned():
     model = small_model(adjacency="soft")
     batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, label=1)])
@@ -394,8 +428,39 @@ def test_errors_and_presets():
 
 def test_noise_only_in_training():
     model = small_model(noise_std=0.5).eval()
-    batch = Batch.from_data_list([graph(cycle(5), 5)])
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, seed=1)])
     assert torch.equal(model(batch), model(batch))
+
+    def run(noise_std: float, training: bool) -> torch.Tensor:
+        model.noise_std = noise_std
+        model.train(training)
+        torch.manual_seed(7)  # the same PE sign flips in training
+        return model(batch)
+
+    # Eval: sigma is ignored, the noiseless output exactly.
+    assert torch.equal(run(0.5, training=False), run(0.0, training=False))
+    # Training: same sign flips, so without noise the output repeats; with noise it moves.
+    quiet = run(0.0, training=True)
+    assert torch.equal(run(0.0, training=True), quiet)
+    assert (run(0.5, training=True) - quiet).abs().max() > 1e-3
+
+
+def test_training_noise_is_sqrt_alpha_sigma_per_step():
+    # One block of one step: the tokens it returns are the noiseless step plus
+    # sqrt(alpha) * sigma * eps, eps ~ N(0, I), so the difference is linear in sigma.
+    model = small_model(steps=1, alpha=0.09).train()
+    batch = Batch.from_data_list([graph(cycle(6), 6), graph(path(5), 5, seed=1)])
+    seen = []
+    model.blocks[0].register_forward_hook(lambda m, inp, out: seen.append(out.detach()))
+    for sigma in (0.0, 0.5, 1.0):
+        model.noise_std = sigma
+        torch.manual_seed(3)  # the same sign flips and the same eps
+        model(batch)
+    quiet, half, full = seen
+    assert quiet.shape == (1, 2 + 11, 16)  # the edge layout: 2 CLS + 11 nodes, no padding
+    torch.testing.assert_close(full - quiet, 2 * (half - quiet), rtol=0, atol=1e-5)
+    eps = (full - quiet) / (0.09**0.5 * 1.0)
+    assert abs(float(eps.mean())) < 0.25 and 0.8 < float(eps.std()) < 1.2  # 208 draws
 
 
 def test_degree_encoding_adds_the_capped_degree_embedding():

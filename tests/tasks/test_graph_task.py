@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -12,11 +13,20 @@ import pytest
 import torch
 from graph_fixtures import ring_or_star, write_toy
 from launch import torchrun
+from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.loader.dataloader import Collater
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
-from energy_transformer.tasks.graph import SizeBuckets, cross_validate, train_loader
+from energy_transformer.tasks.graph import (
+    SizeBuckets,
+    accuracy,
+    cross_validate,
+    eval_loader,
+    score,
+    train_loader,
+)
 
 
 @pytest.fixture
@@ -91,6 +101,68 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         assert report["folds"] == {"1": pytest.approx(saved[1])}
         # Val accuracy of those weights, scored again (not the recorded one, of the selection).
         assert report["val_folds"] == {"1": pytest.approx(recorded["val_acc"])}
+
+
+class FixedLogits(nn.Module):
+    """Returns the logits row ``table[gid]`` of each graph, whatever the batching; records the
+    mode it was called in."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.modes: list[bool] = []
+
+    def forward(self, batch):
+        self.modes.append(self.training)
+        return self.table[batch.gid]
+
+
+def labelled_graphs(labels: list[int]) -> list[Data]:
+    # Different sizes: eval_loader reorders them by size, the stub still finds each one's row.
+    graphs = [ring_or_star(8 - i, star=False) for i in range(len(labels))]
+    for i, (g, y) in enumerate(zip(graphs, labels, strict=True)):
+        g.y, g.gid = torch.tensor([y]), torch.tensor([i])
+    return graphs
+
+
+def test_score_is_accuracy_mean_cross_entropy_and_the_selection_value():
+    ln3 = math.log(3.0)
+    # (0, ln 3) predicts class 1 with probability 3/4; (ln 3, 0) class 0 with 3/4.
+    table = [[0.0, ln3], [0.0, ln3], [ln3, 0.0], [0.0, ln3], [ln3, 0.0]]
+    labels = [1, 1, 0, 0, 1]  # right, right, right, wrong, wrong: 3 of 5
+    model = FixedLogits(table).train()
+    loader = eval_loader(labelled_graphs(labels), range(5), batch_size=2)  # batches of 2, 2, 1
+    result = score(model, loader, torch.device("cpu"))
+    loss = (3 * math.log(4 / 3) + 2 * math.log(4.0)) / 5  # -log 3/4 three times, -log 1/4 twice
+    assert result["acc"] == pytest.approx(3 / 5, abs=1e-12)
+    assert result["loss"] == pytest.approx(loss, rel=1e-6)
+    assert result["select"] == pytest.approx(3 / 5 - 1e-4 * loss, rel=1e-9)
+    assert model.modes == [False] * 3 and model.training  # scored in eval mode, mode restored
+    assert accuracy(model, loader, torch.device("cpu")) == pytest.approx(3 / 5, abs=1e-12)
+    # Confidently wrong on the three graphs of class 1: a mean loss of 3 * 30 / 5 = 18 enters
+    # the selection capped at 10.
+    wrong = FixedLogits([[30.0, 0.0]] * 5).eval()
+    capped = score(wrong, loader, torch.device("cpu"))
+    assert capped["acc"] == pytest.approx(2 / 5) and capped["loss"] == pytest.approx(18.0)
+    assert capped["select"] == pytest.approx(2 / 5 - 1e-4 * 10.0, rel=1e-9)
+    assert not wrong.training
+
+
+@pytest.mark.parametrize(("model", "epochs"), [("wl", []), ("gin", ["--epochs", "30"])])
+def test_models_that_see_structure_separate_rings_from_stars(
+    toy_root, tmp_path, model, epochs, one_thread, capsys
+):
+    # Rings and stars of the same sizes with identical node labels: the WL kernel and GIN see
+    # the degrees, so every test graph of both folds is right (and et eval agrees).
+    out = tmp_path / f"run-{model}"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", model]
+    args += ["--folds", "2", "--batch-size", "4", "--out", str(out), "--no-progress", *epochs]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["test_acc"] for f in summary["folds"]] == [1.0, 1.0]
+    assert summary["test_acc_mean"] == 1.0
+    assert main(["eval", str(out), "--data", str(toy_root)]) == 0
+    assert json.loads((out / "eval.json").read_text())["folds"] == {"0": 1.0, "1": 1.0}
 
 
 def test_resume_skips_finished_folds(toy_root, tmp_path, one_thread):
