@@ -42,6 +42,7 @@ from energy_transformer.train import (
     TrainConfig,
     Trainer,
     check_new_run,
+    config_changes,
     load_run,
     make_loader,
     read_run_config,
@@ -145,20 +146,39 @@ def masked_mse(
 ) -> tuple[float, Tensor]:
     """Mean squared error in pixel units ([0, 1]) over the masked pixels.
 
+    Each image's MSE is the mean of the squared errors of its ``model.complete(...).prediction``
+    over the pixels of its masked patches only (the visible ones are given to the model).
+
     Returns:
-        The MSE over all masked pixels of all images, and each image's own ``(n,)``.
+        The MSE over all masked pixels of all images (pooled: each masked pixel weighs the same),
+        and each image's own ``(n,)``.
+
+    Raises:
+        ValueError: when ``mask`` has not one row per image, or hides no patch of some image
+            (its masked MSE would be 0 / 0).
     """
-    per_image = []
+    if mask.dim() != 2 or mask.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"mask must have one row of patch flags per image, shape ({images.shape[0]}, patches),"
+            f" got {tuple(mask.shape)}"
+        )
+    empty = (~mask.bool().any(dim=1)).nonzero().flatten()
+    if len(empty):
+        raise ValueError(
+            f"the mask hides no patch of image {int(empty[0])} ({len(empty)} such images):"
+            " the masked-pixel MSE is undefined"
+        )
+    sums, counts = [], []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)
         out = model.complete(x, m)
         hidden = patch_mask_to_pixels(m, model.patch_size, x.shape[1]).to(x.dtype)
         err = (out.prediction - x).pow(2) * hidden
-        per_image.append((err.sum(dim=(1, 2, 3)) / hidden.sum(dim=(1, 2, 3)).clamp(min=1)).cpu())
-    per_image = torch.cat(per_image)
-    # Every image has the same number of masked pixels, so the pooled MSE is the mean.
-    return float(per_image.double().mean()), per_image
+        sums.append(err.sum(dim=(1, 2, 3)).double().cpu())
+        counts.append(hidden.sum(dim=(1, 2, 3)).double().cpu())
+    total, count = torch.cat(sums), torch.cat(counts)
+    return float(total.sum() / count.sum()), (total / count).float()
 
 
 # -- et train image ---------------------------------------------------------------------------
@@ -282,6 +302,41 @@ def apply_training_preset(args: argparse.Namespace) -> None:
             setattr(args, key, value if saved.get(key) is None else saved[key])
 
 
+# What a run records about the data it trains on (config.json's "extra", and "train" for the
+# seed of the order and masks), and the option that sets each. The data's path is not among
+# them: it may differ between machines. Image size and channels are the model's, which the
+# trainer checks itself.
+DATA_OPTIONS = {
+    "dataset": "--dataset",
+    "train_images": "--subset (training images)",
+    "val_size": "--val-size",
+    "eval_size": "--eval-size",
+    "seed": "--seed",
+}
+
+
+def check_same_data(out: Path, current: dict[str, Any]) -> None:
+    """Refuse to resume the run in ``out`` with data settings (:data:`DATA_OPTIONS`) other than
+    those it recorded: it would continue on other images (or in another order, with other
+    masks), and its ``config.json`` would then describe data it was not trained on."""
+    if not (Path(out) / "last.safetensors").is_file():  # nothing trained yet: nothing to keep
+        return
+    config = read_run_config(out)[1]
+    saved = dict(config.get("extra") or {})
+    if "seed" in (config.get("train") or {}):
+        saved["seed"] = config["train"]["seed"]
+    keys = [k for k in DATA_OPTIONS if k in saved]  # older runs recorded fewer
+    changed = config_changes(saved, current, keys)
+    if changed:
+        what = "; ".join(
+            f"{DATA_OPTIONS[k]}: recorded {before!r}, now {now!r}" for k, before, now in changed
+        )
+        raise ValueError(
+            f"{out} holds a run started on other data ({what}): resume it with the data options"
+            " it was started with, or train into another folder"
+        )
+
+
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
     check_new_run(args.out, args.resume, task="image")
@@ -330,6 +385,8 @@ def train(args: argparse.Namespace) -> Path:
     }
     if getattr(args, "demo", False):
         extra["demo"] = True
+    if args.resume:
+        check_same_data(args.out, {**extra, "seed": args.seed})
     trainer = Trainer(
         model,
         masked_loss,

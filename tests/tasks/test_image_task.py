@@ -1,5 +1,6 @@
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,12 +9,16 @@ from image_fixtures import fake_images, write_fake_mnist
 from test_official import official_arrays, save
 
 from energy_transformer.cli import build_parser, main
+from energy_transformer.metrics import psnr
+from energy_transformer.models.interpolation import PatchInterpolation
+from energy_transformer.tasks import image
 from energy_transformer.tasks.image import (
     apply_training_preset,
     fixed_masks,
     load_model,
     masked_mse,
 )
+from energy_transformer.train import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +26,52 @@ def data(tmp_path_factory):
     return write_fake_mnist(tmp_path_factory.mktemp("data"), train=40, test=12)
 
 
-def train_tiny(data, out, epochs: int, *extra: str) -> None:
-    """`et train image` on 24 images, batch 8, 2 descent steps, on the CPU."""
+def train_tiny(data, out, epochs: int, *extra: str) -> int:
+    """`et train image` on 24 images, batch 8, 2 descent steps, on the CPU; its exit status."""
     args = ["train", "image", "--data", str(data), "--out", str(out), "--subset", "24"]
     args += ["--val-size", "8", "--epochs", str(epochs), "--batch-size", "8", "--steps", "2"]
-    main([*args, "--no-progress", "--device", "cpu", *extra])
+    return main([*args, "--no-progress", "--device", "cpu", *extra])
+
+
+def loop_masked_mse(prediction, images, mask, patch: int) -> tuple[float, list[float]]:
+    """The masked MSE computed patch by patch: squared errors over the pixels of each image's
+    masked patches (row-major grid), per image and pooled over all masked pixels."""
+    grid = images.shape[-1] // patch
+    per_image, total, count = [], 0.0, 0
+    for i in range(images.shape[0]):
+        err, pixels = 0.0, 0
+        for j in range(mask.shape[1]):
+            if mask[i, j]:
+                row, col = divmod(j, grid)
+                rows, cols = (
+                    slice(row * patch, (row + 1) * patch),
+                    slice(col * patch, (col + 1) * patch),
+                )
+                diff = prediction[i, :, rows, cols].double() - images[i, :, rows, cols].double()
+                err += float(diff.pow(2).sum())
+                pixels += diff.numel()
+        per_image.append(err / pixels)
+        total, count = total + err, count + pixels
+    return total / count, per_image
+
+
+class KnownCompletion:
+    """A stand-in for a model: 7 px patches, a completion computed from the images alone."""
+
+    patch_size = 7
+
+    def __init__(self, predict):
+        self.predict = predict
+
+    def complete(self, images, mask):
+        return SimpleNamespace(prediction=self.predict(images), mask=mask)
+
+
+def hide(counts, patches: int = 16, seed: int = 0):
+    """``(len(counts), patches)`` masks hiding ``counts[i]`` random patches of image ``i``."""
+    g = torch.Generator().manual_seed(seed)
+    ranks = torch.stack([torch.randperm(patches, generator=g) for _ in counts])
+    return ranks < torch.tensor(counts)[:, None]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +127,51 @@ def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
     model, _ = load_model(run)
     assert torch.equal(fixed_masks(model, 12)[1], fixed_masks(model, 12)[1])
     images = torch.from_numpy(fake_images(12, seed=1)).float()[:, None] / 255
-    mse, _ = masked_mse(model, images, fixed_masks(model, 12)[1])
+    mask = fixed_masks(model, 12)[1]
+    mse, _ = masked_mse(model, images, mask)
     assert mse == pytest.approx(metrics["masked_mse"], rel=1e-5)
+    # The headline numbers, recomputed patch by patch from each model's own completion.
+    p = model.patch_size  # 4: 49 patches
+    expected, _ = loop_masked_mse(model.complete(images, mask).prediction, images, mask, p)
+    assert metrics["masked_mse"] == pytest.approx(expected, rel=1e-5)
+    interpolation = PatchInterpolation(p).complete(images, mask).prediction
+    expected, _ = loop_masked_mse(interpolation, images, mask, p)
+    assert metrics["interpolation_masked_mse"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["interpolation_masked_psnr"] == pytest.approx(-10 * np.log10(expected))
+
+
+def test_masked_mse_scores_the_hidden_pixels_only():
+    # Predicting 1 everywhere on black images: every hidden pixel is off by 1, so the masked
+    # MSE is 1 whatever the share of hidden patches (4 of 16 here; over all pixels: 0.25).
+    images = torch.zeros(5, 1, 28, 28)
+    mask = hide([4] * 5)
+    mse, per_image = masked_mse(KnownCompletion(torch.ones_like), images, mask, batch_size=2)
+    assert mse == 1.0 and per_image.tolist() == [1.0] * 5
+    assert psnr(mse) == 0.0
+    # 0.1 off: MSE 0.01 and PSNR 10 log10(1 / 0.01) = 20 dB (pixels in [0, 1]).
+    mse, _ = masked_mse(KnownCompletion(lambda x: torch.full_like(x, 0.1)), images, mask)
+    assert mse == pytest.approx(0.01) and psnr(mse) == pytest.approx(20.0)
+
+
+def test_masked_mse_matches_a_loop_over_the_hidden_patches():
+    # Colour images, a different number of hidden patches per image, batches that split them.
+    images = torch.rand(7, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    model = KnownCompletion(lambda x: x.flip(-1).mul(0.5).add(0.3))
+    mask = hide([1, 2, 3, 5, 8, 13, 16], seed=1)
+    mse, per_image = masked_mse(model, images, mask, batch_size=3)
+    expected, expected_per_image = loop_masked_mse(model.predict(images), images, mask, 7)
+    # Pooled: every hidden pixel weighs the same (not the mean of the per-image values).
+    assert mse == pytest.approx(expected, rel=1e-6)
+    assert mse != pytest.approx(float(np.mean(expected_per_image)), rel=1e-3)
+    torch.testing.assert_close(per_image, torch.tensor(expected_per_image), rtol=1e-5, atol=0)
+
+
+def test_masked_mse_refuses_masks_it_cannot_score():
+    images, model = torch.zeros(3, 1, 28, 28), KnownCompletion(torch.ones_like)
+    with pytest.raises(ValueError, match=r"the mask hides no patch of image 1 \(1 such images\)"):
+        masked_mse(model, images, hide([4, 0, 4]))
+    with pytest.raises(ValueError, match=r"one row of patch flags per image, .*got \(4, 16\)"):
+        masked_mse(model, images, hide([4] * 4))
 
 
 def test_complete_writes_side_by_side(run, tmp_path):
@@ -104,10 +193,78 @@ def test_complete_writes_side_by_side(run, tmp_path):
     assert len({p.read_bytes() for p in pictures}) == 3
 
 
-def test_resume_continues_to_more_epochs(run, data, capsys):
-    train_tiny(data, run, 3, "--resume")
-    rows = (run / "metrics.csv").read_text().splitlines()
+def test_resume_continues_to_more_epochs(run, data, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)  # the module's run stays a straight 2-epoch run
+    assert train_tiny(data, resumed, 3, "--resume") == 0
+    rows = (resumed / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4  # header + 2 earlier epochs + 1 new
+
+
+def test_an_interrupted_run_resumed_ends_as_the_uninterrupted_one(
+    run, data, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    steps = []  # 24 images in batches of 8: 3 steps an epoch
+
+    def interrupted(model, batch):
+        steps.append(1)
+        if len(steps) == 4:  # the first step of epoch 2
+            raise KeyboardInterrupt
+        return masked_loss(model, batch)
+
+    masked_loss = image.masked_loss
+    monkeypatch.setattr(image, "masked_loss", interrupted)
+    out = tmp_path / "interrupted"
+    assert train_tiny(data, out, 2) == 130
+    assert "run the same command with --resume to continue" in capsys.readouterr().err
+    assert load_checkpoint(out / "last.safetensors").meta["epoch"] == 1
+    assert train_tiny(data, out, 2, "--resume") == 0
+    assert len(steps) == 4 + 3  # epoch 2 only, not the whole run again
+    for name in ("last", "best"):
+        straight = load_checkpoint(run / f"{name}.safetensors").model_state
+        resumed = load_checkpoint(out / f"{name}.safetensors").model_state
+        assert straight.keys() == resumed.keys()
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight), name
+    column = [r.split(",")[:3] for r in (run / "metrics.csv").read_text().splitlines()]
+    assert [r.split(",")[:3] for r in (out / "metrics.csv").read_text().splitlines()] == column
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--subset", "8"], "--subset (training images): recorded 24, now 8"),
+        (["--val-size", "4"], "--val-size: recorded 8, now 4"),
+        (["--seed", "1"], "--seed: recorded 0, now 1"),
+        (["--eval-size", "5"], "--eval-size: recorded None, now 5"),
+        (["--dataset", "mnist"], "--dataset: recorded 'fashion-mnist', now 'mnist'"),
+    ],
+)
+def test_resuming_on_other_data_is_refused(
+    run, data, tmp_path, capsys, monkeypatch, option, message
+):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    write_fake_mnist(tmp_path, "mnist", train=40, test=12)
+    shutil.copytree(data / "fashion-mnist", tmp_path / "fashion-mnist")
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    before = {f: (resumed / f).read_bytes() for f in ("config.json", "last.safetensors")}
+    args = ["train", "image", "--data", str(tmp_path), "--out", str(resumed), "--resume"]
+    args += [
+        "--subset",
+        "24",
+        "--val-size",
+        "8",
+        "--steps",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert main([*args, *option]) == 2
+    err = capsys.readouterr().err
+    assert f"{resumed} holds a run started on other data ({message}): resume it" in err
+    assert {f: (resumed / f).read_bytes() for f in before} == before
 
 
 def test_convert_official(tmp_path):
@@ -151,8 +308,13 @@ def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "et: error: --val-size must be in [0, 39], got 40" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["train", "image", "--preset", "cifar"])
+    assert exit_.value.code == 2
+    assert (
+        "et train image: error: argument --preset: invalid choice: 'cifar'"
+        in capsys.readouterr().err
+    )
     base = ["train", "image", "--data", str(data), "--no-progress"]
     for extra, message in [
         (["--eval-size", "-5"], "--eval-size must be a positive int, got -5"),
