@@ -79,6 +79,25 @@ def test_recall_at_k_matches_sorted_definition():
     assert recall_at_k(scores, labels) == pytest.approx(expected)
 
 
+def test_recall_at_k_breaks_ties_by_position_earlier_first():
+    # Two nodes tie at the top; k = 1 keeps the earlier one, whatever its label.
+    assert recall_at_k([0.5, 0.5, 0.1], [0, 1, 0], k=1) == 0.0
+    assert recall_at_k([0.5, 0.5, 0.1], [1, 0, 0], k=1) == 1.0
+    # The cut-off falls inside a three-way tie below a clear top score: top-3 takes 0.9 (index
+    # 2), then indices 0 and 1 of the tie, not index 3.
+    assert recall_at_k([0.2, 0.2, 0.9, 0.2, 0.0], [0, 1, 1, 1, 0], k=3) == pytest.approx(2 / 3)
+    assert recall_at_k([0.2, 0.2, 0.9, 0.2, 0.0], [1, 1, 1, 0, 0], k=3) == 1.0
+    assert recall_at_k([0.2, 0.2, 0.9, 0.2, 0.0], [0, 0, 1, 1, 0], k=3) == pytest.approx(1 / 2)
+    # Many ties (scores rounded to one decimal), against the rule spelled out with sorted().
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(300), 1)
+    labels = (rng.random(300) < 0.3).astype(int)
+    ranked = sorted(range(300), key=lambda i: (-scores[i], i))
+    for k in (1, 7, 50, int(labels.sum()), 299):
+        expected = sum(int(labels[i]) for i in ranked[:k]) / labels.sum()
+        assert recall_at_k(scores, labels, k=k) == pytest.approx(expected), k
+
+
 def test_torch_inputs_and_float_outputs():
     s = torch.tensor([0.1, 0.4, 0.35, 0.8], dtype=torch.bfloat16, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1])

@@ -120,12 +120,18 @@ def test_a_bad_value_ends_with_one_line(data_root, tmp_path, capsys, monkeypatch
 
 def test_bad_arguments(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ET_DEBUG", raising=False)
-    with pytest.raises(SystemExit):
-        main(train_args(data_root, tmp_path / "r", "--model", "gin"))
-    with pytest.raises(SystemExit):
-        main(train_args(data_root, tmp_path / "r", "--seeds", "0"))
-    with pytest.raises(SystemExit):
-        main(train_args(data_root, tmp_path / "r", "--preset", "huge"))
+    cases = [
+        (("--model", "gin"), "argument --model: unknown model(s) ['gin']; choose from ("),
+        (("--seeds", "0"), "argument --seeds: a seed count must be >= 1, got '0'"),
+        (("--preset", "huge"), "argument --preset: invalid choice: 'huge'"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(train_args(data_root, tmp_path / "r", *extra))
+        assert exit_info.value.code == 2  # argparse's usage error
+        err = capsys.readouterr().err
+        assert err.startswith("usage: et train anomaly") and message in err, (extra, err)
+        assert not (tmp_path / "r").exists()  # refused before anything was written
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text('{"task": "anomaly"}')
     assert main(["eval", str(tmp_path / "empty")]) == 2

@@ -313,3 +313,48 @@ def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
 def test_bad_optimisation_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _config(**kwargs)
+
+
+def _fit_recording_steps(loss_fn=mse_loss, **kw):
+    """Fit on 32 toy samples in batches of 8 (4 steps an epoch), recording at every
+    ``optimizer.step`` (a pre-hook: after backward and clipping, before the update) the lr
+    it is about to use and the total gradient norm it is about to apply."""
+    loader = make_loader(toy_dataset(n=32), batch_size=8, seed=1)
+    trainer = Trainer(toy_model(), loss_fn, _config(**kw))
+    lrs, norms = [], []
+
+    def record(optimizer, args, kwargs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+    trainer.optimizer.register_step_pre_hook(record)
+    trainer.fit(loader)
+    return lrs, norms
+
+
+@pytest.mark.parametrize("warmup_epochs", [1, 0.5])
+def test_the_trainer_follows_the_schedule_step_by_step(warmup_epochs):
+    # 3 epochs x 4 steps; warm-up counted in optimizer steps (1 epoch = 4, 0.5 = 2), then a
+    # cosine down towards min_lr = 0.1 * lr. The scheduler steps after optimizer.step, so the
+    # lr that step s (0-based) uses is lr * warmup_cosine(s, ...).
+    lr, min_lr = 1e-2, 1e-3
+    lrs, _ = _fit_recording_steps(epochs=3, lr=lr, min_lr=min_lr, warmup_epochs=warmup_epochs)
+    warmup = round(warmup_epochs * 4)
+    expected = [lr * warmup_cosine(s, 12, warmup, min_lr / lr) for s in range(12)]
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=0)
+    assert lrs[warmup - 1] == pytest.approx(lr)  # the peak ends the warm-up
+    assert lrs[-1] > min_lr  # never below the floor (reached only after the last step)
+
+
+def test_gradients_are_clipped_to_grad_clip_before_each_step():
+    def huge_loss(model, batch):
+        loss, logs = mse_loss(model, batch)
+        return loss * 1e6, logs
+
+    _, clipped = _fit_recording_steps(huge_loss, epochs=1, grad_clip=0.5)
+    _, free = _fit_recording_steps(huge_loss, epochs=1, grad_clip=None)
+    assert len(clipped) == len(free) == 4
+    # clip_grad_norm_ scales by clip / (norm + 1e-6): the clip, up to float32 rounding.
+    assert clipped == pytest.approx([0.5] * 4, rel=1e-5)
+    assert min(free) > 1e3, free  # unclipped, the scaled loss's gradients are far larger
