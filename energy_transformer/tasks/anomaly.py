@@ -231,7 +231,11 @@ def train(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     command.pop("func", None)
-    _write_json(args.out / "config.json", {"task": "anomaly", "command": command})
+    run_config = {"task": "anomaly", "command": command}
+    # A resumed run keeps its record until every seed has accepted the new command (a seed's
+    # trainer refuses other data or settings).
+    if not (args.out / "config.json").is_file():
+        _write_json(args.out / "config.json", run_config)
     record = {"dataset": args.dataset, "data": recorded_path(args.data)}
     if args.splits == "file":
         record["splits"] = "file"
@@ -260,6 +264,7 @@ def train(args: argparse.Namespace) -> None:
         extra_config=record,
         splits=args.splits,
     )
+    _write_json(args.out / "config.json", run_config)
     ratio = PROTOCOLS[protocols[0]].train_ratio if args.train_ratio is None else args.train_ratio
     splits = "the dataset's own splits" if args.splits == "file" else f"train ratio {ratio}"
     if args.input_hops:

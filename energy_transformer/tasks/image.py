@@ -42,7 +42,6 @@ from energy_transformer.train import (
     TrainConfig,
     Trainer,
     check_new_run,
-    config_changes,
     load_run,
     make_loader,
     read_run_config,
@@ -302,41 +301,6 @@ def apply_training_preset(args: argparse.Namespace) -> None:
             setattr(args, key, value if saved.get(key) is None else saved[key])
 
 
-# What a run records about the data it trains on (config.json's "extra", and "train" for the
-# seed of the order and masks), and the option that sets each. The data's path is not among
-# them: it may differ between machines. Image size and channels are the model's, which the
-# trainer checks itself.
-DATA_OPTIONS = {
-    "dataset": "--dataset",
-    "train_images": "--subset (training images)",
-    "val_size": "--val-size",
-    "eval_size": "--eval-size",
-    "seed": "--seed",
-}
-
-
-def check_same_data(out: Path, current: dict[str, Any]) -> None:
-    """Refuse to resume the run in ``out`` with data settings (:data:`DATA_OPTIONS`) other than
-    those it recorded: it would continue on other images (or in another order, with other
-    masks), and its ``config.json`` would then describe data it was not trained on."""
-    if not (Path(out) / "last.safetensors").is_file():  # nothing trained yet: nothing to keep
-        return
-    config = read_run_config(out)[1]
-    saved = dict(config.get("extra") or {})
-    if "seed" in (config.get("train") or {}):
-        saved["seed"] = config["train"]["seed"]
-    keys = [k for k in DATA_OPTIONS if k in saved]  # older runs recorded fewer
-    changed = config_changes(saved, current, keys)
-    if changed:
-        what = "; ".join(
-            f"{DATA_OPTIONS[k]}: recorded {before!r}, now {now!r}" for k, before, now in changed
-        )
-        raise ValueError(
-            f"{out} holds a run started on other data ({what}): resume it with the data options"
-            " it was started with, or train into another folder"
-        )
-
-
 def train(args: argparse.Namespace) -> Path:
     """``et train image``: train, keep the best epoch on held-out images, save the run."""
     check_new_run(args.out, args.resume, task="image")
@@ -385,8 +349,6 @@ def train(args: argparse.Namespace) -> Path:
     }
     if getattr(args, "demo", False):
         extra["demo"] = True
-    if args.resume:
-        check_same_data(args.out, {**extra, "seed": args.seed})
     trainer = Trainer(
         model,
         masked_loss,

@@ -253,18 +253,34 @@ class Trainer:
             rng=True,
         )
 
-    def _check_same_model(self) -> None:
-        """Refuse to resume a run folder whose ``config.json`` records another model: its
-        weights would not load, or would load into a model the user did not ask for."""
-        if not (self.run_dir / "config.json").is_file() or not self.model_config:
+    def _check_same_run(self) -> None:
+        """Refuse to resume a run folder whose ``config.json`` records another model (its
+        weights would not load, or into a model the user did not ask for), other data or
+        settings in ``extra_config`` (it would go on training on other data, and its record
+        would then describe data it was not trained on) or another seed. Where the data sit
+        (``data``) may differ between machines; epochs may grow."""
+        if not (self.run_dir / "config.json").is_file():
             return
-        saved = read_run_config(self.run_dir)[1].get("model") or {}
-        changed = config_changes(saved, self.model_config)
-        if saved and changed:
+        saved = read_run_config(self.run_dir)[1]
+        model = saved.get("model") or {}
+        changed = config_changes(model, self.model_config) if model and self.model_config else []
+        if changed:
             what = ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
             raise CheckpointError(
                 f"{self.run_dir} holds a run of another model ({what}): resume it with the"
                 " settings it was started with, or train into another folder"
+            )
+        extra = saved.get("extra") or {}
+        keys = sorted((extra.keys() | self.extra_config.keys()) - set(_MAY_MOVE))
+        changed = config_changes(extra, self.extra_config, keys)
+        seed = (saved.get("train") or {}).get("seed")
+        if seed is not None and seed != self.config.seed:
+            changed.append(("seed", seed, self.config.seed))
+        if changed:
+            what = ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
+            raise CheckpointError(
+                f"{self.run_dir} holds a run on other data or settings ({what}): resume it with"
+                " the options it was started with, or train into another folder"
             )
 
     # -- loop -------------------------------------------------------------------------------
@@ -315,7 +331,7 @@ class Trainer:
         if self.run_dir is not None:
             check_new_run(self.run_dir, resume, self.task)
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
-            self._check_same_model()
+            self._check_same_run()
             ckpt = load_checkpoint(self.run_dir / "last.safetensors")
             try:
                 self.model.load_state_dict(ckpt.model_state)
@@ -518,6 +534,9 @@ _RESUME_KEYS = (
     "epoch", "step_in_epoch", "bad_epochs", "best_value", "history", "best_epoch",
     "best_metrics", "global_step", "lrs",
 )  # fmt: skip
+
+# Entries of a run's extra_config that a resume may change: where the data sit on this machine.
+_MAY_MOVE = ("data",)
 
 # What a finished (or partly finished) run leaves: weights, a fold's result, a run's results.
 _RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")

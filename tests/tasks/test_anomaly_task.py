@@ -71,7 +71,7 @@ def test_train_then_eval(data_root, tmp_path, capsys):
     assert row == {k: v for k, v in evaluated["gcn/seed0"].items() if k != "weights"}
 
 
-def test_file_splits_and_resume(data_root, tmp_path):
+def test_file_splits_and_resume(data_root, tmp_path, capsys):
     out = tmp_path / "run"
     args = train_args(data_root, out, "--model", "mlp", "--splits", "file", "--seeds", "1")
     main(args)
@@ -80,6 +80,13 @@ def test_file_splits_and_resume(data_root, tmp_path):
     first = json.loads((out / "results.json").read_text())["runs"][0]["metrics"]
     main([*args, "--resume"])  # already finished: resuming changes nothing
     assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"] == first
+    # Resumed on other splits, a seed's run would score the old training on new test nodes.
+    record = (out / "config.json").read_bytes()
+    random_splits = train_args(data_root, out, "--model", "mlp", "--seeds", "1", "--resume")
+    capsys.readouterr()
+    assert main(random_splits) == 2
+    assert "holds a run on other data or settings (split_sizes" in capsys.readouterr().err
+    assert (out / "config.json").read_bytes() == record
 
 
 def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):

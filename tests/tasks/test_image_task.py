@@ -233,11 +233,11 @@ def test_an_interrupted_run_resumed_ends_as_the_uninterrupted_one(
 @pytest.mark.parametrize(
     "option, message",
     [
-        (["--subset", "8"], "--subset (training images): recorded 24, now 8"),
-        (["--val-size", "4"], "--val-size: recorded 8, now 4"),
-        (["--seed", "1"], "--seed: recorded 0, now 1"),
-        (["--eval-size", "5"], "--eval-size: recorded None, now 5"),
-        (["--dataset", "mnist"], "--dataset: recorded 'fashion-mnist', now 'mnist'"),
+        (["--subset", "8"], "train_images 24 -> 8"),
+        (["--val-size", "4"], "val_size 8 -> 4"),
+        (["--seed", "1"], "seed 0 -> 1"),
+        (["--eval-size", "5"], "eval_size None -> 5"),
+        (["--dataset", "mnist"], "dataset 'fashion-mnist' -> 'mnist'"),
     ],
 )
 def test_resuming_on_other_data_is_refused(
@@ -263,7 +263,7 @@ def test_resuming_on_other_data_is_refused(
     ]
     assert main([*args, *option]) == 2
     err = capsys.readouterr().err
-    assert f"{resumed} holds a run started on other data ({message}): resume it" in err
+    assert f"{resumed} holds a run on other data or settings ({message}): resume it" in err
     assert {f: (resumed / f).read_bytes() for f in before} == before
 
 

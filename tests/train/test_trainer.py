@@ -282,6 +282,30 @@ def test_resume_refuses_a_run_of_another_model(tmp_path):
     assert trainer(16, {"width": 16}).fit(loader, resume=True).history[0]["epoch"] == 1
 
 
+def test_resume_refuses_other_data_or_seed_but_not_a_moved_data_folder(tmp_path):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    extra = {"dataset": "toy", "data": "/old/place", "train_ratio": 0.4}
+
+    def fit(epochs=1, seed=1, **changes):
+        config = _config(epochs=epochs, seed=seed)
+        trainer = Trainer(toy_model(), mse_loss, config, tmp_path, extra_config=extra | changes)
+        return trainer.fit(loader, resume=True)
+
+    fit()
+    before = (tmp_path / "last.safetensors").read_bytes()
+    for changes, message in [
+        ({"train_ratio": 0.01}, "train_ratio 0.4 -> 0.01"),
+        ({"dataset": "other"}, "dataset 'toy' -> 'other'"),
+        ({"split": "file"}, "split None -> 'file'"),
+        ({"seed": 2}, "seed 1 -> 2"),
+    ]:
+        with pytest.raises(CheckpointError, match=f"other data or settings \\({message}\\)"):
+            fit(**changes)
+    assert (tmp_path / "last.safetensors").read_bytes() == before
+    # Where the data sit may change between machines, and a run may be given more epochs.
+    assert len(fit(epochs=2, data="/new/place").history) == 2
+
+
 def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
     config = _config(epochs=1)
