@@ -1,5 +1,8 @@
+import csv
 import json
+import sys
 import time
+import types
 
 import pytest
 import torch
@@ -256,14 +259,39 @@ def test_bf16_precision_autocasts_the_training_step_only():
         TrainConfig(precision="fp16")
 
 
-def test_tensorboard_scalars_when_installed(tmp_path):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class _FakeWriter:
+    """Stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is not a dependency)."""
 
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir, self.scalars, self.flushes = log_dir, [], 0
+        _FakeWriter.opened.append(self)
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.append((tag, value, step))
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_tensorboard_gets_each_epochs_metrics_when_installed(tmp_path, monkeypatch):
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = _FakeWriter
+    _FakeWriter.opened = []
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
     _fit(tmp_path, epochs=2)
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+    (writer,) = _FakeWriter.opened
+    assert writer.log_dir == str(tmp_path / "tensorboard") and writer.flushes == 2
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = [
+        (k, float(v), int(row["epoch"])) for row in rows for k, v in row.items() if k != "epoch"
+    ]
+    assert writer.scalars == expected  # csv keeps repr(float): exact
+    # Not installed: metrics.csv is the log, and nothing else is written.
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    _fit(tmp_path / "plain", epochs=1)
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+    assert (tmp_path / "plain" / "metrics.csv").is_file()
 
 
 def test_resume_refuses_a_run_of_another_model(tmp_path):
