@@ -118,3 +118,49 @@ def test_ctrl_c_ends_with_one_line_and_the_way_to_continue(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "et: interrupted; run the same command with --resume to continue\n"
     )
+
+
+def test_a_fold_without_config_of_its_own_is_of_its_runs_task(tmp_path):
+    from energy_transformer.cli import run_task_of
+
+    run = tmp_path / "wl-run"
+    (run / "fold-02").mkdir(parents=True)
+    (run / "config.json").write_text('{"task": "graph"}')
+    (run / "fold-02" / "split.json").write_text('{"index": 2}')  # a WL+SVM fold: no weights
+    assert run_task_of(run / "fold-02") == "graph"
+    assert run_task_of(run) == "graph"
+
+
+def test_a_diverging_run_is_a_user_error_and_success_is_status_0(monkeypatch, capsys):
+    from energy_transformer.tasks import image
+
+    def diverged(args):
+        raise FloatingPointError("the loss is NaN at epoch 3 (try a lower lr)")
+
+    monkeypatch.setattr(image, "train", diverged)
+    assert main(["train", "image"]) == 2
+    assert capsys.readouterr().err == (
+        "et: error: the loss is NaN at epoch 3 (try a lower lr) (ET_DEBUG=1 shows the traceback)\n"
+    )
+    monkeypatch.setattr(image, "train", lambda args: None)
+    assert main(["train", "image"]) == 0
+
+
+def test_et_debug_keeps_the_traceback(monkeypatch):
+    from energy_transformer.tasks import image
+
+    monkeypatch.setenv("ET_DEBUG", "1")
+
+    def bad_option(args):
+        raise ValueError("--lr must be > 0")
+
+    monkeypatch.setattr(image, "train", bad_option)
+    with pytest.raises(ValueError, match="--lr must be > 0"):
+        main(["train", "image"])
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "image"])

@@ -62,3 +62,40 @@ def test_a_private_temporary_file_is_published_with_the_usual_mode(tmp_path):
         os.chmod(tmp, 0o600)  # as private as a writer may make it
     mode = stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode)
     assert mode == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_write_text_atomic_that_fails_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    # A lone surrogate cannot be encoded: the write fails after the file was opened.
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(target, "new \udcff")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_recorded_path_is_absolute(tmp_path, monkeypatch):
+    from energy_transformer.files import recorded_path
+
+    monkeypatch.chdir(tmp_path)
+    assert recorded_path("data/tu") == str(tmp_path.resolve() / "data" / "tu")
+    assert recorded_path(tmp_path / "x" / ".." / "y") == str(tmp_path.resolve() / "y")
+    assert recorded_path(None) is None
+
+
+def test_the_published_mode_follows_the_umask(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from energy_transformer import files
+
+    old = os.umask(0o077)
+    try:
+        monkeypatch.setattr(files, "_UMASK", 0o077)  # the module reads the umask once, at import
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        write_text_atomic(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600

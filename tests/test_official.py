@@ -123,6 +123,7 @@ def test_grey_model_and_paper_masking_ratios(tmp_path):
         (lambda a: a.update(Wenc=np.zeros((50, D))), "neither 3 \\* p \\* p nor p \\* p"),
         (lambda a: a.update(POS_embed=np.zeros((4, D))), "square number of patches"),
         (lambda a: a.update(LNORM_gamma=np.array(-0.5)), "must be > 0"),
+        (lambda a: a.update(LNORM_gamma=np.array(0.0)), "LNORM_gamma is 0.0; it must be > 0"),
         (lambda a: a.update(LNORM_gamma=np.ones(2)), "must be a scalar"),
         (lambda a: a.update(CLS_token=np.zeros((2, D))), r"CLS_token must hold a \(16,\) vector"),
         (lambda a: a.update(Benc=np.full(D, np.nan)), "Benc contains NaN"),
@@ -146,3 +147,35 @@ def test_unreadable_files(tmp_path):
     np.savez(tmp_path / "pickled.npz", **arrays)
     with pytest.raises(OfficialFormatError):
         from_official_npz(tmp_path / "pickled.npz")
+
+
+def test_integer_arrays_are_refused(tmp_path):
+    arrays = official_arrays()
+    np.savez(tmp_path / "int.npz", **{**arrays, "Wq": np.ones((H, Y, D), dtype=np.int64)})
+    with pytest.raises(OfficialFormatError, match="Wq must be floating point, got dtype int64"):
+        from_official_npz(tmp_path / "int.npz")
+
+
+def test_leading_singleton_axes_and_a_writer_into_a_new_folder(tmp_path):
+    arrays = official_arrays(3)
+    flat = from_official_npz(save(tmp_path / "flat.npz", arrays))
+    arrays["POS_embed"] = arrays["POS_embed"][None]  # (1, N + 1, D), as flax keeps it
+    arrays["MASK_token"] = arrays["MASK_token"][None, None]
+    batched = from_official_npz(save(tmp_path / "batched.npz", arrays))
+    torch.testing.assert_close(batched.pos_embed, flat.pos_embed)
+    torch.testing.assert_close(batched.mask_token, flat.mask_token)
+    # The tokens keep their roles: CLS is arrays' CLS_token, MASK arrays' MASK_token.
+    expected_cls = torch.from_numpy(arrays["CLS_token"].astype(np.float32).reshape(D))
+    expected_mask = torch.from_numpy(arrays["MASK_token"].astype(np.float32).reshape(D))
+    torch.testing.assert_close(flat.cls_token.reshape(D), expected_cls)
+    torch.testing.assert_close(flat.mask_token.reshape(D), expected_mask)
+    written = to_official_npz(flat, tmp_path / "new" / "folder" / "et.npz")
+    assert written.is_file()
+
+
+def test_masked_default_never_exceeds_selected(tmp_path):
+    # 4 patches: the paper's ratios give 2 selected and 2 masked; with 1 selected, 1 masked.
+    path = save(tmp_path / "et.npz", official_arrays())
+    assert (from_official_npz(path).selected, from_official_npz(path).masked) == (2, 2)
+    model = from_official_npz(path, selected=1)
+    assert (model.selected, model.masked) == (1, 1)

@@ -59,3 +59,46 @@ def test_image_figures(tmp_path):
         plots.plot_reconstructions(*[torch.rand(2, 2, 8, 8)] * 3, tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"errors must have one value per image \(4\), got 2"):
         plots.plot_reconstructions(masked, images, images, tmp_path / "x.png", errors=mask[:2, 0])
+
+
+def test_energy_descent_draws_each_samples_change_from_step_zero(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    total = torch.tensor([[3.0, 5.0], [1.0, 2.0], [0.0, 1.0]])  # 2 steps, 2 samples
+    terms = EnergyTerms(attention=2 * total, hopfield=total - 4, total=total)
+    plots.plot_energy_descent(terms, tmp_path / "e.png")
+    panels = closed[0].axes  # total, attention, hopfield
+    # change from step 0: sample 1 goes 0, -2, -3 and sample 2 goes 0, -3, -4: mean 0, -2.5, -3.5
+    assert panels[0].lines[0].get_ydata().tolist() == [0.0, -2.5, -3.5]
+    assert panels[1].lines[0].get_ydata().tolist() == [0.0, -5.0, -7.0]
+    assert panels[2].lines[0].get_ydata().tolist() == [0.0, -2.5, -3.5]  # a shift changes nothing
+    # the mean start and end energies are printed: (3 + 5) / 2 = 4 and (0 + 1) / 2 = 0.5
+    assert panels[0].texts[0].get_text() == "$E(0)$ = 4\n$E(T)$ = 0.5"
+    assert panels[2].texts[0].get_text() == "$E(0)$ = 0\n$E(T)$ = -3.5"
+    assert "over 2" in panels[0].get_ylabel()
+
+
+def test_masked_view_paints_the_patches_in_row_major_order():
+    images = torch.rand(1, 1, 8, 8)
+    mask = torch.tensor([[False, True, False, False]])  # patch 1: top row, right column
+    out = plots.masked_view(images, mask, 4)
+    assert (out[0, 0, :4, 4:] == 0.45).all()
+    keep = torch.ones(8, 8, dtype=torch.bool)
+    keep[:4, 4:] = False
+    assert torch.equal(out[0, 0][keep], images[0, 0][keep])
+    rgb = torch.rand(1, 3, 8, 8)
+    out = plots.masked_view(rgb, torch.tensor([[False, False, True, False]]), 4)  # bottom left
+    for channel, fill in enumerate([0.35, 0.55, 0.85]):
+        assert torch.allclose(out[0, channel, 4:, :4], torch.tensor(fill))
+    assert torch.equal(out[0, :, :4], rgb[0, :, :4])
+    assert torch.equal(out[0, :, 4:, 4:], rgb[0, :, 4:, 4:])
+
+
+def test_updates_with_a_wrong_number_of_steps_are_refused(tmp_path):
+    updates = {"attention": torch.randn(3, 1, 8, 8), "hopfield": torch.randn(2, 1, 8, 8)}
+    with pytest.raises(ValueError, match=r"updates\['hopfield'\] has 2 steps, expected 3"):
+        plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png")
+    updates["hopfield"] = torch.randn(4, 1, 8, 8)  # one too many would be dropped silently
+    with pytest.raises(ValueError, match=r"updates\['hopfield'\] has 4 steps, expected 3"):
+        plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png")
+    assert not (tmp_path / "u.png").exists()

@@ -1,19 +1,24 @@
 """The anomaly-detection harness: stratified splits, metric bookkeeping, an end-to-end run."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch_geometric.data import Data
 
+from energy_transformer.protocols import gad
 from energy_transformer.protocols.gad import (
     PROTOCOLS,
     HarnessConfig,
+    RunResult,
     Split,
     class_weight,
     file_split,
     format_table,
     neural_input,
+    pick_test,
     run_protocols,
     score_split,
     select_epoch,
@@ -194,3 +199,215 @@ def test_the_datasets_own_splits_drive_every_model(tmp_path):
     assert not (tmp_path / "mlp" / "seed0").exists()  # refused before seed 0 trained
     with pytest.raises(ValueError, match="splits must be one of"):
         run_protocols(data, "gadbench", ["mlp"], [0], cfg, splits="gadbench")
+
+
+def class_counts(y, idx):
+    return [int((y[idx] == 0).sum()), int((y[idx] == 1).sum())]
+
+
+def test_stratified_split_sizes_by_hand_and_unlabelled_nodes_left_out():
+    # 5 unlabelled nodes (they would count as anomalies), then 13 normal nodes and 7 anomalies.
+    y = torch.tensor([1] * 5 + [0] * 13 + [1] * 7)
+    s = stratified_split(y, 0.4, seed=0, label_mask=torch.arange(25) >= 5)
+    # normal: round(0.4 * 13) = 5 train, the other 8 split 1:2 -> 3 val, 5 test;
+    # anomalous: round(0.4 * 7) = round(2.8) = 3 train, the other 4 -> 1 val, 3 test.
+    assert class_counts(y, s.train) == [5, 3]
+    assert class_counts(y, s.val) == [3, 1]
+    assert class_counts(y, s.test) == [5, 3]
+    assert min(int(p.min()) for p in (s.train, s.val, s.test)) >= 5
+    assert all(torch.equal(p, p.sort().values) for p in (s.train, s.val, s.test))
+
+
+def test_every_part_keeps_each_class_even_at_a_large_train_ratio():
+    y = torch.tensor([0] * 30 + [1] * 3)
+    s = stratified_split(y, 0.9, seed=0)
+    # anomalies: round(2.7) = 3 capped at 3 - 2 = 1 so that val and test keep one each
+    assert [class_counts(y, p) for p in (s.train, s.val, s.test)] == [[27, 1], [1, 1], [2, 1]]
+
+
+def test_macro_f1_threshold_is_strict_on_test():
+    # Validation as in test_score_split_hand_computed: the tuned threshold is 0.25 exactly.
+    y = torch.tensor([0, 1, 0, 1, 0, 0, 1])
+    scores = torch.tensor([0.1, 0.9, 0.2, 0.3, 0.05, 0.25, 0.7])
+    split = Split(torch.tensor([0]), torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6]))
+    m = score_split(scores, y, split)
+    assert m["threshold"] == 0.25
+    # the normal test node scored exactly 0.25 is not above the threshold: predicted normal
+    assert m["test_macro_f1"] == 1.0
+
+
+# Three epochs: validation AUPRC peaks at epoch 2, validation macro-F1 at epoch 3, and every test
+# metric at epoch 3; validation values differ from test ones so a mix-up shows.
+HISTORY = [
+    {"epoch": 1, "val_auprc": 0.30, "val_macro_f1": 0.60, "val_auroc": 0.11, "val_rec_at_k": 0.12,
+     "test_auroc": 0.71, "test_auprc": 0.31, "test_rec_at_k": 0.21, "test_macro_f1": 0.61},
+    {"epoch": 2, "val_auprc": 0.50, "val_macro_f1": 0.55, "val_auroc": 0.13, "val_rec_at_k": 0.14,
+     "test_auroc": 0.72, "test_auprc": 0.32, "test_rec_at_k": 0.22, "test_macro_f1": 0.62},
+    {"epoch": 3, "val_auprc": 0.40, "val_macro_f1": 0.70, "val_auroc": 0.15, "val_rec_at_k": 0.16,
+     "test_auroc": 0.90, "test_auprc": 0.91, "test_rec_at_k": 0.92, "test_macro_f1": 0.93},
+]  # fmt: skip
+GADBENCH_AT_2 = {"auroc": 0.72, "auprc": 0.32, "rec_at_k": 0.22}
+BWGNN_AT_3 = {"macro_f1": 0.93, "auroc": 0.90}
+
+
+def test_test_metrics_are_read_at_the_epoch_of_best_validation():
+    gadbench, bwgnn = PROTOCOLS["gadbench"], PROTOCOLS["bwgnn"]
+    assert select_epoch(HISTORY, gadbench)["epoch"] == 2
+    assert pick_test(select_epoch(HISTORY, gadbench), gadbench.metrics) == GADBENCH_AT_2
+    assert select_epoch(HISTORY, bwgnn)["epoch"] == 3
+    assert pick_test(select_epoch(HISTORY, bwgnn), bwgnn.metrics) == BWGNN_AT_3
+    with pytest.raises(ValueError, match="no epochs"):
+        select_epoch([], gadbench)
+
+
+def fake_trainer(monkeypatch):
+    """Replace the Trainer by one that records the loss on the graph and returns HISTORY."""
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, model, loss_fn, cfg, **kwargs):
+            self.model, self.loss_fn, self.device = model, loss_fn, torch.device("cpu")
+
+        def fit(self, data, evaluate=None, select=None, resume=False):
+            (graph,) = data
+            seen["select"], seen["graph"], seen["model"] = select, graph, self.model
+            seen["loss"] = self.loss_fn(self.model, graph)[0].detach()
+            seen["logits"] = self.model(graph.x, graph.edge_index).detach()
+            state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            return SimpleNamespace(history=HISTORY, best_state=state, seconds=1.5)
+
+    monkeypatch.setattr(gad, "Trainer", FakeTrainer)
+    return seen
+
+
+def test_train_neural_selects_each_protocols_epoch_and_trains_on_train_labels(monkeypatch):
+    seen = fake_trainer(monkeypatch)
+    data = small_graph(n=40)
+    data.y = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0] + [1] * 16 + [0] * 16)
+    train = torch.arange(8)  # 2 anomalies, 6 normal: class weights [1, 3]
+    split = Split(train, torch.arange(8, 24), torch.arange(24, 40))
+    cfg = HarnessConfig(hidden=8, device="cpu")
+    r = gad.train_neural("mlp", data, split, ["gadbench", "bwgnn"], cfg, seed=0)
+    assert r.metrics == {"gadbench": GADBENCH_AT_2, "bwgnn": BWGNN_AT_3}
+    assert r.best_epoch == {"gadbench": 2, "bwgnn": 3} and r.seconds == 1.5
+    assert seen["select"] == "val_auprc"  # the first protocol's metric picks the saved weights
+    # The loss sees the training nodes only, weighted by their own class ratio (6 / 2).
+    expected = F.cross_entropy(seen["logits"][:8], data.y[:8], weight=torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(seen["loss"], expected)
+
+
+def run(model, seed, gadbench, bwgnn, seconds, energy=None):
+    ranking = ("auroc", "auprc", "rec_at_k")
+    metrics = {
+        "gadbench": dict(zip(ranking, gadbench, strict=True)),
+        "bwgnn": dict(zip(("macro_f1", "auroc"), bwgnn, strict=True)),
+    }
+    energy = None if energy is None else dict(zip(ranking, energy, strict=True))
+    return RunResult(model, seed, metrics, seconds, energy_metrics=energy)
+
+
+RESULTS = [
+    run("et", 0, (0.8, 0.5, 0.4), (0.7, 0.8), 10.0, energy=(0.9, 0.6, 0.5)),
+    run("et", 1, (0.6, 0.3, 0.1), (0.5, 0.6), 20.0, energy=(0.7, 0.2, 0.3)),
+    run("rf-graph", 0, (0.9, 0.8, 0.7), (0.6, 0.9), 3.0),
+]
+
+
+def test_summary_over_seeds_is_mean_and_population_std():
+    s = summarize(RESULTS, "gadbench")
+    assert list(s) == ["et", "et-energy", "rf-graph"]
+    flat = {(m, k): pair for m, row in s.items() for k, pair in row.items()}
+    expected = {
+        ("et", "auroc"): (0.7, 0.1),
+        ("et", "auprc"): (0.4, 0.1),
+        ("et", "rec_at_k"): (0.25, 0.15),
+        ("et", "seconds"): (15.0, 5.0),
+        ("et-energy", "auroc"): (0.8, 0.1),
+        ("et-energy", "auprc"): (0.4, 0.2),
+        ("et-energy", "rec_at_k"): (0.4, 0.1),
+        ("rf-graph", "auroc"): (0.9, 0.0),  # one seed: std 0, not NaN
+        ("rf-graph", "auprc"): (0.8, 0.0),
+        ("rf-graph", "rec_at_k"): (0.7, 0.0),
+        ("rf-graph", "seconds"): (3.0, 0.0),
+    }
+    assert set(flat) == set(expected)
+    for key, (mean, std) in expected.items():
+        assert flat[key] == pytest.approx((mean, std)), key
+    assert summarize(RESULTS, "bwgnn")["et-energy"] == {"auroc": pytest.approx((0.8, 0.1))}
+    three = [run("gcn", seed, (auc, 0, 0), (0, 0), 1.0) for seed, auc in enumerate((0.5, 0.6, 1.0))]
+    # mean 0.7 (the median would be 0.6); population std sqrt((0.04 + 0.01 + 0.09) / 3)
+    assert summarize(three, "gadbench")["gcn"]["auroc"] == pytest.approx((0.7, (0.14 / 3) ** 0.5))
+
+
+def test_results_tables_by_hand():
+    from energy_transformer.tasks.anomaly import results_markdown
+
+    assert format_table(summarize(RESULTS, "gadbench")).splitlines() == [
+        "| model | auroc | auprc | rec_at_k | s / seed |",
+        "|---|---|---|---|---|",
+        "| et | 70.0 ± 10.0 | 40.0 ± 10.0 | 25.0 ± 15.0 | 15.0 |",
+        "| et-energy | 80.0 ± 10.0 | 40.0 ± 20.0 | 40.0 ± 10.0 | (in et) |",
+        "| rf-graph | 90.0 ± 0.0 | 80.0 ± 0.0 | 70.0 ± 0.0 | 3.0 |",
+    ]
+    bwgnn = [
+        "| model | macro_f1 | auroc | s / seed |",
+        "|---|---|---|---|",
+        "| et | 60.0 ± 10.0 | 70.0 ± 10.0 | 15.0 |",
+        "| et-energy | - | 80.0 ± 10.0 | (in et) |",
+        "| rf-graph | 60.0 ± 0.0 | 90.0 ± 0.0 | 3.0 |",
+    ]
+    assert format_table(summarize(RESULTS, "bwgnn")).splitlines() == bwgnn
+    text = results_markdown(RESULTS, ["gadbench", "bwgnn"], "Tolokers")
+    assert text.startswith("# Tolokers\n")
+    assert text.index("## protocol: gadbench") < text.index("## protocol: bwgnn")
+    assert text.rstrip().endswith("\n".join(bwgnn))
+
+
+def test_every_model_of_a_seed_gets_that_seeds_split_of_the_labelled_nodes(monkeypatch):
+    seen = []
+
+    def fake_run_one(name, data, protocols, cfg, seed, split, *args):
+        seen.append((name, seed, split))
+        return RunResult(name, seed, {}, 0.0)
+
+    monkeypatch.setattr(gad, "run_one", fake_run_one)
+    data = small_graph()
+    data.label_mask = torch.arange(120) >= 20
+    run_protocols(data, "gadbench", ["rf-graph", "mlp"], [0, 1], train_ratio=0.5)
+    assert [(name, seed) for name, seed, _ in seen] == [
+        ("rf-graph", 0), ("mlp", 0), ("rf-graph", 1), ("mlp", 1)
+    ]  # fmt: skip
+    for i, seed in ((0, 0), (2, 1)):
+        a, b = seen[i][2], seen[i + 1][2]
+        expected = stratified_split(data.y, 0.5, seed, data.label_mask)
+        for part in ("train", "val", "test"):
+            got = getattr(a, part)
+            assert torch.equal(got, getattr(b, part)) and torch.equal(got, getattr(expected, part))
+            assert int(got.min()) >= 20  # the unlabelled nodes 0..19 are in no part
+    assert not torch.equal(seen[0][2].train, seen[2][2].train)  # seeds draw different splits
+
+
+def test_ets_energy_row_ranks_by_the_final_node_energies(monkeypatch):
+    from energy_transformer.metrics import auprc, auroc
+
+    seen = fake_trainer(monkeypatch)
+    data = small_graph(n=60)
+    split = stratified_split(data.y, 0.4, seed=0)
+    cfg = HarnessConfig(hidden=8, device="cpu", et={"heads": 1, "head_dim": 4, "steps": 2})
+    r = gad.train_neural("et", data, split, "gadbench", cfg, seed=0)
+    model = seen["model"].eval()
+    with torch.no_grad():
+        energy = model.energy_scores(data.x, data.edge_index)[split.test]
+        softmax = gad.anomaly_scores(model, data)[split.test]
+    y = data.y[split.test]
+    assert r.energy_metrics["auroc"] == pytest.approx(auroc(energy, y))
+    assert r.energy_metrics["auprc"] == pytest.approx(auprc(energy, y))
+    assert auroc(energy, y) != pytest.approx(auroc(softmax, y))  # the two scores do differ here
+
+
+def test_rf_graph_reports_its_wall_time():
+    data = small_graph()
+    split = stratified_split(data.y, 0.4, seed=0)
+    r = gad.fit_rf(data, split, "gadbench", HarnessConfig(rf={"n_estimators": 5}), seed=0)
+    assert r.model == "rf-graph" and r.seconds > 0
+    assert set(r.metrics["gadbench"]) == {"auroc", "auprc", "rec_at_k"}

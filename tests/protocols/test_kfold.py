@@ -153,3 +153,68 @@ def test_paired_counts_folds_ahead_level_behind():
     assert p.describe() == "+3.3 (1/1/1)"
     with pytest.raises(ValueError, match="share no fold"):
         paired(a[3:], b)
+
+
+def fixed(accs, seconds):
+    """A fit_fold returning set test accuracies and times, fold by fold."""
+
+    def fit_fold(fold: Fold) -> FoldResult:
+        i = fold.index
+        return FoldResult(i, accs[i], 0.25, 1.0, seconds[i], {})
+
+    return fit_fold
+
+
+def test_summary_json_holds_mean_population_std_and_time_per_fold(tmp_path):
+    run_kfold(LABELS, fixed([0.5, 0.7, 0.9], [1.0, 2.0, 6.0]), folds=3, out=tmp_path)
+    body = json.loads((tmp_path / "summary.json").read_text())
+    # mean 0.7; population std sqrt((0.2^2 + 0 + 0.2^2) / 3) = 0.163299...; time (1+2+6)/3 = 3
+    assert body["test_acc_mean"] == pytest.approx(0.7)
+    assert body["test_acc_std"] == pytest.approx(0.16329931618554522)
+    assert body["seconds_per_fold"] == pytest.approx(3.0)
+    assert [f["test_acc"] for f in body["folds"]] == [0.5, 0.7, 0.9]
+
+
+def test_summary_is_the_mean_not_a_middle_value():
+    results = [FoldResult(i, acc, 0, 0, 1.0, {}) for i, acc in enumerate([0.5, 0.6, 1.0])]
+    s = summarize(results)
+    # mean 0.7 (the median would be 0.6); population std sqrt((0.04 + 0.01 + 0.09) / 3)
+    assert s.mean == pytest.approx(0.7) and s.std == pytest.approx(np.sqrt(0.14 / 3))
+    assert s.describe() == "70.0 +- 21.6"
+
+
+def test_validation_split_is_stratified_and_fixed_by_seed():
+    # 5 folds of 110 graphs: each training fold holds 48 / 24 / 16 of the classes; a quarter of
+    # it (22 graphs) stratified is exactly 12 / 6 / 4, leaving 36 / 18 / 12 to train on.
+    a = stratified_folds(LABELS, 5, val_fraction=0.25, seed=0)
+    for f in a:
+        assert np.bincount(LABELS[f.val], minlength=3).tolist() == [12, 6, 4]
+        assert np.bincount(LABELS[f.train], minlength=3).tolist() == [36, 18, 12]
+    b = stratified_folds(LABELS, 5, val_fraction=0.25, seed=0)
+    for x, y in zip(a, b, strict=True):  # the same seed: the same train and val, not just test
+        assert np.array_equal(x.train, y.train) and np.array_equal(x.val, y.val)
+
+
+def test_a_class_with_exactly_folds_members_is_enough():
+    labels = np.array([0] * 20 + [1] * 5)
+    folds = stratified_folds(labels, folds=5, val_fraction=0.25)
+    assert [int(labels[f.test].sum()) for f in folds] == [1, 1, 1, 1, 1]
+
+
+def test_without_resume_every_fold_is_fitted_again(tmp_path):
+    fit_fold, calls = majority(LABELS)
+    run_kfold(LABELS, fit_fold, folds=3, out=tmp_path)
+    run_kfold(LABELS, fit_fold, folds=3, out=tmp_path)
+    assert calls == [0, 1, 2, 0, 1, 2]
+
+
+def test_paired_counts_a_one_point_gap_as_ahead():
+    a = [FoldResult(0, 0.71, 0, 0, 1.0, {}), FoldResult(1, 0.50, 0, 0, 1.0, {})]
+    b = [FoldResult(0, 0.70, 0, 0, 1.0, {}), FoldResult(1, 0.51, 0, 0, 1.0, {})]
+    p = paired(a, b)
+    assert (p.ahead, p.level, p.behind) == (1, 0, 1) and p.mean_diff == pytest.approx(0.0)
+
+
+def test_fold_time_is_measured_when_fit_fold_leaves_it_unset():
+    summary = run_kfold(LABELS, fixed([0.5] * 3, [0.0] * 3), folds=3)
+    assert all(r.seconds > 0 for r in summary.folds) and summary.seconds_per_fold > 0
