@@ -268,6 +268,13 @@ def plot_updates(
             those steps, drawn in grey as the first row.
     """
     names = list(updates)
+    # Checked before the figure exists: a refused call must not leave a figure open.
+    given = {f"updates[{name!r}]": updates[name] for name in names}
+    if states is not None:
+        given["states"] = states
+    for what, images in given.items():
+        if images.shape[0] != len(steps):
+            raise ValueError(f"{what} has {images.shape[0]} steps, expected {len(steps)}")
     offset = 0 if states is None else 1
     rows = len(names) + offset
     fig, axes = plt.subplots(
@@ -284,10 +291,6 @@ def plot_updates(
         axes[0, 0].set_ylabel("decoded $x(t)$", fontsize=10)
     for r, name in enumerate(names, start=offset):
         images = updates[name].detach().float().cpu()
-        if images.shape[0] != len(steps):
-            raise ValueError(
-                f"updates[{name!r}] has {images.shape[0]} steps, expected {len(steps)}"
-            )
         limit = float(images.abs().max()) or 1.0
         for c, step in enumerate(steps):
             ax = axes[r, c]

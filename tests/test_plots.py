@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -95,10 +96,15 @@ def test_masked_view_paints_the_patches_in_row_major_order():
 
 
 def test_updates_with_a_wrong_number_of_steps_are_refused(tmp_path):
+    open_before = plt.get_fignums()
     updates = {"attention": torch.randn(3, 1, 8, 8), "hopfield": torch.randn(2, 1, 8, 8)}
     with pytest.raises(ValueError, match=r"updates\['hopfield'\] has 2 steps, expected 3"):
         plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png")
     updates["hopfield"] = torch.randn(4, 1, 8, 8)  # one too many would be dropped silently
     with pytest.raises(ValueError, match=r"updates\['hopfield'\] has 4 steps, expected 3"):
         plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png")
+    updates["hopfield"] = torch.randn(3, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"states has 2 steps, expected 3"):
+        plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png", states=torch.rand(2, 1, 8, 8))
     assert not (tmp_path / "u.png").exists()
+    assert plt.get_fignums() == open_before  # refused before a figure was opened

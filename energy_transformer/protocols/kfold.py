@@ -89,7 +89,18 @@ def stratified_folds(
         raise ValueError(f"the smallest class has {smallest} graphs, fewer than folds={folds}")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     rounds = []
+    classes = np.unique(labels).size
     for i, (rest, test) in enumerate(splitter.split(np.zeros(labels.size), labels)):
+        # Named here: sklearn's own errors speak of its arguments, not of folds / val_fraction.
+        fewest = np.bincount(np.unique(labels[rest], return_inverse=True)[1]).min()
+        val_size = int(np.ceil(val_fraction * rest.size))
+        if fewest < 2 or not classes <= val_size <= rest.size - classes:
+            raise ValueError(
+                f"fold {i}: its {rest.size} training graphs (smallest class: {fewest}) cannot"
+                f" give a stratified validation share of val_fraction={val_fraction} with every"
+                f" one of the {classes} classes on both sides: use fewer folds or another"
+                " val_fraction"
+            )
         train, val = train_test_split(
             rest, test_size=val_fraction, stratify=labels[rest], random_state=seed + i
         )

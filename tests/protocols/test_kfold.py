@@ -218,3 +218,18 @@ def test_paired_counts_a_one_point_gap_as_ahead():
 def test_fold_time_is_measured_when_fit_fold_leaves_it_unset():
     summary = run_kfold(LABELS, fixed([0.5] * 3, [0.0] * 3), folds=3)
     assert all(r.seconds > 0 for r in summary.folds) and summary.seconds_per_fold > 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "folds", "val_fraction"),
+    [
+        ([0, 0] + [1] * 6, 2, 0.1),  # a training fold holds one graph of class 0
+        ([0] * 10 + [1] * 10, 2, 0.05),  # one validation graph for two classes
+        ([0] * 10 + [1] * 10, 2, 0.95),  # one training graph left for two classes
+    ],
+)
+def test_a_validation_share_that_cannot_be_stratified_names_the_options(
+    labels, folds, val_fraction
+):
+    with pytest.raises(ValueError, match=f"val_fraction={val_fraction} .* use fewer folds"):
+        stratified_folds(labels, folds, val_fraction)
