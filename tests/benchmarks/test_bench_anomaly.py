@@ -108,3 +108,102 @@ def test_the_datasets_own_splits(bench, tmp_path, one_thread):
     report = bench.main([*args, "--data", str(tmp_path), "--out", str(tmp_path / "r.md")])
     assert "one dataset's own (split k for seed k) train / val / test split per seed" in report
     assert "| rf-graph |" in report
+
+
+# -- the report's numbers, from a hand-written log ----------------------------------------------
+
+
+def _metrics(auroc, auprc, rec, f1, bw_auroc) -> dict:
+    return {
+        "gadbench": {"auroc": auroc, "auprc": auprc, "rec_at_k": rec},
+        "bwgnn": {"macro_f1": f1, "auroc": bw_auroc},
+    }
+
+
+def test_from_log_tables_every_protocol_of_the_finished_seeds(bench, tmp_path, capsys):
+    # Seeds 2 and 3 finished by both models, seed 4 by ET only; a second dataset in the same log.
+    runs = [
+        ("tolokers", "et", 2, _metrics(0.75, 0.5, 0.25, 0.625, 0.875), 10.0, (0.5, 0.25)),
+        ("tolokers", "mlp", 2, _metrics(0.5, 0.5, 0.5, 0.5, 0.5), 2.0, None),
+        ("reddit", "mlp", 2, _metrics(0.125, 0.125, 0.125, 0.125, 0.125), 1.0, None),
+        ("tolokers", "et", 3, _metrics(0.25, 0.5, 0.75, 0.875, 0.625), 30.0, (0.75, 0.25)),
+        ("tolokers", "mlp", 3, _metrics(0.5, 0.25, 0.5, 0.75, 0.5), 4.0, None),
+        ("tolokers", "et", 4, _metrics(1.0, 1.0, 1.0, 1.0, 1.0), 50.0, (1.0, 1.0)),
+    ]
+    for dataset, model, seed, metrics, seconds, energy in runs:
+        energy = {"auroc": energy[0], "auprc": energy[1]} if energy else None
+        bench._report(
+            dataset, bench.RunResult(model, seed, metrics, seconds, energy_metrics=energy)
+        )
+    log = tmp_path / "log.txt"
+    log.write_text(capsys.readouterr().out)
+
+    logged = bench.parse_log(log.read_text())
+    assert [(r.model, r.seed, r.seconds) for r in logged["reddit"]] == [("mlp", 2, 1.0)]
+    assert [(r.model, r.seed, r.seconds) for r in logged["tolokers"]] == [
+        ("et", 2, 10.0), ("mlp", 2, 2.0), ("et", 3, 30.0), ("mlp", 3, 4.0)
+    ]  # fmt: skip
+    assert logged["tolokers"][2].metrics == runs[3][3]
+    assert logged["tolokers"][2].energy_metrics == {"auroc": 0.75, "auprc": 0.25}
+
+    write_tolokers(tmp_path)
+    with np.load(tmp_path / "gad" / "tolokers.npz") as npz:
+        anomalies = int(npz["node_labels"].sum())
+    report = bench.main(
+        ["--datasets", "tolokers", "--from-log", str(log), "--data", str(tmp_path)]
+        + ["--seeds", "3", "--first-seed", "2", "--train-ratio", "0.1", "--hidden", "8"]
+        + ["--out", str(tmp_path / "report.md")]
+    )
+    assert "3 seeds (seeds 2-4; one 10% / 30% / 60% train / val / test split per seed" in report
+    assert f" {anomalies} anomalies ({100 * anomalies / 150:.1f}%)" in report
+    gadbench, bwgnn = report.split("ET paper / BWGNN protocol")
+    assert "GADBench protocol: test metrics at the best validation AUPRC (%, mean ± std over 2" \
+        " seeds)" in gadbench  # fmt: skip
+    # mean ± population std over seeds 2 and 3, in %; seconds per seed.
+    assert (
+        "\n".join(
+            [
+                "| model | auroc | auprc | rec_at_k | s / seed |",
+                "|---|---|---|---|---|",
+                "| et | 50.0 ± 25.0 | 50.0 ± 0.0 | 50.0 ± 25.0 | 20.0 |",
+                "| et-energy | 62.5 ± 12.5 | 25.0 ± 0.0 | - | (in et) |",
+                "| mlp | 50.0 ± 0.0 | 37.5 ± 12.5 | 50.0 ± 0.0 | 3.0 |",
+            ]
+        )
+        in gadbench
+    )
+    assert "mean ± std over 2 seeds)" in bwgnn
+    assert (
+        "\n".join(
+            [
+                "| model | macro_f1 | auroc | s / seed |",
+                "|---|---|---|---|",
+                "| et | 75.0 ± 12.5 | 75.0 ± 12.5 | 20.0 |",
+                "| et-energy | - | 62.5 ± 12.5 | (in et) |",
+                "| mlp | 62.5 ± 12.5 | 50.0 ± 0.0 | 3.0 |",
+            ]
+        )
+        in bwgnn
+    )
+    assert bench.PAPER in bwgnn
+
+
+# Spec §2.2: macro-F1 / AUROC (%) of ET, then of the best baseline (BWGNN unless noted).
+SPEC_PAPER = {
+    "YelpChi 1%": (63.0, 73.2, "BWGNN 61.1 / 72.0 (PC-GNN AUROC 75.4)"),
+    "YelpChi 40%": (71.5, 84.9, "BWGNN 71.0 / 84.0"),
+    "Amazon 1%": (89.3, 91.9, "BWGNN 90.9 / 89.4"),
+    "Amazon 40%": (92.8, 97.3, "BWGNN 92.2 / 98.0"),
+    "T-Finance 1%": (85.1, 92.8, "BWGNN 84.8 / 91.1"),
+    "T-Finance 40%": (88.2, 95.0, "BWGNN 86.8 / 94.3"),
+    "T-Social 1%": (79.1, 91.9, "BWGNN 75.9 / 88.0"),
+    "T-Social 40%": (83.5, 93.9, "BWGNN 83.9 / 95.2"),
+}
+
+
+def test_paper_reference_table_matches_the_spec(bench):
+    head, rule, *rows = bench.PAPER.splitlines()
+    assert head.split("|")[2:4] == [" ET macro-F1 ", " ET AUROC "]
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert {c[0]: (float(c[1]), float(c[2]), c[3]) for c in cells} == SPEC_PAPER
+    assert len(rows) == len(SPEC_PAPER)

@@ -1,7 +1,10 @@
 """The sparse-attention benchmark's harness end to end on a small random graph."""
 
 import pytest
+import torch
 from bench_scripts import load_script, ratio_cell_matches
+
+from energy_transformer import EnergyTransformer
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +35,72 @@ def test_bad_sizes_end_in_one_argparse_line(capsys):
     with pytest.raises(SystemExit):
         load_script("bench_edges").parse_args(["--nodes", "0"])
     assert "need --graphs, --nodes, --edges, --repeats >= 1" in capsys.readouterr().err
+
+
+# -- the numbers of the table, from fixed inputs ------------------------------------------------
+
+
+def test_format_table_cells(bench):
+    row = bench.Row(
+        case="random (3 nodes, 4 edges)",
+        mode="training",
+        nodes=3,
+        edges=7,
+        ms={"csr": 2.0, "gather": 3.0, "autograd": 5.0},
+        mib={"csr": 1.0, "gather": 1.5, "autograd": 4.5},
+    )
+    assert bench.format_table([row]).splitlines()[2] == (
+        "| random (3 nodes, 4 edges) | 3 | 7 | training | 2.0 | 3.0 | 5.0 | 1.50x | 2.50x"
+        " | 1.0 | 1.5 | 4.5 |"
+    )
+
+
+def tiny_case(bench):
+    # Edges 0->1, 1->2 twice and the self loop 2->2: the key sets hold 0->1, 1->2 and the 4
+    # nodes' self loops, 6 pairs.
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 2, 2, 2]])
+    x = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(0))
+    return bench.Case("tiny", x, edge_index, heads=2, head_dim=4, steps=2, alpha=0.1)
+
+
+def test_each_path_runs_its_kernel_and_gradient(bench, monkeypatch):
+    seen = []
+
+    class Recording(EnergyTransformer):
+        def forward(self, x, *args, keysets=None, gradient="closed_form", **kwargs):
+            seen.append((keysets.kernel, gradient, torch.is_grad_enabled()))
+            return super().forward(x, *args, keysets=keysets, gradient=gradient, **kwargs)
+
+    monkeypatch.setattr(bench, "EnergyTransformer", Recording)
+    edges, modes = bench.calls(tiny_case(bench), torch.device("cpu"))
+    assert edges == 6
+    expected = {"csr": ("csr", "closed_form"), "gather": ("gather", "closed_form")}
+    expected["autograd"] = ("gather", "autograd")  # autograd of the energy uses gathers
+    assert list(modes) == ["inference", "training"]
+    for mode, fns in modes.items():
+        assert list(fns) == ["csr", "gather", "autograd"]
+        for path, fn in fns.items():
+            fn()
+            assert seen.pop() == (*expected[path], mode == "training")
+
+
+def test_bench_case_keeps_the_best_time_and_peak_in_mib(bench, monkeypatch):
+    times = {"csr": [0.003, 0.002], "gather": [0.004, 0.005], "autograd": [0.009, 0.008]}
+    peaks = {"csr": 2**20, "gather": 3 * 2**19, "autograd": 2**22}
+    monkeypatch.setattr(bench, "time_calls", lambda fns, repeats, warmup, device: times)
+    path_of = {}
+    monkeypatch.setattr(bench, "peak_memory", lambda fn, device: peaks[path_of[id(fn)]])
+
+    def calls(case, device):
+        fns = {p: (lambda: None) for p in bench.PATHS}
+        path_of.update({id(fn): p for p, fn in fns.items()})
+        return 6, {"inference": fns, "training": fns}
+
+    monkeypatch.setattr(bench, "calls", calls)
+    rows = bench.bench_case(tiny_case(bench), repeats=2, warmup=0, device=torch.device("cpu"))
+    assert [(r.case, r.mode, r.nodes, r.edges) for r in rows] == [
+        ("tiny", "inference", 4, 6), ("tiny", "training", 4, 6)
+    ]  # fmt: skip
+    for row in rows:
+        assert row.ms == pytest.approx({"csr": 2.0, "gather": 4.0, "autograd": 8.0})
+        assert row.mib == {"csr": 1.0, "gather": 1.5, "autograd": 4.0}

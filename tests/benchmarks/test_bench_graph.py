@@ -8,12 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from bench_scripts import BENCHMARKS, load_script
 from graph_fixtures import write_toy
 
+from energy_transformer.protocols.kfold import FoldResult, summarize
 from energy_transformer.tasks.graph import cross_validate
 
 
@@ -119,3 +121,111 @@ def test_bad_options_end_in_one_argparse_line(monkeypatch, capsys, args, message
     with pytest.raises(SystemExit):
         load_script("bench_graph").main()
     assert message in capsys.readouterr().err
+
+
+# -- the table's numbers, from hand-made fold results -------------------------------------------
+
+
+def _folds(accs: list[float], seconds: float = 10.0) -> list[FoldResult]:
+    # Seconds 10, 20, 30 ... (mean 15 over two folds, 20 over three).
+    return [FoldResult(i, a, 0.5, 1.0, seconds * (i + 1), {}) for i, a in enumerate(accs)]
+
+
+def _row(dataset, model, accs, k=2, epochs=5, max_nodes=None) -> dict:
+    summary = summarize(_folds(accs))
+    return {"dataset": dataset, "model": model, "summary": summary, "k": k, "epochs": epochs,
+            "max_nodes": max_nodes}  # fmt: skip
+
+
+def test_markdown_cells_wins_and_fold_by_fold_counts():
+    bench = _bench_graph()
+    # Accuracies are exact binary fractions, so every printed cell is exact.
+    rows = [
+        # MUTAG, inserted out of column order: ET ahead of both GIN and the MLP.
+        _row("MUTAG", "wl", [1.0, 0.75], epochs=None),
+        _row("MUTAG", "mlp", [0.5, 0.75]),
+        _row("MUTAG", "et", [0.875, 0.625]),
+        _row("MUTAG", "gin", [0.75, 0.5]),
+        # DD: no MLP (not counted towards the wins), a node cap, ET ahead of GIN.
+        _row("DD", "gin", [0.5, 0.75], max_nodes=200),
+        _row("DD", "et", [0.75, 0.75], max_nodes=200),
+        # PROTEINS, 3 folds planned: ET level with GIN (not ahead), ahead of the MLP.
+        _row("PROTEINS", "et", [0.75, 0.5], k=3),
+        _row("PROTEINS", "gin", [0.5, 0.75, 0.625], k=3),
+        _row("PROTEINS", "mlp", [0.5, 0.5], k=3),
+    ]
+    lines = bench.markdown(rows, budget="toy").splitlines()
+    assert lines[0].startswith("Budget: toy. Test accuracy mean +- std over folds (%)")
+    table = [
+        "| dataset | budget | ET | s/fold | GIN | s/fold | MLP (sum) | s/fold | WL+SVM | s/fold"
+        " | paper ET (train-set acc!) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MUTAG | 2 folds, 5 epochs | 75.0 +- 12.5 | 15 | 62.5 +- 12.5 | 15 | 62.5 +- 12.5 | 15"
+        " | 87.5 +- 12.5 | 15 | 96.6 |",
+        # The budget is the most-trained neural row's; [n] marks rows short of the plan.
+        "| PROTEINS | 3 folds, 5 epochs | 62.5 +- 12.5 [2] | 15 | 62.5 +- 10.2 | 20"
+        " | 50.0 +- 0.0 [2] | 15 | - | - | 90.3 |",
+        "| DD (first 200 nodes) | 2 folds, 5 epochs | 75.0 +- 0.0 | 15 | 62.5 +- 12.5 | 15"
+        " | - | - | - | - | 95.9 |",
+        "",
+        "ET ahead of both GIN and the MLP on 1 of 3 datasets (issue goal: at least 4 of 6).",
+    ]
+    start = lines.index(table[0])
+    assert lines[start : start + len(table)] == table
+    paired = [
+        "| dataset | ET - GIN | ET - MLP (sum) | ET - WL+SVM |",
+        "|---|---|---|---|",
+        # Mean of ET minus the baseline per fold, in points, then folds ahead / level / behind.
+        "| MUTAG | +12.5 (2/0/0) | +12.5 (1/0/1) | -12.5 (0/0/2) |",
+        "| PROTEINS | +0.0 (1/0/1) | +12.5 (1/1/0) | - |",  # on the 2 folds both finished
+        "| DD | +12.5 (1/1/0) | - | - |",
+    ]
+    start = lines.index(paired[0])
+    assert lines[start : start + len(paired)] == paired
+
+
+def test_markdown_counts_the_wins_of_each_et_form():
+    bench = _bench_graph()
+    rows = [
+        _row("MUTAG", "et", [0.5, 0.5]),
+        _row("MUTAG", "et:degree", [0.75, 0.75]),
+        _row("MUTAG", "gin", [0.5, 0.75]),
+        _row("MUTAG", "mlp", [0.5, 0.5]),
+    ]
+    text = bench.markdown(rows, budget="toy")
+    assert "ET ahead of both GIN and the MLP on 0 of 1 datasets" in text
+    assert "ET (degree) ahead of both GIN and the MLP on 1 of 1 datasets" in text
+    assert "| MUTAG | -12.5 (0/1/1) | +0.0 (0/2/0) | +12.5 (1/1/0) | +25.0 (2/0/0) |" in text
+
+
+def _write_run(out: Path, folder: str, dataset: str, accs, k, epochs, max_nodes=None) -> None:
+    run = out / folder
+    for result in _folds(accs):
+        (run / f"fold-{result.fold:02d}").mkdir(parents=True)
+        (run / f"fold-{result.fold:02d}" / "result.json").write_text(json.dumps(asdict(result)))
+    extra = {"dataset": dataset, "protocol": "cv", "k": k, "max_nodes": max_nodes}
+    if epochs is not None:
+        extra["train"] = {"epochs": epochs}
+    (run / "config.json").write_text(json.dumps({"task": "graph", "extra": extra}))
+
+
+def test_collect_reads_each_runs_settings_and_every_fold(tmp_path):
+    bench = _bench_graph()
+    _write_run(tmp_path, "DD-et-degree", "DD", [0.75, 0.5, 0.25], k=10, epochs=7, max_nodes=200)
+    _write_run(tmp_path, "DD-wl", "DD", [0.5, 0.5], k=10, epochs=None, max_nodes=200)
+    _write_run(tmp_path, "IMDB-BINARY-et", "IMDB-BINARY", [1.0, 0.5], k=2, epochs=3)
+    (tmp_path / "notes").mkdir()  # not a run: skipped
+    rows = bench.collect([str(tmp_path)])
+    got = [
+        (r["dataset"], r["model"], r["k"], r["epochs"], r["max_nodes"], r["summary"].mean,
+         len(r["summary"].folds), r["summary"].seconds_per_fold)
+        for r in rows
+    ]  # fmt: skip
+    assert got == [
+        ("DD", "et:degree", 10, 7, 200, 0.5, 3, 20.0),
+        ("DD", "wl", 10, None, 200, 0.5, 2, 15.0),
+        ("IMDB-BINARY", "et", 2, 3, None, 0.75, 2, 15.0),
+    ]
+    # One summary per run folder, from every fold (as several processes leave them).
+    summary = json.loads((tmp_path / "DD-et-degree" / "summary.json").read_text())
+    assert summary["test_acc_mean"] == 0.5 and len(summary["folds"]) == 3
