@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from energy_transformer.files import atomic_path, write_text_atomic
 
@@ -72,6 +71,10 @@ def stratified_folds(
         ``folds`` :class:`Fold` objects whose test sets partition the graphs (``cv``), or one
         fold with train = val = test = all graphs (``train-on-all``).
     """
+    # Imported here: sklearn takes about a second to import, and every `et` command (its
+    # help included) imports this module.
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
     labels = np.asarray(labels)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
