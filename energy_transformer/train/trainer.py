@@ -328,6 +328,8 @@ class Trainer:
         epoch, step_in_epoch, bad_epochs = 0, 0, 0
         best_value: float | None = None
         pending_rng = None  # mid-epoch checkpoint: RNG restored once the iterator exists
+        epoch_sums: dict[str, float] = {}  # a resumed epoch's metric sums before the checkpoint
+        epoch_seen = 0
         if self.run_dir is not None:
             check_new_run(self.run_dir, resume, self.task)
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
@@ -364,6 +366,10 @@ class Trainer:
                 result.best_state = load_checkpoint(self.run_dir / "best.safetensors").model_state
             if step_in_epoch:
                 pending_rng = ckpt
+                # The epoch's metric sums so far (absent from older checkpoints: the epoch's
+                # metrics then cover the steps after the resume only).
+                epoch_sums = dict(meta.get("epoch_sums", {}))
+                epoch_seen = int(meta.get("epoch_seen", 0))
         self._write_config()
 
         self.wrapped.train()
@@ -373,8 +379,9 @@ class Trainer:
                 sampler.set_epoch(epoch)
             if skippable and step_in_epoch:
                 sampler.skip(step_in_epoch * local_batch)
-            sums: dict[str, float] = {}
-            seen, start = 0, time.perf_counter()
+            sums, seen, seen_before = epoch_sums, epoch_seen, epoch_seen
+            epoch_sums, epoch_seen = {}, 0
+            start = time.perf_counter()
             bar = tqdm(
                 total=steps_per_epoch,
                 initial=step_in_epoch,
@@ -412,7 +419,7 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + float(v) * n
                     bar.update(1)
                     if step_in_epoch % cfg.log_every == 0 or step_in_epoch == steps_per_epoch:
-                        rate = seen / max(time.perf_counter() - start, 1e-9)
+                        rate = (seen - seen_before) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", per_s=f"{rate:.0f}")
                     if (
                         skippable
@@ -429,6 +436,8 @@ class Trainer:
                             best_value,
                             fit_start,
                         )
+                        # The epoch's metrics so far, so that a resumed epoch reports them all.
+                        progress |= {"epoch_sums": sums, "epoch_seen": seen}
                         self._save_last(progress)
             finally:
                 bar.close()
@@ -437,7 +446,7 @@ class Trainer:
             row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
             row["lr"] = self.optimizer.param_groups[0]["lr"]
             row["seconds"] = seconds
-            row["samples_per_s"] = seen / max(seconds, 1e-9)
+            row["samples_per_s"] = (seen - seen_before) / max(seconds, 1e-9)
             if evaluate is not None:
                 row.update(self._evaluate(evaluate))
             epoch += 1

@@ -427,3 +427,84 @@ def test_an_empty_batch_or_no_tokens_descends_to_itself(shape):
     assert trajectory.tokens.shape == (4, *shape)
     assert trajectory.energies.total.shape == (4, shape[0])
     assert (trajectory.energies.total == 0).all()
+
+
+def spec_energy_of_g(block, g, mask=None, padding_mask=None):
+    """Spec §1.2 + §1.3 written out token by token, head by head and memory by memory from the
+    block's raw parameters (no code of the library): E_att + E_hn of ``g: (batch, N, D)``."""
+    att, hn = block.attention, block.hopfield
+    batch, tokens, _ = g.shape
+    e_att, e_hn = [], []
+    for b in range(batch):
+        real = [t for t in range(tokens) if padding_mask is None or not padding_mask[b, t]]
+        energy = g.new_zeros(())
+        for h in range(att.heads):
+            beta = att.beta[h]
+            for c in real:  # query C: Q[a, h, C] = sum_j WQ[h, a, j] g[j, C]
+                keys = [
+                    key for key in real
+                    if not (block.exclude_self and key == c) and (mask is None or mask[b, c, key])
+                ]  # fmt: skip
+                if not keys:  # an empty S(C): no energy
+                    continue
+                query = att.wq[h] @ g[b, c]
+                scores = torch.stack([beta * (att.wk[h] @ g[b, key]) @ query for key in keys])
+                energy = energy - torch.log(torch.exp(scores).sum()) / beta
+        e_att.append(energy)
+        energy = g.new_zeros(())
+        for t in real:
+            overlaps = hn.xi @ g[b, t]  # xi_m . g_B
+            if hn.kind == "relu":
+                energy = energy - 0.5 * sum(torch.clamp(o, min=0) ** 2 for o in overlaps)
+            else:
+                energy = energy - torch.log(torch.exp(hn.beta * overlaps).sum()) / hn.beta
+        e_hn.append(energy)
+    return torch.stack(e_att), torch.stack(e_hn)
+
+
+def spec_layer_norm(block, x):
+    """Spec §1.1 with its eps = 1e-5: gamma (x - mean) / sqrt(mean((x - mean)^2) + eps) + delta."""
+    centred = x - x.sum(-1, keepdim=True) / x.shape[-1]
+    s = torch.sqrt((centred * centred).sum(-1, keepdim=True) / x.shape[-1] + 1e-5)
+    return torch.exp(block.norm.log_gamma) * centred / s + block.norm.delta
+
+
+@pytest.mark.parametrize("hopfield", ["relu", "softmax"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_energy_and_descent_are_the_specs_formulas_written_out(hopfield, exclude_self):
+    # The other tests compare the closed form with autograd of the library's own energy: a
+    # wrong energy (beta placement, 1/2 factor, relu vs relu^2, eps, q/k roles) would pass them.
+    # Here the energy, its gradient and one descent step come from the spec's sums directly.
+    block = make_block(5, 2, 3, 7, hopfield, exclude_self, learn_beta=True, seed=21)
+    x, _, _ = make_inputs(2, 5, 5, seed=21)
+    # Key sets of several keys (one key per query would hide the roles of q and k), one empty
+    # key set (query 1 of sample 0), an asymmetric mask, one padding token (4 of sample 1).
+    mask = torch.ones(2, 5, 5, dtype=torch.bool)
+    mask[0, 1] = False
+    mask[0, 2, 3:] = False
+    mask[1, 0, 1] = False
+    padding_mask = torch.zeros(2, 5, dtype=torch.bool)
+    padding_mask[1, 4] = True
+    g = spec_layer_norm(block, x).detach().requires_grad_()
+    e_att, e_hn = spec_energy_of_g(block, g, mask, padding_mask)
+    terms = block.energy_terms(x, mask, padding_mask)
+    torch.testing.assert_close(terms.attention, e_att, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(terms.hopfield, e_hn, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(terms.total, e_att + e_hn, rtol=1e-10, atol=1e-12)
+    # The module's own projections (wq for queries, wk for keys) give the same E_att.
+    keysets = DenseKeySets(5, mask, padding_mask, exclude_self, DTYPE)
+    torch.testing.assert_close(block.attention.energy(g, keysets), e_att, rtol=1e-10, atol=0)
+    # x(1) = x(0) - alpha dE/dg(LN(x(0))), on every path; padding tokens stay where they are.
+    (grad,) = torch.autograd.grad((e_att + e_hn).sum(), g)
+    expected = x - 0.1 * grad
+    for gradient in ("closed_form", "autograd"):
+        torch.testing.assert_close(
+            block(x, 1, 0.1, mask, padding_mask, gradient=gradient),
+            expected,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        with torch.no_grad():
+            out = block(x, 1, 0.1, mask, padding_mask, gradient=gradient)
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    assert (grad[padding_mask] == 0).all()

@@ -97,3 +97,18 @@ def test_output_lies_in_ball_of_radius_gamma_sqrt_dim(dim, log_gamma, scale):
 def test_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EnergyLayerNorm(**{"dim": 4, **kwargs})
+
+
+def test_defaults_are_the_specs():
+    # Spec §1.1: eps = 1e-5, init gamma = 1, delta = 0; gamma one scalar, delta a D-vector.
+    norm = EnergyLayerNorm(6)
+    assert norm.eps == 1e-5
+    assert norm.gamma.shape == () and norm.gamma.item() == pytest.approx(1.0, abs=1e-7)
+    assert norm.delta.shape == (6,) and not norm.delta.any()
+    assert [n for n, _ in norm.named_parameters()] == ["log_gamma", "delta"]
+    # A constant token maps to delta; an alternating +-1 one to itself / sqrt(1 + eps).
+    x = torch.tensor(
+        [[3.0, 3.0, 3.0, 3.0, 3.0, 3.0], [1.0, -1.0, 1.0, -1.0, 1.0, -1.0]], dtype=DTYPE
+    )
+    expected = torch.stack([torch.zeros(6, dtype=DTYPE), x[1] / math.sqrt(1 + 1e-5)])
+    torch.testing.assert_close(norm.double()(x), expected, rtol=1e-12, atol=0)

@@ -1,9 +1,11 @@
 import csv
 import json
+import random
 import sys
 import time
 import types
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -410,3 +412,141 @@ def test_gradients_are_clipped_to_grad_clip_before_each_step():
     # clip_grad_norm_ scales by clip / (norm + 1e-6): the clip, up to float32 rounding.
     assert clipped == pytest.approx([0.5] * 4, rel=1e-5)
     assert min(free) > 1e3, free  # unclipped, the scaled loss's gradients are far larger
+
+
+def test_warmup_cosine_floor_and_end():
+    # Halfway through the cosine: r + (1 - r) / 2; past the last step it stays at the floor.
+    assert warmup_cosine(7, 10, 4, min_ratio=0.2) == pytest.approx(0.6)
+    assert warmup_cosine(10, 10, 4, min_ratio=0.2) == pytest.approx(0.2)
+    assert warmup_cosine(13, 10, 4, min_ratio=0.2) == pytest.approx(0.2)
+    assert warmup_cosine(0, 10, 0) == pytest.approx(1.0)  # no warm-up: the peak at once
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(10, 3), (21, 2), (7, 4), (20, 2)])
+def test_epoch_sampler_shards_partition_the_padded_epoch(monkeypatch, n, world_size):
+    def shards(epoch, shuffle=True):
+        out = []
+        for rank in range(world_size):
+            monkeypatch.setattr(dist_mod, "world", lambda r=rank: (r, world_size))
+            s = EpochSampler(n, shuffle=shuffle, seed=5)
+            s.set_epoch(epoch)
+            out.append((list(s), len(s)))
+        return out
+
+    per_rank = -(-n // world_size)  # ceil
+    for epoch in (0, 1):
+        got = shards(epoch)
+        assert all(len(idx) == length == per_rank for idx, length in got)
+        # Position i of rank r is position i * W + r of one permutation of 0..n-1, padded by
+        # wrapping around to a multiple of W: every sample once, the first few twice.
+        merged = [got[r][0][i] for i in range(per_rank) for r in range(world_size)]
+        assert sorted(merged[:n]) == list(range(n))
+        assert merged[n:] == merged[: per_rank * world_size - n]
+        if epoch == 0:
+            first = merged
+    assert merged != first  # a new permutation every epoch (seed + epoch)
+    unshuffled = shards(0, shuffle=False)
+    merged = [unshuffled[r][0][i] for i in range(per_rank) for r in range(world_size)]
+    assert merged[:n] == list(range(n))
+
+
+def test_make_loader_splits_the_global_batch_across_processes(monkeypatch):
+    monkeypatch.setattr(dist_mod, "world", lambda: (1, 2))
+    loader = make_loader(toy_dataset(n=20), batch_size=8, seed=1, device="cpu")
+    assert loader.batch_size == 4 and len(loader) == 3  # 10 samples on this rank
+    with pytest.raises(ValueError, match="batch size 7 is not divisible by 2 processes"):
+        make_loader(toy_dataset(n=20), batch_size=7, device="cpu")
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
+    # The global generators a resume must put back (legacy numpy's included: user code uses it).
+    torch.manual_seed(3)
+    random.seed(4)
+    np.random.seed(5)  # noqa: NPY002
+    path = save_checkpoint(tmp_path / "c.safetensors", toy_model().state_dict(), rng=True)
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())  # noqa: NPY002
+
+    before = draws()
+    ckpt = load_checkpoint(path)
+    assert draws() != before
+    ckpt.restore_rng()
+    assert draws() == before
+    plain = save_checkpoint(tmp_path / "p.safetensors", toy_model().state_dict())
+    with pytest.raises(CheckpointError, match="holds no RNG state"):
+        load_checkpoint(plain).restore_rng()
+
+
+def test_optimizer_is_adamw_with_the_configs_betas_decaying_matrices_only():
+    trainer = Trainer(toy_model(), mse_loss, _config(weight_decay=0.05, betas=(0.8, 0.95)))
+    model = trainer.model
+    decay, no_decay = trainer.optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[3].bias)}
+    assert all(g["betas"] == (0.8, 0.95) for g in trainer.optimizer.param_groups)
+
+
+def test_train_metrics_are_sample_weighted_and_epochs_draw_fresh_randomness():
+    # 36 samples in batches of 8: four of 8 and one of 4. A loss equal to the batch size
+    # (zero gradient) averages to sum(n_b^2) / sum(n_b) per sample, not to a mean over batches.
+    draws = []
+
+    def loss_fn(model, batch):
+        x, _ = batch
+        draws.append(torch.rand(()).item())
+        return (model(x) * 0).sum() + len(x), {"n": len(x)}
+
+    loader = make_loader(toy_dataset(n=36), batch_size=8, seed=1)
+    result = Trainer(toy_model(), loss_fn, _config(epochs=2)).fit(loader)
+    for row in result.history:
+        assert row["train_loss"] == pytest.approx((4 * 64 + 16) / 36)
+        assert row["train_n"] == pytest.approx((4 * 64 + 16) / 36)
+    assert draws[:5] != draws[5:]  # each epoch is seeded anew, not replayed
+
+
+def test_select_mode_min_keeps_the_lowest(tmp_path):
+    scores = iter([0.3, 0.1, 0.2])
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer = Trainer(toy_model(), mse_loss, _config(epochs=3), tmp_path)
+    result = trainer.fit(loader, evaluate=lambda m: {"val": next(scores)}, select="val", mode="min")
+    assert result.best_epoch == 2 and result.best_metrics["val"] == 0.1
+
+
+def test_resume_keeps_selection_and_patience_state(tmp_path):
+    # Patience 3 on scores 0.5, 0.4, 0.3, 0.2, 0.9: best epoch 1, stop after epoch 4. A run
+    # killed while evaluating epoch 3 resumes from the checkpoint after its step 4 of 5 (the
+    # last step's is the end-of-epoch one) and must end in the same result.
+    def fit(run_dir, scores, resume=False):
+        loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+        config = _config(epochs=5, patience=3, checkpoint_every=1)
+        trainer = Trainer(toy_model(dropout=0.3), mse_loss, config, run_dir, task="toy")
+
+        def evaluate(model):
+            score = next(scores)
+            if score is None:
+                raise RuntimeError("simulated kill during evaluation")
+            return {"val": score}
+
+        return trainer.fit(loader, evaluate=evaluate, select="val", resume=resume)
+
+    full = fit(tmp_path / "full", iter([0.5, 0.4, 0.3, 0.2, 0.9]))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fit(tmp_path / "cut", iter([0.5, 0.4, None]))
+    meta = load_checkpoint(tmp_path / "cut" / "last.safetensors").meta
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (2, 4, 14)
+    assert (meta["best_epoch"], meta["best_value"], meta["bad_epochs"]) == (1, 0.5, 1)
+    assert meta["best_metrics"]["val"] == 0.5 and len(meta["history"]) == 2
+    resumed = fit(tmp_path / "cut", iter([0.3, 0.2, 0.9]), resume=True)
+    assert full.stopped_early and resumed.stopped_early
+    assert full.best_epoch == resumed.best_epoch == 1
+    keys = ("epoch", "train_loss", "train_mse", "lr", "val")
+    assert [[r[k] for k in keys] for r in resumed.history] == [
+        [r[k] for k in keys] for r in full.history
+    ]
+    assert len(full.history) == 4
+    for k, v in full.best_state.items():
+        assert torch.equal(resumed.best_state[k], v), k
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
