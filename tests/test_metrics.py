@@ -181,3 +181,75 @@ def test_psnr_at_the_extremes_and_bad_inputs():
         auroc(np.array([1 + 1j, 2]), [0, 1])
     with pytest.raises(ValueError, match="integer class ids"):
         accuracy([np.inf, 1], [0, 1])
+
+
+def test_auprc_is_step_wise_not_interpolated_nor_trapezoidal():
+    # Ranking + - - + +: precision 1, 1/2, 1/3, 2/4, 3/5 at recall 1/3, 1/3, 1/3, 2/3, 1.
+    # Step-wise AP = 1/3 * (1 + 2/4 + 3/5) = 0.7; interpolating (max precision to the right) would
+    # give 1/3 * (1 + 3/5 + 3/5) and the trapezoid rule something else again.
+    scores, labels = [5, 4, 3, 2, 1], [1, 0, 0, 1, 1]
+    assert auprc(scores, labels) == pytest.approx(0.7)
+    assert average_precision_score(labels, scores) == pytest.approx(0.7)
+    # Tied pairs: {3, 3} -> 1/2 at recall 1/3, {2, 2} -> 2/4 at 2/3, 1 -> 3/5 at 1.
+    assert auprc([3, 3, 2, 2, 1], [0, 1, 1, 0, 1]) == pytest.approx((1 / 2 + 2 / 4 + 3 / 5) / 3)
+    # AUROC of the first ranking: positive-negative wins 2 (first) + 0 + 0 out of 6.
+    assert auroc(scores, labels) == pytest.approx(2 / 6)
+
+
+def test_recall_at_k_rejects_k_zero_and_non_integers():
+    with pytest.raises(ValueError, match=r"k must lie in \[1, 3\], got 0"):
+        recall_at_k([0.1, 0.2, 0.3], [0, 1, 0], k=0)
+    for k in (1.0, True):
+        with pytest.raises(TypeError, match="k must be an int"):
+            recall_at_k([0.1, 0.2, 0.3], [0, 1, 0], k=k)
+    assert recall_at_k([0.1, 0.2, 0.3], [0, 1, 0], k=np.int64(2)) == 1.0
+
+
+def test_mse_refuses_broadcasting_nan_and_empty():
+    # (2, 1) against (1, 2) would broadcast to (2, 2) and give a wrong number silently.
+    with pytest.raises(ValueError, match=r"differ in shape: \(2, 1\) != \(1, 2\)"):
+        mse(np.zeros((2, 1)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        mse([0.0, float("nan")], [0.0, 0.0])
+    with pytest.raises(ValueError, match="empty"):
+        mse(np.zeros(0), np.zeros(0))
+    # 1/3 * (0 + 4 + 1): a mean over every element, not a sum.
+    assert mse(torch.tensor([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 4.0])) == pytest.approx(5 / 3)
+
+
+def test_psnr_uses_data_range_squared():
+    # 8-bit pixels: an error of 255 / 10 per pixel is 20 dB; data_range 1 would give -28 dB.
+    assert psnr((255 / 10) ** 2, data_range=255) == pytest.approx(20.0)
+    assert psnr(1.0, data_range=10.0) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="data_range must be finite and positive, got 0"):
+        psnr(0.01, 0)
+
+
+def test_tune_threshold_default_grid_reaches_both_ends_and_uses_strict_greater():
+    # Only 0.95 separates 0.92 (normal) from 0.97 (anomaly): the grid must include it.
+    assert tune_threshold_macro_f1([0.1, 0.92, 0.97], [0, 0, 1]) == (pytest.approx(0.95), 1.0)
+    # Only 0.05 separates 0.04 (normal) from 0.06 (anomaly).
+    assert tune_threshold_macro_f1([0.04, 0.06, 0.5], [0, 1, 1]) == (pytest.approx(0.05), 1.0)
+    # A probability equal to a threshold is not above it: at t = 0.5 the 0.5 node is normal.
+    t, f1 = tune_threshold_macro_f1([0.5, 0.5, 0.9], [0, 0, 1], thresholds=[0.5, 0.4])
+    assert (t, f1) == (0.5, 1.0)
+    # Ties in macro-F1 keep the first candidate, in the order given.
+    assert tune_threshold_macro_f1([0.1, 0.9], [0, 1], thresholds=[0.7, 0.2, 0.5]) == (0.7, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: tune_threshold_macro_f1([0.2, 0.3], [0, 1, 1]),
+            "probs and labels differ in length",
+        ),
+        (lambda: accuracy([0, 1, 1], [0, 1]), "pred and labels differ in length: 3 != 2"),
+        (lambda: auroc([0.1, 0.2, 0.3], [0, 1]), "scores and labels differ in length: 3 != 2"),
+        (lambda: auroc([[0.1], [0.2]], [0, 1]), r"scores must be 1-D, got shape \(2, 1\)"),
+        (lambda: accuracy([0, 1], [0, 1.5]), "labels must hold integer class ids"),
+    ],
+)
+def test_more_bad_inputs_raise_clear_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -222,3 +222,52 @@ def test_real_datasets(name, nodes, edges, anomalies, features):
     # stored once per direction, self loops removed (Reddit's file lists both directions + loops)
     assert data.edge_index.shape[1] == (2 * edges if name == "tolokers" else edges)
     assert int(data.y.sum()) == anomalies
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        # 0.5 would silently become 0 (normal) if cast to int
+        ({"node_labels": np.array([0, 1, 0.5, 0, 1, 0])}, "node_labels must be integers, got"),
+        ({"edges": np.array([[0.0, 1.0], [1.0, 2.5]])}, r"edges must be an \(E, 2\) integer"),
+    ],
+)
+def test_npz_float_labels_or_edges_are_refused(tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        load_npz_graph(write_npz(tmp_path / "g.npz", **override))
+
+
+def test_load_gad_accepts_the_file_itself(tmp_path):
+    path = write_npz(tmp_path / "anywhere.npz")
+    data = load_gad("tolokers", root=path)
+    assert data.num_nodes == 6 and data.y.tolist() == [0, 1, 0, 0, 1, 0]
+
+
+def test_mat_drop_unlabeled_keeps_the_labelled_rows_and_their_edges(tmp_path):
+    n, unlabeled = 10, 4
+    feats = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    labels = np.array([0, 0, 0, 0, 1, 0, 0, 1, 0, 0])
+    rows, cols = np.array([0, 4, 5, 6, 2]), np.array([5, 5, 6, 9, 3])
+    homo = scipy.sparse.coo_matrix((np.ones(5), (rows, cols)), shape=(n, n)).tocsc()
+    scipy.io.savemat(tmp_path / "f.mat", {"features": feats, "label": labels[None], "homo": homo})
+    kept = load_fraud_mat(tmp_path / "f.mat", unlabeled=unlabeled)
+    assert kept.label_mask.tolist() == [False] * 4 + [True] * 6
+    assert edge_set(kept) == {
+        (0, 5),
+        (5, 0),
+        (4, 5),
+        (5, 4),
+        (5, 6),
+        (6, 5),
+        (6, 9),
+        (9, 6),
+        (2, 3),
+        (3, 2),
+    }
+    dropped = load_fraud_mat(tmp_path / "f.mat", unlabeled=unlabeled, drop_unlabeled=True)
+    np.testing.assert_array_equal(dropped.x.numpy(), feats[4:])
+    assert dropped.y.tolist() == [1, 0, 0, 1, 0, 0] and dropped.label_mask.all()
+    # nodes 4..9 become 0..5; edges touching nodes 0..3 are gone
+    assert edge_set(dropped) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 5), (5, 2)}
+    with pytest.raises(ValueError, match=r"unlabeled=10 must be in \[0, 10\)"):
+        load_fraud_mat(tmp_path / "f.mat", unlabeled=10)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from image_fixtures import idx_bytes, write_fake_mnist, write_idx
+from image_fixtures import fake_images, idx_bytes, write_fake_mnist, write_idx
 
 from energy_transformer.data.images import (
     ImageFolder,
@@ -145,7 +145,8 @@ def test_16_bit_png_is_scaled_by_its_depth(tmp_path, channels):
     assert float(image.std()) > 0.1  # still noise after resizing, not a flat grey
     ramp = np.tile(np.linspace(0, 65535, 16).astype(np.uint16), (16, 1))
     loaded = load_image_file(_png(tmp_path / "ramp.png", ramp), 16, channels=channels)
-    torch.testing.assert_close(loaded[0, 0], torch.linspace(0, 1, 16), atol=1e-3, rtol=0)
+    # No resampling at 16 -> 16: exact up to float32 (65535 is 1.0, not 65535 / 65536).
+    torch.testing.assert_close(loaded[0, 0], torch.linspace(0, 1, 16), atol=1e-6, rtol=0)
 
 
 def test_32_bit_integer_image_is_scaled_by_its_depth(tmp_path):
@@ -157,3 +158,56 @@ def test_32_bit_integer_image_is_scaled_by_its_depth(tmp_path):
     image = load_image_file(path, 2, channels=1)
     expected = torch.tensor([[0.0, 0.5], [1.0, 0.5]])
     torch.testing.assert_close(image[0], expected, atol=1e-3, rtol=0)
+
+
+def test_idx_labels_that_do_not_match_the_images_are_refused(tmp_path):
+    write_fake_mnist(tmp_path, train=20, test=7)
+    folder = tmp_path / "fashion-mnist"
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(19, np.uint8))
+    with pytest.raises(ValueError, match=r"fashion-mnist: 20 images but labels have shape \(19,\)"):
+        load_fashion_mnist("train", tmp_path)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((7, 784), np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: expected \(n, rows, cols\)"):
+        load_fashion_mnist("test", tmp_path)
+
+
+def test_fashion_mnist_pixels_and_labels_exact(tmp_path):
+    write_fake_mnist(tmp_path, train=20, test=7)
+    images, labels = load_fashion_mnist("test", tmp_path)
+    assert labels.dtype == torch.int64
+    np.testing.assert_array_equal(images[:, 0].numpy(), fake_images(7, seed=1))
+
+
+def _rgb_pattern(height: int, width: int) -> np.ndarray:
+    """Red follows the row, green the column, blue the reverse of the row: any flip, transpose
+    or off-centre crop changes the pixels."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([rows * 20, cols * 20, 255 - rows * 20], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("height", "width"), [(12, 8), (8, 12)])
+def test_image_file_is_centre_cropped_channels_first(tmp_path, height, width):
+    array = _rgb_pattern(height, width)
+    path = _png(tmp_path / "p.png", array)
+    # The shorter side is already 8: no resampling, only the centre 8 x 8 crop.
+    top, left = (height - 8) // 2, (width - 8) // 2
+    expected = torch.from_numpy(array[top : top + 8, left : left + 8]).permute(2, 0, 1) / 255
+    torch.testing.assert_close(load_image_file(path, 8), expected.float(), atol=1e-6, rtol=0)
+    grey = load_image_file(path, 8, channels=1)
+    assert grey.shape == (1, 8, 8)
+
+
+def test_image_folder_extensions_are_case_insensitive(tmp_path):
+    _png(tmp_path / "b" / "x.PNG", np.zeros((4, 4), np.uint8))
+    _png(tmp_path / "a" / "y.png", np.full((4, 4), 255, np.uint8))
+    ds = ImageFolder(tmp_path, image_size=4, channels=1)
+    assert ds.classes == ["a", "b"] and len(ds) == 2
+    assert [label for _, label in ds.samples] == [0, 1]
+    assert ds[0][0].min() == 1.0 and ds[1][0].max() == 0.0
+
+
+def test_idx_with_trailing_bytes_is_refused():
+    # A wrong header (or two files concatenated) leaves extra bytes: refuse, do not ignore them.
+    data = idx_bytes(np.zeros((2, 3), np.uint8)) + b"\x00"
+    with pytest.raises(ValueError, match=r"x.idx: .*shape \(2, 3\) needs 6 bytes of data, found 7"):
+        parse_idx(data, "x.idx")

@@ -242,3 +242,78 @@ def test_single_class_is_refused(tmp_path):
         match=r"graph_labels.txt: every graph has label 1; graph classification needs at least 2",
     ):
         read_tu(write_tiny(tmp_path, files))
+
+
+def test_duplicate_edge_lines_are_removed(tmp_path):
+    files = dict(TINY, A=TINY["A"] + "1, 2\n4, 5\n2, 1\n")
+    triangle, path, _ = read_tu(write_tiny(tmp_path, files))
+    assert triangle.edge_index.tolist() == [[0, 0, 1, 1, 2, 2], [1, 2, 0, 2, 0, 1]]
+    assert path.edge_index.tolist() == [[0, 1], [1, 0]]
+
+
+def test_edges_listed_one_way_keep_their_direction_and_degree_counts_both(tmp_path):
+    # Graph 1: path 1 -> 2 -> 3 listed one way, plus a self loop on 3; graph 2: only "5, 4".
+    files = {
+        "A": "2, 3\n1, 2\n3, 3\n5, 4\n",
+        "graph_indicator": "1\n1\n1\n2\n2\n",
+        "graph_labels": "0\n1\n",
+    }
+    first, second = read_tu(write_tiny(tmp_path, files))
+    assert first.edge_index.tolist() == [[0, 1, 2], [1, 2, 2]]  # sorted, as listed
+    assert second.edge_index.tolist() == [[1], [0]]  # node 5 -> node 4, not reversed
+    # Undirected degree without the self loop: 1, 2, 1 | 1, 1 -> one-hot over 0..2.
+    assert first.x.tolist() == [[0, 1, 0], [0, 0, 1], [0, 1, 0]]
+    assert second.x.tolist() == [[0, 1, 0], [0, 1, 0]]
+
+
+def test_several_node_label_columns(tmp_path):
+    # Column 0 takes values {3, 5, 7}, column 1 values {10, 20}.
+    labels = "3, 20\n5, 10\n3, 10\n7, 20\n5, 20\n3, 10\n"
+    ds = read_tu(write_tiny(tmp_path, dict(TINY, node_labels=labels)), node_features="labels")
+    assert ds.feature_names == [
+        "node_label[0]: one-hot over 3 values",
+        "node_label[1]: one-hot over 2 values",
+    ]
+    triangle, path, single = ds
+    assert triangle.x.tolist() == [[1, 0, 0, 0, 1], [0, 1, 0, 1, 0], [1, 0, 0, 1, 0]]
+    assert path.x.tolist() == [[0, 0, 1, 0, 1], [0, 1, 0, 0, 1]]
+    assert single.x.tolist() == [[1, 0, 0, 1, 0]]
+    # node_label is the first column, re-indexed from 0.
+    assert [g.node_label.tolist() for g in ds] == [[0, 1, 0], [2, 1], [0]]
+
+
+def test_interleaved_graph_indicator_keeps_file_order_within_each_graph(tmp_path):
+    # Nodes 1, 3 form graph 1 and nodes 2, 4 graph 2; attributes tell the nodes apart.
+    files = {
+        "A": "1, 3\n3, 1\n4, 2\n",
+        "graph_indicator": "1\n2\n1\n2\n",
+        "graph_labels": "0\n1\n",
+        "node_attributes": "1.0\n2.0\n3.0\n4.0\n",
+    }
+    first, second = read_tu(write_tiny(tmp_path, files))
+    assert first.x.tolist() == [[1.0], [3.0]] and second.x.tolist() == [[2.0], [4.0]]
+    assert first.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert second.edge_index.tolist() == [[1], [0]]
+
+
+def test_attribute_count_mismatch_names_the_file(tmp_path):
+    files = dict(TINY, node_attributes="0.5, 1.0\n" * 5)
+    with pytest.raises(ValueError, match=r"TINY_node_attributes.txt has 5 lines, expected 6"):
+        read_tu(write_tiny(tmp_path, files))
+
+
+def test_blank_trailing_lines_are_ignored(tmp_path):
+    files = dict(TINY, graph_labels="-1\n1\n-1\n\n  \n", graph_indicator="1\n1\n1\n2\n2\n3\n\n")
+    ds = read_tu(write_tiny(tmp_path, files))
+    assert ds.labels.tolist() == [0, 1, 0] and [g.num_nodes for g in ds] == [3, 2, 1]
+
+
+def test_load_tu_reads_an_explicit_zip_or_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("ET_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    zipped = load_tu("TINY", write_tiny(tmp_path), allow_download=False)
+    folder = load_tu("TINY", write_tiny(tmp_path, as_zip=False), allow_download=False)
+    parent = load_tu("TINY", tmp_path, allow_download=False)  # holds the folder TINY/
+    for ds in (zipped, folder, parent):
+        assert ds.labels.tolist() == [0, 1, 0]
+        assert ds[1].edge_index.tolist() == [[0, 1], [1, 0]]
