@@ -75,3 +75,13 @@ def test_degree_encoding_log2_buckets():
     encoding = DegreeEncoding(max_degree=5, dim=2, log2=True)
     out = encoding(torch.stack([src, dst]), 20)
     torch.testing.assert_close(out[:5], encoding.embed.weight[torch.tensor([0, 1, 1, 2, 3])])
+
+
+def test_continuous_column_holding_zeros_and_ones_is_standardised():
+    # Only a column of nothing but 0 and 1 passes unchanged; 0 and 1 among other values do not.
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [5.0, 0.0]])
+    scaler = FeatureScaler(2).fit(x)
+    # Column 0: mean 2, population variance (4 + 1 + 0 + 9) / 4 = 3.5.
+    assert scaler.mean.tolist() == [2.0, 0.0]
+    assert scaler.std.tolist() == pytest.approx([3.5**0.5, 1.0])
+    torch.testing.assert_close(scaler(x)[:, 0], (x[:, 0] - 2.0) / 3.5**0.5)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import beta as beta_fn
-from torch_geometric.nn import GCNConv, SAGEConv
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from energy_transformer.metrics import auroc
 from energy_transformer.models.gad_baselines import (
@@ -139,11 +139,14 @@ def test_permutation_equivariance(cls):
     ("cls", "reference"),
     [(GCN, lambda a, b: GCNConv(a, b)), (GraphSAGE, lambda a, b: SAGEConv(a, b, aggr="mean"))],
 )
-def test_cached_sparse_path_equals_pyg_edge_list_path(cls, reference):
+@pytest.mark.parametrize("directed", [False, True])
+def test_cached_sparse_path_equals_pyg_edge_list_path(cls, reference, directed):
     torch.manual_seed(0)
     n = 10
     # An existing self loop and an isolated node (9) are the edge cases of the normalisation.
     edge_index = torch.cat([random_graph(n - 1, 2, seed=6), torch.tensor([[3], [3]])], dim=1)
+    if directed:  # one direction of each edge: in- and out-degrees now differ
+        edge_index = edge_index[:, edge_index[0] <= edge_index[1]]
     x = torch.randn(n, 5, dtype=torch.float64)
     model = cls(5, hidden=8, layers=2).double().eval()
     h = x
@@ -281,3 +284,93 @@ def test_isolated_nodes_are_finite():
     for name in NEURAL:
         assert torch.isfinite(GAD_BASELINES[name](3)(x, empty)).all(), name
     np.testing.assert_array_equal(aggregate_neighbors(x, empty)[:, 3:].numpy(), 0.0)
+
+
+# A directed 3-node graph (source -> target): 0 -> 1, 1 -> 0, 0 -> 2, 2 -> 0, 1 -> 2.
+# In-degrees (1, 2 ... by target): d_0 = 2 (from 1, 2), d_1 = 1 (from 0), d_2 = 2 (from 0, 1);
+# out-degrees differ (2, 2, 1), so a normalisation by the wrong end changes the numbers.
+DIRECTED = torch.tensor([[0, 1, 0, 2, 1], [1, 0, 2, 0, 2]])
+R = 2**-0.5
+# D^{-1/2} A D^{-1/2} with in-degrees, entry [i, j] for the edge j -> i: 1 / sqrt(d_i d_j).
+DIRECTED_NORM_ADJ = [[0.0, R, 0.5], [R, 0.0, 0.0], [0.5, R, 0.0]]
+
+
+def test_beta_wavelets_by_hand_on_a_directed_graph():
+    a = torch.tensor(DIRECTED_NORM_ADJ, dtype=torch.float64)
+    eye = torch.eye(3, dtype=torch.float64)
+    lap = eye - a
+    # C = 1: beta*_{0,1} = (1 - l/2) / (2 B(1, 2)) = 1 - l/2 and beta*_{1,0} = l/2, so
+    # W_0 = I - L/2 = (I + A_hat) / 2 (low pass) and W_1 = L/2 = (I - A_hat) / 2 (high pass).
+    filters = BetaWavelet(1)(eye, DIRECTED)
+    torch.testing.assert_close(filters[0], 0.5 * (eye + a), atol=1e-12, rtol=0)
+    torch.testing.assert_close(filters[1], 0.5 * (eye - a), atol=1e-12, rtol=0)
+    # C = 2: 2 B(1, 3) = 2 B(3, 1) = 2/3 and 2 B(2, 2) = 1/3, so
+    # W_0 = 1.5 (I - L/2)^2, W_1 = 3 (L/2)(I - L/2), W_2 = 1.5 (L/2)^2.
+    half, rest = lap / 2, eye - lap / 2
+    filters = BetaWavelet(2)(eye, DIRECTED)
+    torch.testing.assert_close(filters[0], 1.5 * rest @ rest, atol=1e-12, rtol=0)
+    torch.testing.assert_close(filters[1], 3.0 * half @ rest, atol=1e-12, rtol=0)
+    torch.testing.assert_close(filters[2], 1.5 * half @ half, atol=1e-12, rtol=0)
+
+
+def test_bwgnn_forward_is_mlp_then_wavelet_bank_then_mlp():
+    torch.manual_seed(0)
+    model = BWGNN(2, hidden=4, layers=2, order=2).double().eval()
+    x = torch.randn(3, 2, dtype=torch.float64)
+    a = torch.tensor(DIRECTED_NORM_ADJ, dtype=torch.float64)
+    lap = torch.eye(3, dtype=torch.float64) - a
+    half, rest = lap / 2, torch.eye(3, dtype=torch.float64) - lap / 2
+    h = torch.relu(model.encoder[1](torch.relu(model.encoder[0](x))))
+    bands = [1.5 * rest @ rest @ h, 3.0 * half @ rest @ h, 1.5 * half @ half @ h]
+    # Node i's feature vector is [W_0 h_i, W_1 h_i, W_2 h_i], low pass first.
+    z = torch.cat(bands, dim=1)
+    expected = model.head(torch.relu(model.mix(z)))
+    torch.testing.assert_close(model(x, DIRECTED), expected)
+
+
+def test_aggregate_neighbors_by_hand_on_a_directed_graph():
+    # 0 -> 1, 2 -> 1, 3 -> 1, 1 -> 0, 0 -> 3: in-neighbours 0: {1}, 1: {0, 2, 3}, 2: {}, 3: {0}.
+    x = torch.tensor([[1.0], [2.0], [4.0], [8.0]])
+    edge_index = torch.tensor([[0, 2, 3, 1, 0], [1, 1, 1, 0, 3]])
+    mean1 = [2.0, 13 / 3, 0.0, 1.0]
+    max1 = [2.0, 8.0, 0.0, 1.0]
+    sum1 = [2.0, 13.0, 0.0, 1.0]
+    mean2 = [13 / 3, (2.0 + 0.0 + 1.0) / 3, 0.0, 2.0]  # mean over in-neighbours of mean1
+    max2 = [8.0, 2.0, 0.0, 2.0]
+    sum2 = [13.0, 3.0, 0.0, 2.0]
+    out = aggregate_neighbors(x, edge_index, hops=2, aggs=("mean", "max", "sum"))
+    expected = torch.tensor([[1.0, 2.0, 4.0, 8.0], mean1, max1, sum1, mean2, max2, sum2]).T
+    torch.testing.assert_close(out, expected)
+
+
+def test_rf_graph_ignores_labels_outside_the_training_nodes():
+    n = 60
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(2))
+    edge_index = random_graph(n, 2, seed=2)
+    y = (x[:, 0] > 0).long()
+    train = torch.arange(0, n, 2)
+    unlabelled = y.clone()
+    unlabelled[1::2] = -1  # the nodes outside ``train`` carry no label at all
+    flipped = y.clone()
+    flipped[1::2] = 1 - flipped[1::2]
+    probs = (
+        RFGraph(n_estimators=10, seed=0).fit(x, edge_index, y, train).predict_proba(x, edge_index)
+    )
+    for other in (unlabelled, flipped):
+        again = RFGraph(n_estimators=10, seed=0).fit(x, edge_index, other, train)
+        torch.testing.assert_close(again.predict_proba(x, edge_index), probs)
+
+
+def test_gat_heads_are_concatenated_to_the_hidden_width():
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, dtype=torch.float64)
+    edge_index = random_graph(8, 2, seed=9)
+    model = GAT(5, hidden=8, layers=2, heads=4).double().eval()
+    h = x
+    for layer in model.layers:
+        # 4 heads of width 2 each, concatenated: the same weights load into PyG's layer.
+        conv = GATConv(layer.in_channels, 2, heads=4).double()
+        conv.load_state_dict(layer.state_dict())
+        h = torch.relu(conv(h, edge_index))
+        assert h.shape == (8, 8)
+    torch.testing.assert_close(model(x, edge_index), model.head(h))

@@ -68,9 +68,9 @@ def test_wl_kernel_properties():
     assert wl_kernel([c6, relabelled], iterations=1)[0, 1] < 1.0
 
 
-def test_wl_svm_selects_on_validation():
+def cycles_and_stars(count: int = 24) -> tuple[list[Data], np.ndarray]:
     graphs, labels = [], []
-    for i in range(24):  # cycles (class 0) vs stars (class 1), sizes 4..9
+    for i in range(count):  # cycles (class 0) vs stars (class 1), sizes 4..9
         n = 4 + i % 6
         if i % 2 == 0:
             edges = undirected(cycle_pairs(n))
@@ -78,9 +78,95 @@ def test_wl_svm_selects_on_validation():
             edges = undirected([(0, j) for j in range(1, n)])
         graphs.append(labelled(edges, n, i % 2))
         labels.append(i % 2)
-    labels = np.array(labels)
+    return graphs, np.array(labels)
+
+
+def test_wl_svm_selects_on_validation():
+    graphs, labels = cycles_and_stars()
     train, val, test = np.arange(0, 12), np.arange(12, 18), np.arange(18, 24)
     wl = WLSubtreeSVM(iterations=(1, 2), cs=(0.1, 1.0)).precompute(graphs)
     chosen = wl.fit(labels, train, val)
     assert chosen["val_acc"] == 1.0 and chosen["h"] in (1, 2) and chosen["C"] in (0.1, 1.0)
     assert (wl.predict(test) == labels[test]).all()
+
+
+def test_wl_kernel_value_by_hand():
+    # All labels 0. One WL iteration: every node of the 6-cycle gets label A = (0, {0, 0}); the
+    # 6-path has 4 such nodes and 2 ends B = (0, {0}). Feature vectors over (0, A, B):
+    # cycle (6, 6, 0), path (6, 4, 2): k = 36 + 24 = 60, |cycle|^2 = 72, |path|^2 = 56.
+    zeros = [0] * 6
+    c6 = labelled(undirected(cycle_pairs(6)), 6, labels=zeros)
+    p6 = labelled(undirected([(i, i + 1) for i in range(5)]), 6, labels=zeros)
+    expected = 60 / np.sqrt(72 * 56)
+    assert np.isclose(wl_kernel([c6, p6], iterations=1)[0, 1], expected)
+    # The SVM's kernel for h = 1 is that same one-iteration kernel (h counts refinements).
+    wl = WLSubtreeSVM(iterations=(1, 2)).precompute([c6, p6])
+    assert np.isclose(wl.kernels[1][0, 1], expected)
+    # Two iterations: the path splits further (ends' neighbours), the cycle does not.
+    assert wl.kernels[2][0, 1] < expected - 0.05
+
+
+def test_wl_kernel_ignores_self_loops():
+    # Degree labels (no node labels): a self loop must not count as a neighbour.
+    pairs = [(0, 1), (1, 2), (2, 3), (1, 3)]
+    plain = labelled(undirected(pairs), 4)
+    looped = labelled(torch.cat([undirected(pairs), torch.tensor([[2], [2]])], dim=1), 4)
+    assert np.isclose(wl_kernel([plain, looped], iterations=2)[0, 1], 1.0)
+
+
+def test_wl_svm_ties_go_to_the_smallest_h_then_c():
+    graphs, labels = cycles_and_stars()
+    wl = WLSubtreeSVM(iterations=(1, 2), cs=(0.1, 1.0)).precompute(graphs)
+    # Every (h, C) separates cycles from stars perfectly (checked below), so it is a tie.
+    chosen = wl.fit(labels, np.arange(0, 12), np.arange(12, 18))
+    assert (chosen["h"], chosen["C"]) == (1, 0.1)
+    assert chosen["val_acc"] == 1.0
+
+
+def test_wl_svm_selects_by_validation_not_training_accuracy():
+    graphs, labels = cycles_and_stars()
+    train, val = np.arange(0, 12), np.arange(12, 18)
+    labels = labels.copy()
+    labels[val] = 1 - labels[val]  # validation contradicts training
+    wl = WLSubtreeSVM(iterations=(1, 2), cs=(0.1, 1.0)).precompute(graphs)
+    chosen = wl.fit(labels, train, val)
+    # The reported accuracies are those of the kept SVM on the two splits: it fits training
+    # perfectly and so gets every (contradicting) validation graph wrong.
+    assert chosen["val_acc"] == (wl.predict(val) == labels[val]).mean() == 0.0
+    assert chosen["train_acc"] == (wl.predict(train) == labels[train]).mean() == 1.0
+
+
+def test_gin_and_sum_mlp_standardise_inputs_with_the_fitted_scaler():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3) * torch.tensor([10.0, 0.1, 3.0]) + torch.tensor([5.0, -2.0, 0.0])
+    edges = undirected([(0, 1), (1, 2), (2, 3), (3, 4)])
+    for cls in (GINClassifier, SumMLP):
+        model = cls(3, 2, hidden=8).eval()
+        model.scaler.fit(x)
+        unscaled = cls(3, 2, hidden=8).eval()
+        unscaled.load_state_dict(model.state_dict())
+        unscaled.scaler.mean.zero_()
+        unscaled.scaler.std.fill_(1.0)
+        z = (x - x.mean(0)) / x.std(0, correction=0)
+        out = model(Batch.from_data_list([Data(x=x, edge_index=edges, num_nodes=5)]))
+        ref = unscaled(Batch.from_data_list([Data(x=z, edge_index=edges, num_nodes=5)]))
+        torch.testing.assert_close(out, ref, msg=cls.__name__)
+        assert not torch.allclose(
+            out, unscaled(Batch.from_data_list([Data(x=x, edge_index=edges)]))
+        )
+
+
+def test_gin_readout_sums_so_graph_size_counts():
+    # Two disjoint copies of a graph: every node embedding is unchanged (GIN is local and the
+    # batch norm is per node in eval mode), so a sum readout doubles; a mean would not move.
+    torch.manual_seed(0)
+    model = GINClassifier(2, 3, hidden=8, layers=2).eval()
+    x = torch.randn(4, 2)
+    edges = undirected([(0, 1), (1, 2), (2, 3)])
+    one = Data(x=x, edge_index=edges, num_nodes=4)
+    two = Data(x=torch.cat([x, x]), edge_index=torch.cat([edges, edges + 4], 1), num_nodes=8)
+    h = model.encoder(x, edges)  # identity scaler: not fitted
+    torch.testing.assert_close(model(Batch.from_data_list([one])), model.head(h.sum(0))[None])
+    torch.testing.assert_close(
+        model(Batch.from_data_list([two])), model.head(2 * h.sum(0))[None], atol=1e-5, rtol=1e-5
+    )

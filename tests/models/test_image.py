@@ -223,3 +223,70 @@ def test_embeddings_are_not_weight_decayed_by_the_trainer():
     assert any(p is model.pos_embed for p in no_decay["params"])
     assert not any(p is model.pos_embed for p in decay["params"])
     assert any(p is model.block.hopfield.xi for p in decay["params"])
+
+
+def test_cls_token_gets_its_own_positional_embedding():
+    torch.manual_seed(0)
+    model = tiny()
+    with torch.no_grad():
+        model.pos_embed.normal_()  # large enough to tell apart
+    tokens = model.embed(torch.rand(2, 1, 8, 8), torch.zeros(2, 16, dtype=torch.bool))
+    torch.testing.assert_close(tokens[:, 0], (model.cls_token + model.pos_embed[0]).expand(2, -1))
+
+
+def test_decoder_reads_each_patch_token_through_the_layer_norm():
+    torch.manual_seed(0)
+    model = tiny()
+    with torch.no_grad():
+        model.block.norm.delta.normal_()
+        model.block.norm.log_gamma.fill_(0.7)
+    tokens = torch.randn(2, 17, 16)
+    out = model.decode(tokens)
+    assert out.shape == (2, 16, 4)
+    # Energy layer norm by hand: gamma * (x - mean) / sqrt(var + eps) + delta, per token.
+    norm = model.block.norm
+    x = tokens[:, 1:]
+    centred = x - x.mean(-1, keepdim=True)
+    g = norm.gamma * centred / (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+    expected = (g + norm.delta) @ model.decoder.weight.T + model.decoder.bias
+    torch.testing.assert_close(out, expected)
+    # Patch a is read from token a + 1; the CLS token (0) is never decoded.
+    moved = tokens.clone()
+    moved[:, 0] += 5.0
+    moved[:, 4] += 5.0 * torch.randn(16)
+    changed = (model.decode(moved) - out).abs().amax(dim=(0, 2)) > 1e-4
+    assert changed.tolist() == [a == 3 for a in range(16)]
+
+
+def test_completion_is_in_pixel_units_with_hand_placed_pixels():
+    model = tiny(steps=0)
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        # Every patch predicts the normalised pixels (0, 1, -1, 2) in row-major p x p order.
+        model.decoder.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 2.0]))
+    images = torch.rand(1, 1, 8, 8)
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[6] = True  # patch (row 1, col 2): pixels [2:4, 4:6]
+    out = model.complete(images, mask)
+    # pixel = normalised * std + mean = v * 0.25 + 0.5
+    patch = torch.tensor([[0.5, 0.75], [0.25, 1.0]])
+    torch.testing.assert_close(out.prediction[0, 0, 2:4, 4:6], patch)
+    torch.testing.assert_close(out.prediction[0, 0, 6:8, 0:2], patch)
+    torch.testing.assert_close(out.images[0, 0, 2:4, 4:6], patch)
+    visible = torch.ones(8, 8, dtype=torch.bool)
+    visible[2:4, 4:6] = False
+    torch.testing.assert_close(out.images[0, 0][visible], images[0, 0][visible])
+
+
+def test_memory_patches_by_hand():
+    model = tiny()
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.weight[1, 0] = 2.0  # pixel 1 of a patch = (row 0, col 1) reads dim 0
+        model.decoder.bias.fill_(7.0)  # a bias is not part of a direction
+    xi = model.block.hopfield.xi  # (memories, dim)
+    patches = model.memory_patches()
+    assert patches.shape == (32, 1, 2, 2)
+    expected = torch.zeros(32, 1, 2, 2)
+    expected[:, 0, 0, 1] = 2.0 * xi[:, 0].detach()
+    torch.testing.assert_close(patches, expected)

@@ -44,3 +44,40 @@ def test_bad_configuration():
         ViTMaskedAutoencoder(dim=10, heads=3)
     with pytest.raises(ValueError, match="depth"):
         ViTMaskedAutoencoder(depth=0)
+
+
+def test_mlp_dim_follows_the_et_memories():
+    config = matching_vit_config({"dim": 16, "heads": 2, "memories": 40, "steps": 3})
+    assert (config["mlp_dim"], config["depth"]) == (40, 3)
+    assert matching_vit_config({"dim": 16, "memories": None})["mlp_dim"] == 64  # 4 * dim
+
+
+def test_layer_is_pre_ln_gelu_and_decoder_reads_the_final_layer_norm():
+    torch.manual_seed(0)
+    vit = ViTMaskedAutoencoder(
+        image_size=4, patch_size=2, dim=8, heads=2, depth=1, mlp_dim=12, selected=2, masked=1
+    ).eval()
+    layer = vit.layers[0]
+    with torch.no_grad():
+        for norm in (layer.norm1, layer.norm2, vit.decoder_norm):
+            norm.weight.normal_()
+            norm.bias.normal_()
+    x = torch.randn(2, 5, 8)
+
+    def layer_norm(t, norm):
+        centred = t - t.mean(-1, keepdim=True)
+        return norm.weight * centred / (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt() + (
+            norm.bias
+        )
+
+    h = layer_norm(x, layer.norm1)
+    x1 = x + layer.self_attn(h, h, h, need_weights=False)[0]
+    hidden = layer.linear1(layer_norm(x1, layer.norm2))
+    gelu = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5))  # exact GELU
+    expected = x1 + layer.linear2(gelu)
+    with torch.no_grad():
+        torch.testing.assert_close(vit.process(x), expected)
+        decoded = vit.decode(expected)
+    torch.testing.assert_close(
+        decoded, vit.decoder(layer_norm(expected[:, 1:], vit.decoder_norm)), atol=1e-5, rtol=1e-5
+    )
