@@ -11,6 +11,7 @@ from torch_geometric.data import Batch, Data
 
 from energy_transformer.models.graph import (
     PRESETS,
+    TRAIN_PRESETS,
     GraphEnergyTransformer,
     LaplacianPE,
     ReleasedAdjacencyKeySets,
@@ -493,3 +494,182 @@ def test_mlp_head_reads_the_same_cls_token():
     torch.testing.assert_close(seen["mlp"], seen["linear"])
     with pytest.raises(ValueError, match="head must be one of"):
         small_model(head="attention")
+
+
+# -- mutation-audit additions: independent expectations ------------------------------------
+
+
+def test_path_eigenvectors_match_the_normalised_laplacian_written_out():
+    # P5 as a 0/1 matrix, L = I - D^-1/2 A D^-1/2 by hand; its spectrum is 1 - cos(pi j / 4).
+    n, k = 5, 3
+    adj = np.zeros((n, n))
+    for i in range(n - 1):
+        adj[i, i + 1] = adj[i + 1, i] = 1.0
+    deg = adj.sum(1)
+    lap = np.eye(n) - adj / np.sqrt(np.outer(deg, deg))
+    ref_vals, ref_vecs = np.linalg.eigh(lap)
+    assert np.allclose(ref_vals, 1 - np.cos(np.pi * np.arange(n) / (n - 1)), atol=1e-12)
+    # Given one direction only, with a duplicate edge and a self loop: the same simple graph.
+    edges = torch.tensor([[0, 1, 2, 3, 0, 2], [1, 2, 3, 4, 1, 2]])
+    data = LaplacianPE(k)(Data(x=torch.ones(n, 3), edge_index=edges, num_nodes=n))
+    assert data.pe.dtype == torch.float32 and data.pe.shape == (n, k)
+    np.testing.assert_allclose(data.pe_eigenvalues[0].numpy(), ref_vals[1 : k + 1], atol=1e-6)
+    for j in range(k):  # the spectrum is simple: each vector is fixed up to its sign
+        ref = ref_vecs[:, j + 1]
+        got = data.pe[:, j].double().numpy()
+        assert min(np.abs(got - ref).max(), np.abs(got + ref).max()) < 1e-6
+    # The skipped trivial vector is D^{1/2} 1 (not constant on a path): orthogonal to all kept.
+    trivial = torch.from_numpy(np.sqrt(deg)).float()
+    torch.testing.assert_close(trivial @ data.pe, torch.zeros(k), atol=1e-6, rtol=0)
+
+
+def test_components_keep_extra_null_vectors_and_isolated_nodes_have_eigenvalue_one():
+    # Two P3 components: spectrum 0, 0, 1, 1, 2, 2; only the first 0 is skipped.
+    two = torch.tensor([[0, 1, 3, 4], [1, 2, 4, 5]])
+    vals, vecs = laplacian_eigenvectors(two, 6, 4)
+    torch.testing.assert_close(vals, torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=torch.float64))
+    # The kept null vector lies in span(D^{1/2} 1 on each component), and is not the first.
+    null = vecs[:, 0]
+    sqrt_deg = torch.tensor([1.0, 2.0, 1.0, 1.0, 2.0, 1.0], dtype=torch.float64).sqrt()
+    a, b = sqrt_deg * (torch.arange(6) < 3), sqrt_deg * (torch.arange(6) >= 3)
+    span = torch.stack([a / a.norm(), b / b.norm()], 1)
+    torch.testing.assert_close(span @ (span.T @ null), null)
+    assert torch.isclose(null.norm(), torch.tensor(1.0, dtype=torch.float64))
+    # P3 plus an isolated node: L_33 = 1, so the spectrum is 0, 1, 1, 2.
+    vals, vecs = laplacian_eigenvectors(torch.tensor([[0, 1], [1, 2]]), 4, 3)
+    torch.testing.assert_close(vals, torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))
+    lap = torch.from_numpy(normalized_laplacian(torch.tensor([[0, 1], [1, 2]]), 4).toarray())
+    assert lap[3, 3] == 1.0
+    torch.testing.assert_close(lap @ vecs, vecs * vals)
+
+
+def test_sign_flips_are_independent_per_graph_and_per_eigenvector():
+    model = small_model().train()
+    graphs = [graph(cycle(6), 6, seed=s) for s in range(16)]
+    batch = Batch.from_data_list(graphs)
+    seen = []
+    model.pe_proj.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    torch.manual_seed(0)
+    model(batch)
+    # The sign of each (graph, eigenvector), read off the largest entry of its column.
+    signs = torch.zeros(16, 4)
+    for b in range(16):
+        rows = batch.batch == b
+        pe, flipped = batch.pe[rows], seen[-1][rows]
+        top = pe.abs().argmax(0)
+        signs[b] = torch.sign(flipped[top, range(4)] / pe[top, range(4)])
+        torch.testing.assert_close(flipped, pe * signs[b])
+    # 64 fair coins: P(all graphs share one sign pattern) = 2^-60, P(one sign per graph for
+    # all its eigenvectors) = 2^-48, P(no flips at all) = 2^-64.
+    assert (signs != signs[:1]).any(), "every graph got the same signs"
+    assert (signs != signs[:, :1]).any(), "one sign for all of a graph's eigenvectors"
+    assert (signs == -1).any() and (signs == 1).any()
+
+
+@pytest.mark.parametrize("attention", ["edges", "dense"])
+def test_one_direction_edges_give_the_same_model_as_both(attention):
+    # The graph is undirected: a path given one way must attend exactly as given both ways.
+    model = small_model(attention=attention).eval()
+    one_way = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(4))
+    both = LaplacianPE(4)(Data(x=x, edge_index=path(5), num_nodes=5))
+    single = both.clone()
+    single.edge_index = one_way
+    other = graph(cycle(4), 4, seed=1)
+    torch.testing.assert_close(
+        model(Batch.from_data_list([single, other])), model(Batch.from_data_list([both, other]))
+    )
+    _, allowed, _ = model.tokens(Batch.from_data_list([single]))
+    assert torch.equal(allowed[0], allowed[0].T)  # symmetric with one-way edges too
+
+
+def test_dense_tokens_cls_row_and_column_by_hand():
+    model = small_model()
+    batch = Batch.from_data_list([graph(path(3), 3), graph(cycle(4), 4, seed=1)])
+    x, allowed, padding = model.tokens(batch)
+    t, f = True, False
+    # Graph 0 (token 0 = CLS, 1-3 = path 0-1-2, 4 = padding).
+    expected = [[t, t, t, t, t], [t, t, t, f, f], [t, t, t, t, f], [t, f, t, t, f]]
+    assert allowed[0, :4].tolist() == expected  # row 4 is padding: removed as a key anyway
+    assert padding.tolist() == [[f, f, f, f, t], [f] * 5]
+    torch.testing.assert_close(x[:, 0], model.cls[0].expand(2, -1))  # CLS first, both graphs
+    assert (x[0, 4] == 0).all()  # the padding token
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(attention="dense"), dict(adjacency="soft"), dict(adjacency="released")]
+)
+def test_logits_are_the_head_of_the_normed_final_cls_token(kw):
+    model = small_model(blocks=2, steps=2, **kw).eval()
+    batch = Batch.from_data_list([graph(path(4), 4), graph(cycle(6), 6, seed=1)])
+    calls = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(
+            lambda m, inp, out, i=i: calls.append((i, inp[0].detach(), out.detach()))
+        )
+    logits = model(batch)
+    assert [c[0] for c in calls] == [0, 1]  # each block once, in order
+    assert torch.equal(calls[1][1], calls[0][2])  # block 1 starts where block 0 ended
+    final = calls[1][2]
+    edge_layout = not kw  # the default: one unpadded set, the graphs' CLS tokens first
+    assert final.shape == ((1, 2 + 10, 16) if edge_layout else (2, 1 + 6, 16))
+    cls = final[0, :2] if edge_layout else final[:, 0]
+    expected = model.head(model.blocks[-1].norm(cls))
+    torch.testing.assert_close(logits, expected)
+    # The readout sees neither the raw token nor any node token.
+    assert (model.head(cls) - logits).abs().max() > 1e-4
+    node = final[0, 2:4] if edge_layout else final[:, 1]
+    assert (model.head(model.blocks[-1].norm(node)) - logits).abs().max() > 1e-4
+
+
+def test_block_options_reach_every_block():
+    model = small_model(
+        blocks=2, exclude_self=True, learn_beta=True, hopfield="softmax", memories=24
+    )
+    for block in model.blocks:
+        assert block.exclude_self
+        assert isinstance(block.attention.beta, torch.nn.Parameter)
+        assert block.hopfield.kind == "softmax" and block.hopfield.xi.shape == (24, 16)
+    assert model.blocks[0].attention.wq.data_ptr() != model.blocks[1].attention.wq.data_ptr()
+
+
+def test_soft_adjacency_with_a_large_edge_bias_is_the_hard_mask():
+    # exp(beta A + w) with w = 60 on allowed pairs: every other key weighs ~e^-60, so the soft
+    # model (initial w_h = soft_init) reproduces the hard-masked model with the same weights.
+    hard = small_model(attention="dense").eval()
+    soft = small_model(adjacency="soft", soft_init=60.0).eval()
+    soft.load_state_dict(hard.state_dict(), strict=False)
+    assert torch.equal(soft.edge_weight, torch.full((1, 2), 60.0))
+    batch = Batch.from_data_list([graph(path(5), 5), graph(cycle(4), 4, seed=1)])
+    torch.testing.assert_close(soft(batch), hard(batch), rtol=1e-4, atol=1e-5)
+    plain = small_model(adjacency="soft", soft_init=0.0).eval()  # w = 0: no graph at all
+    plain.load_state_dict(hard.state_dict(), strict=False)
+    assert (plain(batch) - hard(batch)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("adjacency", ["soft", "released"])
+def test_each_block_learns_its_own_adjacency_parameters(adjacency):
+    model = small_model(adjacency=adjacency, blocks=2, steps=1)
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, label=1)])
+    torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+    param = model.edge_weight if adjacency == "soft" else model.head_mixing
+    assert (param.grad.flatten(1).abs().sum(1) > 0).all()
+
+
+def test_presets_are_the_specs():
+    released, paper = PRESETS["released"], PRESETS["paper"]
+    # Spec §2.3, released hyper-parameters: D 128, H 12, Y 64, K 512, alpha 0.1, 4 blocks x 1
+    # step, noise 0.02; k = 15 eigenvectors; learned soft adjacency, learned beta per head.
+    assert released == dict(
+        dim=128, heads=12, head_dim=64, memories=512, alpha=0.1, blocks=4, steps=1,
+        noise_std=0.02, adjacency="released", learn_beta=True, pe_dim=15,
+    )  # fmt: skip
+    # The paper's form: one block, hard mask, fixed beta, no noise.
+    assert paper["blocks"] == 1 and paper["adjacency"] == "hard" and paper["pe_dim"] == 15
+    assert paper["learn_beta"] is False and paper["noise_std"] == 0.0
+    assert PRESETS["cpu"]["adjacency"] == "hard" and PRESETS["cpu"]["blocks"] == 1
+    train = TRAIN_PRESETS["released"]
+    assert (train["batch_size"], train["epochs"], train["lr"]) == (64, 300, 1e-3)
+    assert train["label_smoothing"] == 0.05
+    model = build_graph_et(3, 2, "cpu", dim=32, heads=2, head_dim=8)
+    assert model.embed.out_features == 32 and model.blocks[0].attention.wq.shape == (2, 8, 32)

@@ -164,3 +164,103 @@ def test_presets_resolve_with_overrides():
     assert model.block.attention.wq.shape == (2, 64, 64) and model.steps == 3
     with pytest.raises(ValueError, match="unknown node preset 'huge'"):
         node_preset("huge")
+
+
+# -- mutation-audit additions: independent expectations ------------------------------------
+
+
+def test_classifier_reads_the_normed_final_tokens_and_the_input_embedding():
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=2, dropout=0.3).eval()
+    seen = []
+    model.head.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    logits = model(x, ei)
+    x0 = model.encoder(x)  # eval: no dropout on the input embedding
+    final = model.block(x0.unsqueeze(0), steps=2, alpha=0.1, keysets=EdgeKeySets(ei, 20))[0]
+    expected = torch.cat([model.block.norm(final), x0], dim=-1)  # [LN(x^T), x^0], that order
+    torch.testing.assert_close(seen[0], expected)
+    # The classifier is Linear-ReLU-Linear (the released code's MLP), written out.
+    first, last = model.head[0], model.head[2]
+    hidden = (expected @ first.weight.T + first.bias).clamp_min(0)
+    torch.testing.assert_close(logits, hidden @ last.weight.T + last.bias)
+    # Without concat_input the classifier reads LN(x^T) alone.
+    plain = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=2, concat_input=False)
+    plain.eval().block.load_state_dict(model.block.state_dict())
+    plain.encoder.load_state_dict(model.encoder.state_dict())
+    plain.head.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    plain(x, ei)
+    torch.testing.assert_close(seen[-1], model.block.norm(final))
+
+
+def test_dropout_on_the_input_embedding_and_classifier_input_in_training_only():
+    # Replays the forward with the same seed: dropout of (encoder + degree embedding), descent
+    # (no noise: no draws), dropout of [LN(x^T), x^0], then the head.
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(
+        5, dim=8, heads=2, head_dim=4, steps=2, dropout=0.5, degree_buckets=3
+    ).train()
+    torch.manual_seed(5)
+    logits = model(x, ei)
+    torch.manual_seed(5)
+    buckets = model.degree.buckets(ei, 20)
+    x0 = F.dropout(model.encoder(x) + model.degree.embed(buckets), p=0.5, training=True)
+    final = model.block(x0.unsqueeze(0), steps=2, alpha=0.1, keysets=EdgeKeySets(ei, 20))[0]
+    h = F.dropout(torch.cat([model.block.norm(final), x0], -1), p=0.5, training=True)
+    torch.testing.assert_close(logits, model.head(h))
+    assert (x0 == 0).float().mean() > 0.3  # the draw did drop entries
+    # Eval: no dropout anywhere, the same as a model without any.
+    model.eval()
+    undropped = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=2, degree_buckets=3)
+    undropped.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(x, ei), undropped.eval()(x, ei))
+
+
+def test_each_step_is_alpha_times_the_energy_gradient():
+    x, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4, steps=3, alpha=0.37).eval()
+    _, traj = model(x, ei, return_trajectory=True)
+    assert traj.tokens.shape[0] == 4
+    keysets = EdgeKeySets(ei, 20)
+    for t in range(3):
+        grad = model.block.energy_grad(traj.tokens[t], keysets=keysets)
+        torch.testing.assert_close(traj.tokens[t + 1], traj.tokens[t] - 0.37 * grad)
+
+
+def test_block_options_reach_the_block():
+    model = NodeEnergyTransformer(
+        5, dim=8, heads=2, head_dim=4, memories=12, hopfield="softmax", learn_beta=True,
+        qk_init_std=0.3,
+    )  # fmt: skip
+    assert isinstance(model.block.attention.beta, torch.nn.Parameter)
+    assert model.block.hopfield.kind == "softmax" and model.block.hopfield.xi.shape == (12, 8)
+    assert 0.2 < float(model.block.attention.wq.detach().std()) < 0.4
+    default = NodeEnergyTransformer(5, dim=8, heads=2, head_dim=4)
+    assert default.block.hopfield.xi.shape == (32, 8)  # 4 * dim
+    assert not isinstance(default.block.attention.beta, torch.nn.Parameter)
+
+
+def test_keysets_cache_is_per_node_count_too():
+    _, ei = toy_graph()
+    model = NodeEnergyTransformer(5, dim=8, heads=1, head_dim=4)
+    assert model.keysets(ei, 20).num_nodes == 20
+    assert model.keysets(ei, 25).num_nodes == 25  # same tensor, more (isolated) nodes
+
+
+def test_presets_pin_their_documented_values():
+    # "released": the authors' anomaly code: 2 heads of size hid_dim = 64, one step of size 1.
+    assert PRESETS["released"] == dict(heads=2, head_dim=64, steps=1, alpha=1.0)
+    assert PRESETS["small"] == dict(heads=2, head_dim=8, steps=2, alpha=0.1)
+
+
+def test_gradient_option_reaches_the_descent_and_agrees_with_the_closed_form():
+    x, ei = toy_graph()
+    sizes = dict(dim=8, heads=2, head_dim=4, steps=2)
+    auto = NodeEnergyTransformer(5, gradient="autograd", **sizes).eval()
+    closed = NodeEnergyTransformer(5, **sizes).eval()
+    closed.load_state_dict(auto.state_dict())
+    seen = []
+    auto.block.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["gradient"]), with_kwargs=True
+    )
+    torch.testing.assert_close(auto(x, ei), closed(x, ei))
+    assert seen == ["autograd"]
