@@ -193,3 +193,102 @@ def test_a_diverging_model_ends_with_one_line_naming_it(data_root, tmp_path, cap
     args = ["--model", "mlp", "--lr", "1e30", "--seeds", "1"]
     assert main(train_args(data_root, tmp_path / "r", *args)) == 2
     assert "et: error: training diverged" in capsys.readouterr().err
+
+
+def test_every_training_option_reaches_the_harness_and_the_records(
+    data_root, tmp_path, monkeypatch
+):
+    # Each option away from its default: what the harness receives, what each seed's run
+    # records, and the tables must all show the user's value.
+    from energy_transformer.tasks import anomaly
+
+    calls, figures = [], []
+    real = anomaly.run_protocols
+
+    def spy(data, protocols, models, seeds, cfg, train_ratio, **kwargs):
+        calls.append({"protocols": protocols, "models": models, "seeds": list(seeds), "cfg": cfg})
+        calls[-1].update(train_ratio=train_ratio, **kwargs)
+        return real(data, protocols, models, seeds, cfg, train_ratio, **kwargs)
+
+    monkeypatch.setattr(anomaly, "run_protocols", spy)
+    monkeypatch.setattr(anomaly, "figures", lambda run, out, root=None: figures.append(run))
+    out = tmp_path / "run"
+    extra = ["--model", "et", "--seeds", "2,1", "--protocol", "both", "--lr", "0.005"]
+    extra += ["--weight-decay", "0.001", "--train-ratio", "0.3", "--device", "cpu"]
+    extra += ["--qk-init-std", "0.05", "--no-self-loops", "--no-concat"]
+    assert main(train_args(data_root, out, *extra, "--epochs", "2")) == 0  # the last one counts
+    (call,) = calls
+    cfg = call["cfg"]
+    assert (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.hidden) == (2, 0.005, 0.001, 8)
+    assert cfg.device == "cpu" and cfg.input_hops == 0
+    assert cfg.et["qk_init_std"] == 0.05
+    assert cfg.et["self_loops"] is False and cfg.et["concat_input"] is False
+    assert (call["train_ratio"], call["seeds"], call["splits"]) == (0.3, [2, 1], "random")
+    assert call["protocols"] == ["gadbench", "bwgnn"] and call["models"] == ["et"]
+    assert call["resume"] is False and call["run_root"] == out
+    for seed in (2, 1):
+        config = json.loads((out / "et" / f"seed{seed}" / "config.json").read_text())
+        train = config["train"]
+        assert (train["epochs"], train["lr"], train["weight_decay"]) == (2, 0.005, 0.001)
+        assert config["extra"]["train_ratio"] == 0.3 and config["extra"]["seed"] == seed
+        rows = (out / "et" / f"seed{seed}" / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 3  # header, 2 epochs
+    et_model = json.loads((out / "et" / "seed2" / "config.json").read_text())["model"]
+    assert et_model["self_loops"] is False and et_model["concat_input"] is False
+    assert et_model["qk_init_std"] == 0.05
+    assert not (out / "et" / "seed0").exists()
+    text = (out / "results.md").read_text()
+    assert text.splitlines()[0] == "# reddit, train ratio 0.3, 2 epochs"
+    # Each protocol's own table: its own metrics.
+    gadbench, bwgnn = text.split("## protocol: bwgnn")
+    assert "| model | auroc | auprc | rec_at_k |" in gadbench and "macro_f1" not in gadbench
+    assert "| model | macro_f1 | auroc |" in bwgnn and "auprc" not in bwgnn
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"]) for r in results["runs"]] == [("et", 2), ("et", 1)]
+    for run in results["runs"]:  # ET's energy score is recorded with its run
+        assert set(run["energy_metrics"]) >= {"auroc", "auprc"}
+    energy = results["gadbench"]["et-energy"]["auroc"][0]
+    mean = sum(r["energy_metrics"]["auroc"] for r in results["runs"]) / 2
+    assert energy == pytest.approx(mean)
+    assert figures == [out / "et" / "seed2"]  # the first seed given
+
+
+def _with_distinct_file_splits(root):
+    """Rewrite the fixture's two shipped splits so that split 1 differs from split 0."""
+    path = root / "gad" / "reddit.npz"
+    arrays = dict(np.load(path))
+    train, val, test = (np.zeros_like(arrays["train_masks"]) for _ in range(3))
+    train[0, :75], val[0, 75:100], test[0, 100:] = True, True, True
+    train[1, 75:], val[1, :25], test[1, 25:75] = True, True, True
+    np.savez(path, **{**arrays, "train_masks": train, "val_masks": val, "test_masks": test})
+
+
+@pytest.mark.parametrize("splits", [["--train-ratio", "0.3"], ["--splits", "file"]])
+def test_eval_rebuilds_the_split_of_each_seed(data_root, tmp_path, splits):
+    # Seed 1 (not 0) and a train ratio off the default: et eval must score the same test
+    # nodes that training reported on, or its numbers describe another split.
+    _with_distinct_file_splits(data_root)
+    out = tmp_path / "run"
+    assert main(train_args(data_root, out, "--model", "mlp", "--seeds", "1,", *splits)) == 0
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run["seed"] == 1
+    assert main(["eval", str(out)]) == 0
+    row = json.loads((out / "eval.json").read_text())["mlp/seed1"]
+    for metric in ("auroc", "auprc"):
+        assert row[f"test_{metric}"] == pytest.approx(run["metrics"]["gadbench"][metric], abs=1e-6)
+
+
+def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monkeypatch):
+    from energy_transformer.tasks import anomaly
+
+    shown = []
+    monkeypatch.setattr(
+        anomaly, "plot_score_distributions", lambda scores, labels, path: shown.append(labels)
+    )
+    _with_distinct_file_splits(data_root)
+    out = tmp_path / "run"
+    args = ["--model", "et", "--seeds", "1,", "--splits", "file"]
+    assert main(train_args(data_root, out, *args)) == 0
+    y = np.load(data_root / "gad" / "reddit.npz")["node_labels"]
+    (labels,) = shown
+    assert labels.tolist() == y[25:75].tolist()  # split 1's test nodes, not its val nodes

@@ -326,3 +326,180 @@ def test_training_into_a_trained_run_folder_needs_resume(
     assert main(args) == 2
     assert "run already holds a trained run: continue it with --resume" in capsys.readouterr().err
     main([*args, "--resume"])  # finished folds are read back
+
+
+def test_every_training_option_reaches_the_folds_and_the_records(
+    toy_root, tmp_path, one_thread, monkeypatch
+):
+    # Each option set away from its default: the split, the trainer, the batches, the graphs
+    # and the records must all show the user's value, not the preset's or the default.
+    from energy_transformer.protocols.kfold import stratified_folds
+    from energy_transformer.tasks import graph
+
+    batches, plotted = [], []
+    real_loader, real_plot = graph.train_loader, graph.plot_energy
+
+    def spy_loader(graphs, batch_size, *args, **kwargs):
+        batches.append(([g.num_nodes for g in graphs], batch_size))
+        return real_loader(graphs, batch_size, *args, **kwargs)
+
+    def spy_plot(model, graphs, out):
+        plotted.append((model, [(g.num_nodes, int(g.y)) for g in graphs]))
+        return real_plot(model, graphs, out)
+
+    monkeypatch.setattr(graph, "train_loader", spy_loader)
+    monkeypatch.setattr(graph, "plot_energy", spy_plot)
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "et"]
+    args += ["--preset", "paper", "--folds", "3", "--max-folds", "2", "--epochs", "2"]
+    args += ["--batch-size", "5", "--lr", "0.0123", "--seed", "7", "--val-fraction", "0.25"]
+    args += ["--max-nodes", "6", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+
+    labels = graph.prepare_dataset("TOY", toy_root, "mlp").labels.numpy()
+    expected = stratified_folds(labels, 3, 0.25, 7)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["seed"], summary["val_fraction"], summary["k"]) == (7, 0.25, 3)
+    assert summary["folds_run"] == 2 and summary["max_nodes"] == 6
+    assert "| TOY | et |" in (out / "results.md").read_text()
+    assert "2 of 3 folds, 2 epochs" in (out / "results.md").read_text()
+    for i in (0, 1):
+        fold = out / f"fold-{i:02d}"
+        split = json.loads((fold / "split.json").read_text())
+        assert split == expected[i].to_json()  # seeded by --seed, --val-fraction carved out
+        config = json.loads((fold / "config.json").read_text())
+        train = config["train"]
+        assert (train["epochs"], train["lr"], train["seed"]) == (2, 0.0123, 7)
+        assert config["model"]["dim"] == 128  # the paper preset's, not cpu's 64
+        assert config["extra"]["preset"] == "paper" and config["extra"]["seed"] == 7
+        assert len((fold / "metrics.csv").read_text().splitlines()) == 3  # header, 2 epochs
+        sizes, batch_size = batches[i]
+        assert batch_size == 5 and len(sizes) == len(split["train"])
+        assert max(sizes) == 6  # graphs of 7 and 8 nodes cut to 6
+    # et eval rebuilds the same cut graphs
+    dataset, _ = graph._run_dataset(out, None)
+    assert max(g.num_nodes for g in dataset.graphs) == 6
+    # The energy figure: fold 0's selected model on fold 0's test graphs (train and eval).
+    main(["eval", str(out), "--data", str(toy_root)])
+    test = expected[0].test[:32]
+    shown = [(dataset.graphs[i].num_nodes, int(dataset.graphs[i].y)) for i in test]
+    fold0 = graph._load_fold_model(out / "fold-00", torch.device("cpu")).state_dict()
+    assert len(plotted) == 2
+    for model, graphs in plotted:
+        assert graphs == shown
+        state = model.state_dict()
+        assert all(torch.equal(state[k].cpu(), v) for k, v in fold0.items())
+
+
+def test_eval_of_a_checkpoint_file_scores_that_files_weights(tmp_path, one_thread):
+    # Two classes in proportion 1:2, so that a model that always answers one class scores a
+    # known accuracy (its class's share of the split) that no other weights would be bound to.
+    from energy_transformer.tasks import graph
+    from energy_transformer.train.checkpoint import save_checkpoint
+
+    write_tu(
+        tmp_path / "data" / "TUDataset",
+        "LOPSIDED",
+        [ring_or_star(4 + i % 5, i % 3 == 0) for i in range(24)],
+    )
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "LOPSIDED", "--data", str(tmp_path / "data")]
+    args += ["--model", "mlp", "--folds", "2", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    labels = graph.prepare_dataset("LOPSIDED", tmp_path / "data", "mlp").labels.numpy()
+    split = json.loads((out / "fold-01" / "split.json").read_text())
+    state = graph._load_fold_model(out / "fold-01", torch.device("cpu")).state_dict()
+    for answer in (0, 1):
+        constant = dict(state)
+        constant["mlp.3.weight"] = torch.zeros_like(state["mlp.3.weight"])
+        constant["mlp.3.bias"] = torch.tensor([5.0, -5.0] if answer == 0 else [-5.0, 5.0])
+        weights = out / "fold-01" / f"always-{answer}.safetensors"
+        save_checkpoint(weights, constant)
+        dest = tmp_path / f"eval-{answer}"
+        assert main(["eval", str(weights), "--out", str(dest)]) == 0
+        report = json.loads((dest / "eval.json").read_text())
+        share = {k: float((labels[split[k]] == answer).mean()) for k in ("test", "val")}
+        assert report["folds"] == {"1": pytest.approx(share["test"])}
+        assert report["val_folds"] == {"1": pytest.approx(share["val"])}
+    assert share["test"] != pytest.approx(0.5)  # the two constant models score differently
+
+
+def test_results_table_shows_validation_and_test_accuracy_of_each_fold():
+    from energy_transformer.protocols.kfold import FoldResult, summarize
+    from energy_transformer.tasks.graph import results_table
+
+    folds = [FoldResult(0, 0.5, 0.9, 1.0, 2.0, {}), FoldResult(1, 0.7, 0.8, 1.0, 4.0, {})]
+    table = results_table([{"dataset": "D", "model": "et", "summary": summarize(folds)}])
+    row = table.splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["D", "et"]
+    assert cells[2].startswith("60.0") and "10.0" in cells[2]  # test: mean +- std of 50, 70
+    assert cells[3] == "85.0" and cells[4] == "3.0"  # val mean; seconds per fold
+    assert "NOT a generalisation" not in table
+
+
+def test_eval_of_a_train_on_all_run_keeps_its_label(toy_root, tmp_path, one_thread, capsys):
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "wl"]
+    assert main([*args, "--protocol", "train-on-all", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol"] == "train-on-all"
+    split = json.loads((out / "fold-00" / "split.json").read_text())
+    assert sorted(split["test"]) == sorted(split["train"]) == list(range(24))
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["protocol"] == "train-on-all" and "NOT a generalisation" in report["note"]
+    assert "NOT a generalisation measure" in capsys.readouterr().out
+
+
+def test_a_pe_dim_override_reaches_the_data_and_the_model(toy_root, tmp_path, one_thread):
+    from energy_transformer.tasks import graph
+
+    out = tmp_path / "run"
+    summary = cross_validate(
+        "TOY", "et", folds=2, max_folds=1, epochs=1, root=toy_root, out=out, progress=False,
+        overrides={"pe_dim": 4, "blocks": 1},
+    )  # fmt: skip
+    assert len(summary.folds) == 1
+    config = json.loads((out / "config.json").read_text())["extra"]["model_config"]
+    assert config["pe_dim"] == 4
+    dataset, _ = graph._run_dataset(out, None)
+    assert dataset.graphs[0].pe.shape[1] == 4
+
+
+def test_a_folds_scores_are_those_of_the_selected_weights(tmp_path, monkeypatch):
+    # A stand-in trainer leaves the model answering class 1 (its last weights) and selects
+    # weights answering class 0: test and train accuracy must be the selected weights'.
+    from types import SimpleNamespace
+
+    from energy_transformer.protocols.kfold import stratified_folds
+    from energy_transformer.tasks import graph
+
+    def always(state, answer):
+        state = dict(state)
+        state["mlp.3.weight"] = torch.zeros_like(state["mlp.3.weight"])
+        state["mlp.3.bias"] = torch.tensor([5.0, -5.0] if answer == 0 else [-5.0, 5.0])
+        return state
+
+    class SelectsClassZero:
+        def __init__(self, model, *args, **kwargs):
+            self.model = model
+
+        def fit(self, loader, evaluate, select, resume):
+            best = always(self.model.state_dict(), 0)
+            self.model.load_state_dict(always(self.model.state_dict(), 1))
+            return SimpleNamespace(
+                best_state=best, best_metrics={"val_acc": 0.25}, best_epoch=1, seconds=1.0
+            )
+
+    monkeypatch.setattr(graph, "Trainer", SelectsClassZero)
+    graphs = [ring_or_star(4 + i % 5, i % 3 == 0) for i in range(24)]
+    write_tu(tmp_path / "data" / "TUDataset", "LOPSIDED", graphs)
+    summary = cross_validate("LOPSIDED", "mlp", folds=2, root=tmp_path / "data", progress=False)
+    labels = graph.prepare_dataset("LOPSIDED", tmp_path / "data", "mlp").labels.numpy()
+    for fold, result in zip(stratified_folds(labels, 2), summary.folds, strict=True):
+        assert result.test_acc == pytest.approx(float((labels[fold.test] == 0).mean()))
+        assert result.train_acc == pytest.approx(float((labels[fold.train] == 0).mean()))
+        assert result.val_acc == 0.25  # the selected epoch's, as the trainer reported it
+    assert summary.folds[0].test_acc != pytest.approx(0.5)

@@ -374,3 +374,97 @@ def test_a_relative_data_path_is_recorded_absolute(data, tmp_path, capsys, monke
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["eval", str(out), "--out", str(tmp_path / "notes.txt")]) == 2
     assert "is a file: give a folder" in capsys.readouterr().err
+
+
+def test_every_training_option_reaches_the_trainer_the_model_and_the_records(
+    data, tmp_path, monkeypatch
+):
+    # Each option away from its default and from the preset's value.
+    loaders, initial = [], []
+    real_loader, real_trainer = image.make_loader, image.Trainer
+
+    def spy_loader(dataset, batch_size, **kwargs):
+        loaders.append((len(dataset), batch_size, kwargs["seed"]))
+        return real_loader(dataset, batch_size, **kwargs)
+
+    def spy_trainer(model, *args, **kwargs):
+        initial.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_trainer(model, *args, **kwargs)
+
+    monkeypatch.setattr(image, "make_loader", spy_loader)
+    monkeypatch.setattr(image, "Trainer", spy_trainer)
+    out = tmp_path / "run"
+    options = ["--lr", "0.002", "--warmup-epochs", "0.5", "--grad-clip", "2.5", "--seed", "3"]
+    options += ["--weight-decay", "0.01", "--alpha", "0.05"]
+    assert train_tiny(data, out, 1, *options, "--eval-size", "5", "--batch-size", "6") == 0
+    config = json.loads((out / "config.json").read_text())
+    train = config["train"]
+    assert (train["epochs"], train["lr"], train["warmup_epochs"]) == (1, 0.002, 0.5)
+    assert (train["grad_clip"], train["weight_decay"], train["seed"]) == (2.5, 0.01, 3)
+    assert train["precision"] == "float32"
+    assert config["extra"]["batch_size"] == 6 and config["extra"]["eval_size"] == 5
+    assert config["extra"]["train_images"] == 24 and config["extra"]["val_size"] == 8
+    model = config["model"]
+    assert (model["steps"], model["alpha"], model["gradient"]) == (2, 0.05, "closed_form")
+    assert loaders == [(24, 6, 3)]  # --subset images, in batches of --batch-size, seeded
+    # The initial weights are drawn with --seed.
+    torch.manual_seed(3)
+    args = SimpleNamespace(preset="fashion-mnist", steps=2, alpha=0.05, arch="et")
+    expected = image.make_model(SimpleNamespace(**vars(args), gradient="closed_form"))
+    assert initial[0].keys() == expected.state_dict().keys()
+    assert all(torch.equal(initial[0][k], v) for k, v in expected.state_dict().items())
+    # --gradient reaches the model (autograd: the reference, too slow to train here)
+    assert image.make_model(SimpleNamespace(**vars(args), gradient="autograd")).gradient == (
+        "autograd"
+    )
+
+
+def test_best_weights_are_those_of_the_epoch_with_the_lowest_held_out_error(run, data):
+    rows = (run / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    values = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
+    val = [float(v["val_mse"]) for v in values]
+    assert len(val) == 2 and val[0] != val[1]
+    best = load_checkpoint(run / "best.safetensors")
+    assert int(values[val.index(min(val))]["epoch"]) == best.meta["epoch"]
+    # val_mse: the best weights on the LAST 8 training images (never trained on), fixed masks.
+    model, _ = load_model(run)
+    train = image.load_split("fashion-mnist", "train", data, 28, 1)
+    held_out = image.stack_images(torch.utils.data.Subset(train, range(32, 40)))
+    _, mask = fixed_masks(model, 8, image.VAL_SEED)
+    mse, _ = masked_mse(model, held_out, mask)
+    assert mse == pytest.approx(min(val), rel=1e-5)
+
+
+def test_the_demo_trains_with_its_own_settings(data, tmp_path, monkeypatch):
+    tiny = {"epochs": 1, "subset": 16, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 0.5}
+    tiny |= {"val_size": 8, "eval_size": 8}
+    monkeypatch.setattr(image, "DEMO", tiny)
+    monkeypatch.setattr(image, "DEMO_MODEL", {"steps": 1})
+    monkeypatch.setattr(image, "write_pictures", lambda *args: [])
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--data", str(data), "--device", "cpu"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    train, extra = config["train"], config["extra"]
+    assert (train["epochs"], train["lr"], train["warmup_epochs"]) == (1, 2e-3, 0.5)
+    assert extra["batch_size"] == 4 and extra["train_images"] == 16 and extra["val_size"] == 8
+    assert extra["eval_size"] == 8 and extra["demo"] is True and config["model"]["steps"] == 1
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header, 1 epoch
+
+
+def test_eval_data_option_overrides_the_recorded_path(run, data, tmp_path, monkeypatch):
+    monkeypatch.setattr(image, "write_pictures", lambda *args: [])
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["extra"]["data"] = str(tmp_path / "gone")  # the data moved since training
+    (moved / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(moved), "--data", str(data), "--device", "cpu"]) == 0
+    assert json.loads((moved / "eval_metrics.json").read_text())["test_images"] == 12
+
+
+def test_vit_mae_arch_trains_the_baseline(data, tmp_path):
+    assert train_tiny(data, tmp_path / "vit", 1, "--arch", "vit-mae") == 0
+    model, config = load_model(tmp_path / "vit")
+    assert config["model"]["arch"] == "vit-mae"
+    assert type(model).__name__ == "ViTMaskedAutoencoder"
