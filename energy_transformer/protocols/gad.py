@@ -146,6 +146,25 @@ def file_split(data: Any, index: int = 0) -> Split:
     return file_splits(data, [index])[0]
 
 
+def train_ratio_of(protocol: Protocol, train_ratio: float | None, splits: str) -> float | None:
+    """The training share random splits draw (``train_ratio``, default the protocol's); ``None``
+    for the dataset's own splits."""
+    if splits == "file":
+        return None
+    return protocol.train_ratio if train_ratio is None else train_ratio
+
+
+def seed_splits(data: Any, seeds: list[int], splits: str, ratio: float | None) -> dict[int, Split]:
+    """Each seed's split: the dataset's own split number ``seed`` (``splits="file"``, every one
+    checked before any is returned) or a stratified draw of ``ratio`` (``"random"``)."""
+    if splits not in SPLITS:
+        raise ValueError(f"splits must be one of {SPLITS}, got {splits!r}")
+    if splits == "file":
+        return dict(zip(seeds, file_splits(data, list(seeds)), strict=True))
+    mask = getattr(data, "label_mask", None)
+    return {seed: stratified_split(data.y, ratio, seed, mask) for seed in seeds}
+
+
 # -- scoring --------------------------------------------------------------------------------
 
 RANKING = ("auroc", "auprc", "rec_at_k")
@@ -434,19 +453,12 @@ def run_protocols(
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {MODELS}")
-    if splits not in SPLITS:
-        raise ValueError(f"splits must be one of {SPLITS}, got {splits!r}")
-    ratio = protocols[0].train_ratio if train_ratio is None else train_ratio
-    if splits == "file":  # every seed's split checked before anything trains
-        shipped = dict(zip(seeds, file_splits(data, list(seeds)), strict=True))
-        ratio = None
+    ratio = train_ratio_of(protocols[0], train_ratio, splits)
+    by_seed = seed_splits(data, list(seeds), splits, ratio)  # all checked before anything trains
     data = prepare(data, cfg.standardize)
     results = []
     for seed in seeds:
-        if splits == "file":
-            split = shipped[seed]
-        else:
-            split = stratified_split(data.y, ratio, seed, getattr(data, "label_mask", None))
+        split = by_seed[seed]
         for name in models:
             run_dir = None if run_root is None else Path(run_root) / name / f"seed{seed}"
             extra = {**(extra_config or {}), "train_ratio": ratio}

@@ -31,15 +31,15 @@ from energy_transformer.protocols.gad import (
     HarnessConfig,
     RunResult,
     anomaly_scores,
-    file_split,
     format_table,
     neural_input,
     prepare,
     rebuild_model,
     run_protocols,
     score_split,
-    stratified_split,
+    seed_splits,
     summarize,
+    train_ratio_of,
 )
 from energy_transformer.train import (
     check_new_run,
@@ -265,8 +265,8 @@ def train(args: argparse.Namespace) -> None:
         splits=args.splits,
     )
     _write_json(args.out / "config.json", run_config)
-    ratio = PROTOCOLS[protocols[0]].train_ratio if args.train_ratio is None else args.train_ratio
-    splits = "the dataset's own splits" if args.splits == "file" else f"train ratio {ratio}"
+    ratio = train_ratio_of(PROTOCOLS[protocols[0]], args.train_ratio, args.splits)
+    splits = "the dataset's own splits" if ratio is None else f"train ratio {ratio}"
     if args.input_hops:
         splits += f", input: RF-Graph's map over {args.input_hops} hops"
     title = f"{args.dataset}, {splits}, {args.epochs} epochs"
@@ -305,12 +305,8 @@ def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
     root = data_root if data_root is not None else extra.get("data")
     raw = prepare(load_gad(extra["dataset"], root=root), extra.get("standardize", True))
     data = neural_input(raw, extra.get("input_hops", 0))
-    if extra.get("splits") == "file":
-        split = file_split(data, extra["seed"])
-    else:
-        split = stratified_split(
-            data.y, extra["train_ratio"], extra["seed"], getattr(data, "label_mask", None)
-        )
+    splits = extra.get("splits", "random")
+    split = seed_splits(data, [extra["seed"]], splits, extra["train_ratio"])[extra["seed"]]
     model = rebuild_model(config["model"])
     model.load_state_dict(state)
     dev = resolve_device(device)

@@ -570,16 +570,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> Path:
     """``et train graph``: cross-validate, write the table and the energy-descent plot."""
     out = args.out or Path("runs") / f"graph-{args.dataset}-{args.model}"
-    cv_options = (
-        ("--folds", args.folds),
-        ("--max-folds", args.max_folds),
-        ("--val-fraction", args.val_fraction),
-    )
-    given = [name for name, value in cv_options if value is not None]
+    # The split options given (cross_validate's own defaults stand for the rest).
+    given = {
+        key: value
+        for key, value in (
+            ("folds", args.folds),
+            ("max_folds", args.max_folds),
+            ("val_fraction", args.val_fraction),
+        )
+        if value is not None
+    }
     if args.protocol == "train-on-all" and given:
+        options = ", ".join("--" + key.replace("_", "-") for key in given)
         raise ValueError(
-            f"{', '.join(given)}: not used by --protocol train-on-all, which trains one round on"
-            " every graph and scores the same graphs"
+            f"{options}: not used by --protocol train-on-all, which trains one round on every"
+            " graph and scores the same graphs"
         )
     overrides = {
         key: value
@@ -597,8 +602,6 @@ def train(args: argparse.Namespace) -> Path:
     summary = cross_validate(
         args.dataset,
         args.model,
-        folds=10 if args.folds is None else args.folds,
-        max_folds=args.max_folds,
         epochs=args.epochs,
         preset=args.preset,
         protocol=args.protocol,
@@ -609,10 +612,10 @@ def train(args: argparse.Namespace) -> Path:
         batch_size=args.batch_size,
         lr=args.lr,
         max_nodes=args.max_nodes,
-        val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
         device=args.device,
         progress=not args.no_progress,
         overrides=overrides,
+        **given,
     )
     if world()[0] != 0:  # under torchrun every process trained; one reports
         return out

@@ -265,10 +265,9 @@ class Trainer:
         model = saved.get("model") or {}
         changed = config_changes(model, self.model_config) if model and self.model_config else []
         if changed:
-            what = ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
             raise CheckpointError(
-                f"{self.run_dir} holds a run of another model ({what}): resume it with the"
-                " settings it was started with, or train into another folder"
+                f"{self.run_dir} holds a run of another model ({_listed(changed)}): resume it"
+                " with the settings it was started with, or train into another folder"
             )
         extra = saved.get("extra") or {}
         keys = sorted((extra.keys() | self.extra_config.keys()) - set(_MAY_MOVE))
@@ -277,10 +276,9 @@ class Trainer:
         if seed is not None and seed != self.config.seed:
             changed.append(("seed", seed, self.config.seed))
         if changed:
-            what = ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
             raise CheckpointError(
-                f"{self.run_dir} holds a run on other data or settings ({what}): resume it with"
-                " the options it was started with, or train into another folder"
+                f"{self.run_dir} holds a run on other data or settings ({_listed(changed)}):"
+                " resume it with the options it was started with, or train into another folder"
             )
 
     # -- loop -------------------------------------------------------------------------------
@@ -536,6 +534,11 @@ def config_changes(
     current = json.loads(json.dumps(current, default=str))
     keys = sorted(saved.keys() | current.keys()) if keys is None else keys
     return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
+
+
+def _listed(changed: list[tuple[str, Any, Any]]) -> str:
+    """``config_changes`` as ``"key saved -> current, ..."`` for a message."""
+    return ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
 
 
 # What the trainer's last.safetensors records to resume from.
