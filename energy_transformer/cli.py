@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -29,19 +30,36 @@ TASK_HELP = {
 }
 
 
+# Tasks that add top-level commands of their own (`add_commands`): imported for every command
+# line, so keep them light. The others are imported only when a command line names them.
+COMMAND_TASKS = ("image",)
+
+
 def _task_module(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
-def _available_tasks() -> dict[str, ModuleType]:
-    found = {}
-    for name, module in TASKS.items():
-        try:
-            found[name] = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real missing dependency, not an absent task
-                raise
-    return found
+def _named_tasks(argv: Sequence[str] | None) -> list[str]:
+    """The tasks whose training options a parse of ``argv`` needs: all when ``argv`` is None.
+
+    Only the named task is imported, so ``et --help`` or ``et train image`` does not pay for
+    PyG (a few seconds) and works where the graph extra is not installed.
+    """
+    if argv is None:
+        return list(TASKS)
+    if len(argv) > 1 and argv[0] == "train" and argv[1] in TASKS:
+        return [argv[1]]
+    return []
+
+
+def _import_task(name: str, parser: argparse.ArgumentParser) -> ModuleType:
+    try:
+        return _task_module(name)
+    except ModuleNotFoundError as err:
+        parser.error(
+            f"task {name!r} needs the Python package {err.name!r}, which is not installed"
+            " (pip install 'energy-transformer[image,graph]' brings every task's dependencies)"
+        )
 
 
 def run_task_of(run_dir: Path) -> str:
@@ -69,7 +87,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``et`` parser; with ``argv``, only the task that ``argv`` names gets its options."""
     parser = argparse.ArgumentParser(
         prog="et",
         description="Energy Transformer: train, evaluate and look at ET models.",
@@ -80,16 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model for a task")
     train_tasks = train.add_subparsers(dest="task", required=True, metavar="TASK")
-    tasks = _available_tasks()
-    for name, module in tasks.items():
-        p = train_tasks.add_parser(
-            name,
-            help=TASK_HELP[name],
-            description=(module.__doc__ or "").strip().splitlines()[0],
-            formatter_class=_HelpFormatter,
-        )
-        module.add_train_arguments(p)
-        p.set_defaults(func=module.train)
+    named = _named_tasks(argv)
+    for name in TASKS:
+        p = train_tasks.add_parser(name, help=TASK_HELP[name], formatter_class=_HelpFormatter)
+        if name in named:
+            module = _import_task(name, parser)
+            p.description = (module.__doc__ or "").strip().splitlines()[0]
+            module.add_train_arguments(p)
+            p.set_defaults(func=module.train)
 
     ev = commands.add_parser(
         "eval",
@@ -102,9 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     ev.set_defaults(func=_evaluate)
 
-    for module in tasks.values():
-        if hasattr(module, "add_commands"):
-            module.add_commands(commands)
+    for name in COMMAND_TASKS:
+        _import_task(name, parser).add_commands(commands)
     return parser
 
 
@@ -119,7 +135,8 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, Floati
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         args.func(args)
     except USER_ERRORS as err:

@@ -164,3 +164,59 @@ def test_et_debug_keeps_the_traceback(monkeypatch):
     monkeypatch.setattr(image, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(["train", "image"])
+
+
+def _imports_after(code: str) -> set[str]:
+    """The energy_transformer.tasks and torch_geometric modules a fresh interpreter imports."""
+    import subprocess
+    import sys
+
+    probe = (
+        f"import sys\n{code}\n"
+        "print(*sorted(m for m in sys.modules if m.startswith"
+        "(('energy_transformer.tasks.', 'torch_geometric'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_a_command_line_imports_only_the_task_it_names():
+    parse = "from energy_transformer.cli import build_parser\nbuild_parser({argv})"
+    top = _imports_after(parse.format(argv="['--help']"))
+    assert top == {"energy_transformer.tasks.image"}  # et demo / complete live there
+    assert _imports_after(parse.format(argv="['train', 'image']")) == top
+    graph = _imports_after(parse.format(argv="['train', 'graph']"))
+    assert "energy_transformer.tasks.graph" in graph and "torch_geometric" in graph
+    assert "energy_transformer.tasks.anomaly" not in graph
+
+
+def test_every_task_is_listed_without_being_imported(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for task, help_text in [("image", "masked image completion"), ("anomaly", "anomaly")]:
+        assert task in text and help_text in text
+
+
+def test_a_task_whose_dependency_is_missing_names_the_package(monkeypatch, capsys):
+    import energy_transformer.cli as cli
+
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'torch_geometric'", name="torch_geometric")
+
+    monkeypatch.setattr(cli, "_task_module", missing)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "graph", "--dataset", "MUTAG"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "task 'graph' needs the Python package 'torch_geometric', which is not installed" in err
+    assert "energy-transformer[image,graph]" in err
+
+
+def test_the_command_tasks_are_those_that_add_commands():
+    import importlib
+
+    from energy_transformer.cli import COMMAND_TASKS, TASKS
+
+    adds = {n for n, m in TASKS.items() if hasattr(importlib.import_module(m), "add_commands")}
+    assert set(COMMAND_TASKS) == adds
