@@ -26,6 +26,7 @@ from energy_transformer.data.images import (
 from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.metrics import psnr
 from energy_transformer.models.image import (
+    LOSSES,
     TRAIN_PRESETS,
     ImageEnergyTransformer,
     MaskedImageModel,
@@ -37,6 +38,7 @@ from energy_transformer.models.interpolation import PatchInterpolation
 from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit_config
 from energy_transformer.nn.block import GRADIENTS
 from energy_transformer.nn.checks import check_positive_int
+from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.train import (
     PRECISIONS,
     TrainConfig,
@@ -250,6 +252,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="descent steps T (preset: 12)")
     parser.add_argument("--alpha", type=float, default=None, help="step size (preset: 0.1)")
+    parser.add_argument(
+        "--exclude-self",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a token does not attend to itself: the paper's choice (preset: allowed, as the"
+        " released ImageNet weights)",
+    )
+    parser.add_argument(
+        "--hopfield",
+        choices=HOPFIELD_KINDS,
+        default=None,
+        help="Hopfield energy: relu (the paper's, preset) or softmax (dense associative memory)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=None,
+        help="over the selected patches' pixels: mse (preset) or rmse (its square root)",
+    )
     parser.add_argument("--subset", type=int, default=None, help="train on the first N images")
     parser.add_argument(
         "--val-size",
@@ -278,13 +299,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def make_model(args: argparse.Namespace) -> MaskedImageModel:
     """The model that ``et train image`` args describe."""
     config = image_preset(args.preset)
-    if args.steps is not None:
-        config["steps"] = args.steps
-    if args.alpha is not None:
-        config["alpha"] = args.alpha
+    for key in ("steps", "alpha", "exclude_self", "hopfield", "loss"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
     if args.arch == "vit-mae":
-        if args.alpha is not None or args.gradient != "closed_form":
-            raise ValueError("--alpha and --gradient are the energy descent's: not for vit-mae")
+        energy_only = {
+            "--alpha": args.alpha is not None,
+            "--gradient": args.gradient != "closed_form",
+            "--exclude-self": args.exclude_self is not None,
+            "--hopfield": args.hopfield is not None,
+        }
+        if any(energy_only.values()):
+            given = ", ".join(name for name, used in energy_only.items() if used)
+            raise ValueError(f"{given}: the energy descent's options, not for vit-mae")
         return ViTMaskedAutoencoder(**matching_vit_config(config))
     return ImageEnergyTransformer(**config, gradient=args.gradient)
 

@@ -318,7 +318,11 @@ def test_bad_arguments(data, tmp_path, capsys, monkeypatch):
     base = ["train", "image", "--data", str(data), "--no-progress"]
     for extra, message in [
         (["--eval-size", "-5"], "--eval-size must be a positive int, got -5"),
-        (["--arch", "vit-mae", "--alpha", "0.5"], "--alpha and --gradient are the energy"),
+        (["--arch", "vit-mae", "--alpha", "0.5"], "--alpha: the energy descent's options"),
+        (
+            ["--arch", "vit-mae", "--hopfield", "softmax", "--exclude-self"],
+            "--exclude-self, --hopfield: the energy descent's options, not for vit-mae",
+        ),
     ]:
         assert main([*base, "--out", str(tmp_path / "y"), *extra]) == 2
         assert message in capsys.readouterr().err
@@ -409,7 +413,8 @@ def test_every_training_option_reaches_the_trainer_the_model_and_the_records(
     assert loaders == [(24, 6, 3)]  # --subset images, in batches of --batch-size, seeded
     # The initial weights are drawn with --seed.
     torch.manual_seed(3)
-    args = SimpleNamespace(preset="fashion-mnist", steps=2, alpha=0.05, arch="et")
+    unset = dict.fromkeys(("exclude_self", "hopfield", "loss"))
+    args = SimpleNamespace(preset="fashion-mnist", steps=2, alpha=0.05, arch="et", **unset)
     expected = image.make_model(SimpleNamespace(**vars(args), gradient="closed_form"))
     assert initial[0].keys() == expected.state_dict().keys()
     assert all(torch.equal(initial[0][k], v) for k, v in expected.state_dict().items())
@@ -468,3 +473,30 @@ def test_vit_mae_arch_trains_the_baseline(data, tmp_path):
     model, config = load_model(tmp_path / "vit")
     assert config["model"]["arch"] == "vit-mae"
     assert type(model).__name__ == "ViTMaskedAutoencoder"
+
+
+def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path):
+    from energy_transformer.tasks.image import load_model
+
+    run = tmp_path / "paper"
+    extra = ("--exclude-self", "--hopfield", "softmax", "--loss", "rmse")
+    assert train_tiny(data, run, 1, *extra) == 0
+    model, config = load_model(run)
+    assert config["model"]["exclude_self"] is True
+    assert config["model"]["hopfield"] == "softmax" and config["model"]["loss"] == "rmse"
+    assert model.block.exclude_self is True and model.block.hopfield.kind == "softmax"
+    # rmse is the square root of the masked mse of the same prediction
+    images = torch.rand(3, 1, 28, 28)
+    selected, masked = model.sample_mask(3)
+    prediction = model(images, masked)
+    rmse = model.patch_loss(prediction, images, selected)
+    model.loss_kind = "mse"
+    assert torch.allclose(rmse**2, model.patch_loss(prediction, images, selected))
+    plain = tmp_path / "plain"
+    assert train_tiny(data, plain, 1) == 0
+    defaults = load_model(plain)[1]["model"]
+    assert (defaults["exclude_self"], defaults["hopfield"], defaults["loss"]) == (
+        False,
+        "relu",
+        "mse",
+    )
