@@ -209,6 +209,11 @@ class Trainer:
             return f"{last} is kept (--resume continues from it)"
         return "no checkpoint was saved"
 
+    def _say(self, line: str) -> None:
+        """One line of news for the user (once under torchrun), between progress bars."""
+        if self.is_main:
+            tqdm.write(line)
+
     def _write_config(self) -> None:
         if self.run_dir is None or not self.is_main:
             return
@@ -257,8 +262,10 @@ class Trainer:
         """Refuse to resume a run folder whose ``config.json`` records another model (its
         weights would not load, or into a model the user did not ask for), other data or
         settings in ``extra_config`` (it would go on training on other data, and its record
-        would then describe data it was not trained on) or another seed. Where the data sit
-        (``data``) may differ between machines; epochs may grow."""
+        would then describe data it was not trained on) or other training settings (the
+        optimiser would switch mid-run, and the record would describe only the new ones). Where
+        the data sit (``data``), the device and the logging may differ; epochs may grow (train
+        further), not shrink."""
         if not (self.run_dir / "config.json").is_file():
             return
         saved = read_run_config(self.run_dir)[1]
@@ -272,9 +279,12 @@ class Trainer:
         extra = saved.get("extra") or {}
         keys = sorted((extra.keys() | self.extra_config.keys()) - set(_MAY_MOVE))
         changed = config_changes(extra, self.extra_config, keys)
-        seed = (saved.get("train") or {}).get("seed")
-        if seed is not None and seed != self.config.seed:
-            changed.append(("seed", seed, self.config.seed))
+        train = saved.get("train") or {}
+        current = asdict(self.config)
+        keys = sorted((train.keys() & current.keys()) - set(_MAY_DIFFER))
+        changed += config_changes(train, current, keys)
+        if train.get("epochs", 0) > self.config.epochs:
+            changed.append(("epochs", train["epochs"], self.config.epochs))
         if changed:
             raise CheckpointError(
                 f"{self.run_dir} holds a run on other data or settings ({_listed(changed)}):"
@@ -368,6 +378,9 @@ class Trainer:
                 # metrics then cover the steps after the resume only).
                 epoch_sums = dict(meta.get("epoch_sums", {}))
                 epoch_seen = int(meta.get("epoch_seen", 0))
+            self._say(_resumed(self.run_dir, epoch, step_in_epoch, steps_per_epoch, cfg.epochs))
+        elif resume and self.run_dir is not None:
+            self._say(f"{self.run_dir}: no checkpoint to resume, training from the start")
         self._write_config()
 
         self.wrapped.train()
@@ -536,6 +549,19 @@ def config_changes(
     return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
 
 
+def _resumed(run_dir: Path, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> str:
+    """What a resume found: where it continues, or that the run is complete."""
+    if epoch >= epochs:
+        return (
+            f"{run_dir}: already trained for {epoch} epochs, nothing to do"
+            " (a larger --epochs trains further)"
+        )
+    at = f"epoch {epoch + 1}/{epochs}"
+    if step:
+        at += f", step {step + 1}/{steps_per_epoch}"
+    return f"{run_dir}: resuming at {at}"
+
+
 def _listed(changed: list[tuple[str, Any, Any]]) -> str:
     """``config_changes`` as ``"key saved -> current, ..."`` for a message."""
     return ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
@@ -549,6 +575,8 @@ _RESUME_KEYS = (
 
 # Entries of a run's extra_config that a resume may change: where the data sit on this machine.
 _MAY_MOVE = ("data",)
+# TrainConfig fields a resume may change: none alters the numbers (epochs: checked to grow).
+_MAY_DIFFER = ("device", "progress", "log_every", "checkpoint_every", "epochs")
 
 # What a finished (or partly finished) run leaves: weights, a fold's result, a run's results.
 _RUN_OUTPUTS = ("*.safetensors", "result.json", "results.json")

@@ -1,6 +1,7 @@
 import csv
 import json
 import random
+import re
 import sys
 import time
 import types
@@ -550,3 +551,46 @@ def test_resume_keeps_selection_and_patience_state(tmp_path):
         assert torch.equal(resumed.best_state[k], v), k
     for k, v in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": 0.02}, "lr 0.01 -> 0.02"),
+        ({"weight_decay": 0.1}, "weight_decay 0.05 -> 0.1"),
+        ({"warmup_epochs": 2}, "warmup_epochs 1 -> 2"),
+        ({"grad_clip": None}, "grad_clip 1.0 -> None"),
+        ({"betas": (0.9, 0.999)}, "betas [0.9, 0.99] -> [0.9, 0.999]"),
+        ({"precision": "bf16"}, "precision 'float32' -> 'bf16'"),
+        ({"patience": 5}, "patience None -> 5"),
+        ({"epochs": 1}, "epochs 2 -> 1"),
+    ],
+)
+def test_resume_refuses_other_training_settings(tmp_path, changes, message):
+    _fit(tmp_path, epochs=2)
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=re.escape(f"other data or settings ({message})")):
+        _fit(tmp_path, resume=True, **{"epochs": 2, **changes})
+    assert (tmp_path / "config.json").read_text() == before  # the record stays the run's
+
+
+def test_resume_may_change_device_logging_and_grow_epochs(tmp_path):
+    _fit(tmp_path, epochs=2)
+    changes = {"progress": True, "log_every": 3, "checkpoint_every": 2, "epochs": 3}
+    _, result = _fit(tmp_path, resume=True, **changes)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["epochs"] == 3
+
+
+def test_a_resume_says_where_it_continues(tmp_path, capsys):
+    _fit(tmp_path / "new", resume=True, epochs=1)
+    assert f"{tmp_path / 'new'}: no checkpoint to resume, training from the start" in (
+        capsys.readouterr().out
+    )
+    _fit(tmp_path / "run", epochs=1)
+    _fit(tmp_path / "run", resume=True, epochs=3)
+    assert f"{tmp_path / 'run'}: resuming at epoch 2/3\n" in capsys.readouterr().out
+    _fit(tmp_path / "run", resume=True, epochs=3)
+    assert f"{tmp_path / 'run'}: already trained for 3 epochs, nothing to do" in (
+        capsys.readouterr().out
+    )
