@@ -41,10 +41,18 @@ class EnergyTransformer(nn.Module):
         g = \mathrm{LN}(x), \qquad E(g) = E_{att}(g) + E_{hn}(g), \qquad
         x^{(t+1)} = x^{(t)} - \alpha\, \frac{\partial E}{\partial g}\big(\mathrm{LN}(x^{(t)})\big)
 
-    repeated for ``steps`` steps with one set of weights. Because the layer norm's Jacobian is
-    PSD, :math:`dE/dt \le 0` in continuous time, and a small enough :math:`\alpha` makes the
-    discrete energy decrease monotonically. Attention and Hopfield updates are computed from the
-    same :math:`g` and summed.
+    repeated for ``steps`` steps with one set of weights. It is the Euler step of
+    :math:`\tau\, dx/dt = -\partial E / \partial g`, along which, with
+    :math:`M = \partial g / \partial x` the layer norm's PSD Jacobian,
+
+    .. math::
+        \frac{dE}{dt} = -\frac{1}{\tau} \Big(\frac{\partial E}{\partial g}\Big)^{\top}
+        M\, \frac{\partial E}{\partial g} \le 0,
+
+    so a small enough :math:`\alpha` makes the discrete energy decrease monotonically, and it
+    is bounded below because :math:`\|g - \delta\| \le \gamma \sqrt{D}`. Attention and
+    Hopfield updates are computed from the same :math:`g` and summed. :math:`E` omits the layer
+    norm's own Legendre term (:math:`x^\top g - L(x)`, :math:`O(\epsilon)`), as the spec does.
 
     ``gradient="closed_form"`` (the default, fast) uses spec §1.2/§1.3's formulas with one stacked
     projection ``g @ [W^Q; W^K; xi]^T`` and one stacked back-projection per step (two, Hopfield
@@ -59,8 +67,9 @@ class EnergyTransformer(nn.Module):
         head_dim: :math:`Y`, the key/query dimension of one head.
         memories: Hopfield memories :math:`K` (default ``4 * dim``).
         hopfield: ``"relu"`` (paper) or ``"softmax"``.
-        exclude_self: remove :math:`B = C` from every key set (paper) or allow it (released
-            ImageNet weights).
+        exclude_self: remove :math:`B = C` from every key set (the paper's choice) or allow it
+            (the default: the released ImageNet weights were trained so, and the spec says the
+            model "works equally well both ways").
         beta: attention inverse temperature (default ``1 / sqrt(head_dim)``).
         learn_beta: learn one ``beta`` per head.
         eps: layer-norm epsilon.

@@ -29,6 +29,10 @@ class EnergyLayerNorm(nn.Module):
     dtype's smallest normal number, so that ``exp`` cannot underflow to 0). It is one scalar: a
     per-feature gamma would make :math:`g` no longer a gradient.
 
+    Since :math:`\sum_i (x_i - \bar x)^2 / s^2 < D`, :math:`\|g - \delta\| \le \gamma
+    \sqrt{D}`: every token lives in a bounded set, so every energy of the block is bounded
+    below.
+
     Args:
         dim: token dimension :math:`D`.
         eps: :math:`\epsilon` inside the square root.

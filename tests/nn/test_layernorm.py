@@ -112,3 +112,21 @@ def test_defaults_are_the_specs():
     )
     expected = torch.stack([torch.zeros(6, dtype=DTYPE), x[1] / math.sqrt(1 + 1e-5)])
     torch.testing.assert_close(norm.double()(x), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e6])
+def test_every_output_lies_in_the_ball_that_bounds_the_energy(scale):
+    torch.manual_seed(0)
+    dim, eps = 17, 1e-5
+    norm = EnergyLayerNorm(dim, eps=eps, gamma=2.5).double()
+    with torch.no_grad():
+        norm.delta.normal_()
+    x = torch.randn(500, dim, dtype=torch.float64) * scale
+    x[0] = 0.0  # a constant token: g = delta
+    radius = (norm(x) - norm.delta).norm(dim=-1)
+    bound = norm.gamma.item() * dim**0.5
+    assert radius[0] == 0 and radius.max() <= bound * (1 + 1e-12)
+    # gamma ||c|| / sqrt(||c||^2 / D + eps) for the centred token c: the bound as eps -> 0
+    centred = x - x.mean(-1, keepdim=True)
+    c2 = centred.pow(2).sum(-1)
+    assert torch.allclose(radius, bound * (c2 / (c2 + dim * eps)).sqrt(), rtol=1e-12, atol=0)
