@@ -87,7 +87,8 @@ def read_official_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     missing = [k for k in OFFICIAL_KEYS if k not in arrays]
     if missing:
         raise OfficialFormatError(
-            f"{path} lacks {', '.join(missing)}; the released layout has {', '.join(OFFICIAL_KEYS)}"
+            f"{path} lacks {', '.join(missing)} of the released layout"
+            f" ({', '.join(OFFICIAL_KEYS)}); it holds {', '.join(sorted(arrays)) or 'no arrays'}"
         )
     for key in OFFICIAL_KEYS:
         a = arrays[key]

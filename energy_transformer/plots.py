@@ -104,7 +104,9 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
             color="#374151",
             bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#d1d5db"},
         )
-    axes[0].set_ylabel(f"$E(t) - E(0)$ per sample\n(mean ± std over {values.shape[1]})")
+    samples = values.shape[1]
+    spread = f"per sample\n(mean ± std over {samples} samples)" if samples > 1 else ""
+    axes[0].set_ylabel(f"$E(t) - E(0)$ {spread}".strip())
     if title:
         fig.suptitle(title, fontsize=12, fontweight="bold")
     return _save(fig, path)

@@ -117,7 +117,7 @@ def test_grey_model_and_paper_masking_ratios(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda a: a.pop("Xi"), "lacks Xi"),
+        (lambda a: a.pop("Xi"), r"lacks Xi of the released layout \(Wq, .*\); it holds Bdec, "),
         (lambda a: a.update(Wk=np.zeros((H, Y, D + 1))), r"Wk must have shape \(2, 4, 16\)"),
         (lambda a: a.update(Wdec=np.zeros((PATCH, D))), r"Wdec must have shape \(16, 48\)"),
         (lambda a: a.update(Wenc=np.zeros((50, D))), "neither 3 \\* p \\* p nor p \\* p"),

@@ -76,7 +76,11 @@ def test_energy_descent_draws_each_samples_change_from_step_zero(tmp_path, monke
     # the mean start and end energies are printed: (3 + 5) / 2 = 4 and (0 + 1) / 2 = 0.5
     assert panels[0].texts[0].get_text() == "$E(0)$ = 4\n$E(T)$ = 0.5"
     assert panels[2].texts[0].get_text() == "$E(0)$ = 0\n$E(T)$ = -3.5"
-    assert "over 2" in panels[0].get_ylabel()
+    assert panels[0].get_ylabel() == "$E(t) - E(0)$ per sample\n(mean ± std over 2 samples)"
+    # one sample (a whole graph's energy): no spread to speak of
+    one = EnergyTerms(attention=total[:, :1], hopfield=total[:, :1], total=total[:, :1])
+    plots.plot_energy_descent(one, tmp_path / "one.png")
+    assert closed[1].axes[0].get_ylabel() == "$E(t) - E(0)$"
 
 
 def test_masked_view_paints_the_patches_in_row_major_order():

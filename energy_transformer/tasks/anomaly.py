@@ -318,23 +318,29 @@ def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Pat
     """Energy descent of ET's node tokens and score histograms (normal vs anomalous)."""
     from energy_transformer.plots import plot_energy_descent
 
-    model, data, split, _ = _load_model_run(run_dir, data_root)
+    model, data, split, config = _load_model_run(run_dir, data_root)
+    name = f"{config['extra']['dataset']}, seed {config['extra']['seed']}"
     _, _, traj = model.descend(data.x, data.edge_index, return_trajectory=True)
     paths = [
         plot_energy_descent(
-            traj.energies, out / "energy_descent.png", "ET energy over descent steps (one graph)"
+            traj.energies,
+            out / "energy_descent.png",
+            f"ET energy of the whole graph over descent steps ({name})",
         )
     ]
-    test = split.test
+    test, y = split.test, data.y[split.test]
     scores = {
         "anomaly probability (classifier)": anomaly_scores(model, data)[test],
         "final node energy (label-free)": model.energy_scores(data.x, data.edge_index)[test],
     }
-    paths.append(plot_score_distributions(scores, data.y[test], out / "score_distributions.png"))
+    title = f"ET on {name}: test nodes ({int((y == 0).sum())} normal, {int(y.sum())} anomalous)"
+    paths.append(plot_score_distributions(scores, y, out / "score_distributions.png", title))
     return paths
 
 
-def plot_score_distributions(scores: dict[str, Tensor], labels: Tensor, path: Path) -> Path:
+def plot_score_distributions(
+    scores: dict[str, Tensor], labels: Tensor, path: Path, title: str = "test nodes"
+) -> Path:
     """One panel per score: histograms of normal and anomalous nodes (densities)."""
     import matplotlib
 
@@ -353,7 +359,7 @@ def plot_score_distributions(scores: dict[str, Tensor], labels: Tensor, path: Pa
         ax.set_xlabel(name)
         ax.set_ylabel("density")
         ax.legend()
-    fig.suptitle("test nodes")
+    fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
     plt.close(fig)

@@ -406,7 +406,8 @@ def train(args: argparse.Namespace) -> Path:
         minutes = (time.perf_counter() - start) / 60
         best = f" (best epoch {result.best_epoch})" if result.best_epoch else ""
         print(f"trained in {minutes:.1f} min{best}; run saved to {args.out}")
-        print(f"next: et eval {args.out}")
+        if not getattr(args, "demo", False):  # et demo evaluates it next itself
+            print(f"next: et eval {args.out}")
     return Path(args.out)
 
 

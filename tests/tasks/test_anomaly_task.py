@@ -283,12 +283,19 @@ def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monk
 
     shown = []
     monkeypatch.setattr(
-        anomaly, "plot_score_distributions", lambda scores, labels, path: shown.append(labels)
+        anomaly,
+        "plot_score_distributions",
+        lambda scores, labels, path, title: shown.append((labels, title)),
     )
     _with_distinct_file_splits(data_root)
     out = tmp_path / "run"
     args = ["--model", "et", "--seeds", "1,", "--splits", "file"]
     assert main(train_args(data_root, out, *args)) == 0
     y = np.load(data_root / "gad" / "reddit.npz")["node_labels"]
-    (labels,) = shown
+    ((labels, title),) = shown
     assert labels.tolist() == y[25:75].tolist()  # split 1's test nodes, not its val nodes
+    anomalous = int(y[25:75].sum())
+    assert (
+        title
+        == f"ET on reddit, seed 1: test nodes ({50 - anomalous} normal, {anomalous} anomalous)"
+    )

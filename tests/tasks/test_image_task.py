@@ -339,7 +339,9 @@ def test_demo_runs_twice_into_the_same_folder(data, tmp_path, monkeypatch, capsy
     for _ in range(2):
         main(["demo", "--out", str(out), "--data", str(data), "--device", "cpu"])
         assert json.loads((out / "eval_metrics.json").read_text())["test_images"] == 8
-    assert f"everything is in {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"everything is in {out}" in printed
+    assert "next: et eval" not in printed  # the demo evaluates the run itself
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
     assert main(["demo", "--out", str(tmp_path / "mine"), "--data", str(data)]) == 2
@@ -475,12 +477,13 @@ def test_vit_mae_arch_trains_the_baseline(data, tmp_path):
     assert type(model).__name__ == "ViTMaskedAutoencoder"
 
 
-def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path):
+def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path, capsys):
     from energy_transformer.tasks.image import load_model
 
     run = tmp_path / "paper"
     extra = ("--exclude-self", "--hopfield", "softmax", "--loss", "rmse")
     assert train_tiny(data, run, 1, *extra) == 0
+    assert f"next: et eval {run}" in capsys.readouterr().out
     model, config = load_model(run)
     assert config["model"]["exclude_self"] is True
     assert config["model"]["hopfield"] == "softmax" and config["model"]["loss"] == "rmse"
