@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from energy_transformer.nn import EnergyTransformer, Trajectory
 from energy_transformer.nn.attention import DenseKeySets
 from energy_transformer.nn.block import GRADIENTS
-from energy_transformer.nn.checks import check_positive_int, check_real
+from energy_transformer.nn.checks import check_descent, check_positive_int
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -354,9 +354,7 @@ class ImageEnergyTransformer(MaskedImageModel):
         )
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        check_real("alpha", alpha)
+        check_descent(steps, alpha)
         self.config = {
             "image_size": image_size,
             "patch_size": patch_size,

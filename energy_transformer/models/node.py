@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
-from energy_transformer.nn.checks import check_positive_int
+from energy_transformer.nn.checks import check_descent, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 
 ENERGY_TERMS = ("total", "attention", "hopfield")
@@ -109,6 +109,7 @@ class NodeEnergyTransformer(nn.Module):
         super().__init__()
         check_positive_int("in_dim", in_dim)
         check_positive_int("num_classes", num_classes)
+        check_descent(steps, alpha, noise_std)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         if (

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from energy_transformer.nn.attention import DenseKeySets, EnergyAttention, KeySets
-from energy_transformer.nn.checks import check_real
+from energy_transformer.nn.checks import check_descent
 from energy_transformer.nn.hopfield import HopfieldNetwork
 from energy_transformer.nn.layernorm import EnergyLayerNorm
 
@@ -318,10 +318,7 @@ class EnergyTransformer(nn.Module):
         Returns:
             The final tokens ``(batch, tokens, dim)``, and the trajectory when asked for.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        check_real("alpha", alpha)
-        check_real("noise_std", noise_std, allow_zero=True)
+        check_descent(steps, alpha, noise_std)
         _check_gradient(gradient)
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
         weight = self._stacked_weight()

@@ -24,3 +24,12 @@ def check_real(name: str, value: object, *, allow_zero: bool = False) -> None:
         raise ValueError(
             f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value!r}"
         )
+
+
+def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None:
+    """Raise unless ``steps`` is an int >= 0 (0: no descent), ``alpha`` > 0 and ``noise_std``
+    >= 0: the settings of :meth:`EnergyTransformer.forward` and of the models that call it."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_real("alpha", alpha)
+    check_real("noise_std", noise_std, allow_zero=True)

@@ -45,6 +45,7 @@ from energy_transformer.models.gad_baselines import (
     is_neural,
 )
 from energy_transformer.models.node import NodeEnergyTransformer
+from energy_transformer.nn.checks import check_positive_int, check_real
 from energy_transformer.train import TrainConfig, Trainer, seed_everything
 
 
@@ -232,6 +233,16 @@ class HarnessConfig:
     et: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     rf: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked before any data are read: a bad option costs nothing.
+        check_positive_int("epochs", self.epochs)
+        check_real("lr", self.lr)
+        check_real("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive_int("hidden", self.hidden)
+        if self.input_hops != 0:
+            check_positive_int("input_hops", self.input_hops)
+        build_model("et", 1, self)  # ET's options, checked by its constructor
 
 
 def build_model(name: str, in_dim: int, cfg: HarnessConfig) -> tuple[nn.Module, dict[str, Any]]:

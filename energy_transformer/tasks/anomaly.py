@@ -42,6 +42,7 @@ from energy_transformer.protocols.gad import (
     train_ratio_of,
 )
 from energy_transformer.train import (
+    NO_PROGRESS,
     check_new_run,
     check_not_part_of_run,
     launched_world_size,
@@ -133,7 +134,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
 def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -226,8 +227,8 @@ def train(args: argparse.Namespace) -> None:
         raise ValueError("--train-ratio draws random splits: it does not apply to --splits file")
     check_not_part_of_run(args.out, "anomaly")
     check_new_run(args.out, args.resume, task="anomaly")
-    data = load_gad(args.dataset, root=args.data)
     cfg = _config(args)
+    data = load_gad(args.dataset, root=args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     command.pop("func", None)

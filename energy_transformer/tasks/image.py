@@ -40,6 +40,7 @@ from energy_transformer.nn.block import GRADIENTS
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.train import (
+    NO_PROGRESS,
     PRECISIONS,
     TrainConfig,
     Trainer,
@@ -293,7 +294,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16: training steps under bfloat16 autocast (fast on recent GPUs)",
     )
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
 def make_model(args: argparse.Namespace) -> MaskedImageModel:

@@ -16,6 +16,7 @@ from energy_transformer.train.distributed import (
 )
 from energy_transformer.train.schedule import warmup_cosine
 from energy_transformer.train.trainer import (
+    NO_PROGRESS,
     PRECISIONS,
     TrainConfig,
     Trainer,
@@ -30,6 +31,7 @@ from energy_transformer.train.trainer import (
 )
 
 __all__ = [
+    "NO_PROGRESS",
     "PRECISIONS",
     "Checkpoint",
     "CheckpointError",

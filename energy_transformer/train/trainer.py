@@ -39,6 +39,10 @@ LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
+# What ``progress=False`` (``--no-progress``) silences, for every task's help.
+NO_PROGRESS = "no progress bars and no per-epoch lines (metrics.csv records every epoch)"
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; saved into ``config.json`` next to every checkpoint.

@@ -264,3 +264,18 @@ def test_gradient_option_reaches_the_descent_and_agrees_with_the_closed_form():
     )
     torch.testing.assert_close(auto(x, ei), closed(x, ei))
     assert seen == ["autograd"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": -1}, "steps must be an int >= 0, got -1"),
+        ({"steps": 2.0}, "steps must be an int >= 0, got 2.0"),
+        ({"alpha": 0.0}, "alpha must be finite and > 0, got 0.0"),
+        ({"noise_std": -0.1}, "noise_std must be finite and >= 0, got -0.1"),
+    ],
+)
+def test_descent_settings_are_checked_when_the_model_is_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NodeEnergyTransformer(4, **kwargs)
+    NodeEnergyTransformer(4, steps=0)  # no descent at all is allowed: the input embedding only

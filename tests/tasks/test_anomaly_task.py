@@ -299,3 +299,22 @@ def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monk
         title
         == f"ET on reddit, seed 1: test nodes ({50 - anomalous} normal, {anomalous} anomalous)"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--epochs", "0"], "epochs must be a positive int, got 0"),
+        (["--lr", "-0.1"], "lr must be finite and > 0, got -0.1"),
+        (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
+        (["--input-hops", "-2"], "input_hops must be a positive int, got -2"),
+        (["--alpha", "0"], "alpha must be finite and > 0, got 0.0"),
+    ],
+)
+def test_bad_options_are_refused_before_the_graph_is_read(tmp_path, capsys, option, message):
+    missing = tmp_path / "no-data-here"
+    args = ["train", "anomaly", "--data", str(missing), "--out", str(tmp_path / "run")]
+    assert main([*args, *option, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-data-here" not in err
+    assert not (tmp_path / "run").exists()
