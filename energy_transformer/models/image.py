@@ -82,7 +82,8 @@ class MaskedImageModel(nn.Module):
         selected: patches per image that count in the loss.
         masked: of those, how many are replaced by the MASK token.
         mean, std: per-channel pixel statistics used to normalise inputs and targets.
-        loss: ``"mse"`` or ``"rmse"`` over the selected patches, in normalised pixel units.
+        loss: ``"mse"`` (default) or ``"rmse"`` over the selected patches, in normalised pixel
+            units; the spec allows either ("RMSE (or MSE)"), and they share a minimiser.
         embed_init_std: std of the CLS, MASK and positional embeddings' normal init (0.002).
 
     Shapes:

@@ -102,7 +102,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         " not with --splits file",
     )
     parser.add_argument(
-        "--seeds", type=_seeds, default="1", help="a count (5 = seeds 0..4) or a list (0,2 or 3,)"
+        "--seeds",
+        type=_seeds,
+        default="1",
+        help="a count (5 = seeds 0..4) or a list of seeds (0,2; one seed: 3, with the comma);"
+        " one run is a quick look: the protocols report mean ± std over 5 (BWGNN) or 10"
+        " (GADBench) seeds",
     )
     parser.add_argument(
         "--epochs", type=int, default=100, help="full-batch epochs, every model (no early stop)"
