@@ -678,6 +678,11 @@ def complete(args: argparse.Namespace) -> None:
         kwargs = {"steps": args.steps, "alpha": args.alpha}
     elif args.steps is not None or args.alpha is not None:
         raise ValueError("--steps and --alpha are the energy descent's: this run is not an ET")
+    colour = "grey" if model.channels == 1 else "RGB"
+    print(
+        f"the model takes {model.image_size}x{model.image_size} {colour} images: each image is"
+        f" converted to {colour}, its shorter side resized to {model.image_size}, centre-cropped"
+    )
     for path, target in zip(args.images, _completion_targets(args.images, out), strict=True):
         image = load_image_file(path, model.image_size, model.channels)[None].to(device)
         ranks = torch.rand(model.patches, generator=generator).argsort().argsort()

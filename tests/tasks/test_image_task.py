@@ -174,7 +174,7 @@ def test_masked_mse_refuses_masks_it_cannot_score():
         masked_mse(model, images, hide([4] * 4))
 
 
-def test_complete_writes_side_by_side(run, tmp_path):
+def test_complete_writes_side_by_side(run, tmp_path, capsys):
     from PIL import Image
 
     pixels = (np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)
@@ -191,6 +191,10 @@ def test_complete_writes_side_by_side(run, tmp_path):
         "shirt-2-2_completed.png", "shirt-2_completed.png", "shirt_completed.png"
     ]  # fmt: skip
     assert len({p.read_bytes() for p in pictures}) == 3
+    assert (
+        "the model takes 28x28 grey images: each image is converted to grey, its shorter side"
+        " resized to 28, centre-cropped"
+    ) in capsys.readouterr().out
 
 
 def test_resume_continues_to_more_epochs(run, data, tmp_path):
