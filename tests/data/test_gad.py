@@ -9,7 +9,7 @@ import scipy.io
 import scipy.sparse
 import torch
 
-from energy_transformer.data.gad import load_fraud_mat, load_gad, load_npz_graph
+from energy_transformer.data.gad import AMAZON_UNLABELED, load_fraud_mat, load_gad, load_npz_graph
 from energy_transformer.data.paths import DataNotFoundError
 
 
@@ -271,3 +271,79 @@ def test_mat_drop_unlabeled_keeps_the_labelled_rows_and_their_edges(tmp_path):
     assert edge_set(dropped) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 5), (5, 2)}
     with pytest.raises(ValueError, match=r"unlabeled=10 must be in \[0, 10\)"):
         load_fraud_mat(tmp_path / "f.mat", unlabeled=10)
+
+
+def test_npz_duplicate_edges_are_stored_once_per_direction(tmp_path):
+    # (0, 1) twice and (1, 0) once are one undirected edge: two entries, not four or six.
+    edges = np.array([[0, 1], [1, 0], [0, 1], [1, 2], [3, 3]], dtype=np.int64)
+    data = load_npz_graph(write_npz(tmp_path / "g.npz", edges=edges))
+    assert sorted(map(tuple, data.edge_index.T.tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize(
+    ("edges", "match"),
+    [
+        ([[0, 1], [2, -1]], r"g.npz: edges refer to nodes \[-1, 2\] but there are 6 nodes"),
+        ([[0, 1], [2, 6]], r"g.npz: edges refer to nodes \[0, 6\] but there are 6 nodes"),
+    ],
+)
+def test_npz_edges_out_of_range_by_one_are_refused(tmp_path, edges, match):
+    with pytest.raises(ValueError, match=match):
+        load_npz_graph(write_npz(tmp_path / "g.npz", edges=np.array(edges, dtype=np.int64)))
+
+
+def test_npz_graph_without_edges_loads(tmp_path):
+    data = load_npz_graph(write_npz(tmp_path / "g.npz", edges=np.zeros((0, 2), dtype=np.int64)))
+    assert data.edge_index.shape == (2, 0) and data.num_nodes == 6
+
+
+def test_npz_infinite_features_are_refused(tmp_path):
+    features = np.zeros((6, 3), dtype=np.float32)
+    features[2, 1] = np.inf
+    with pytest.raises(ValueError, match="g.npz: node features contain NaN or inf"):
+        load_npz_graph(write_npz(tmp_path / "g.npz", node_features=features))
+
+
+def write_small_mat(path, labels, shape=None, **relations):
+    n = len(labels)
+    homo = scipy.sparse.coo_matrix(
+        (np.ones(2), ([0, 1], [1, n - 1])), shape=shape or (n, n)
+    ).tocsc()
+    feats = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    labels = np.asarray(labels, dtype=np.int64)[None]
+    scipy.io.savemat(path, {"features": feats, "label": labels, "homo": homo, **relations})
+    return path
+
+
+def test_mat_labels_checked_on_labelled_nodes_only(tmp_path):
+    # Nodes left out by `unlabeled` may carry any placeholder; a labelled node must be 0 or 1.
+    path = write_small_mat(tmp_path / "f.mat", [-1, 7, 2, 0, 1, 0, 1])
+    data = load_fraud_mat(path, unlabeled=3)
+    assert data.y.tolist() == [-1, 7, 2, 0, 1, 0, 1]
+    assert data.label_mask.tolist() == [False] * 3 + [True] * 4
+    with pytest.raises(ValueError, match=r"f.mat: labels must be 0 \(normal\) or 1 .* \[0, 1, 2\]"):
+        load_fraud_mat(path, unlabeled=2)
+
+
+def test_mat_negative_unlabeled_is_refused(tmp_path):
+    path = write_small_mat(tmp_path / "f.mat", [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"f.mat: unlabeled=-1 must be in \[0, 4\)"):
+        load_fraud_mat(path, unlabeled=-1)
+
+
+def test_mat_adjacency_of_the_wrong_shape_is_refused(tmp_path):
+    path = write_small_mat(tmp_path / "f.mat", [0, 1, 0], shape=(3, 4))
+    with pytest.raises(ValueError, match=r"f.mat: homo must be a sparse \(3, 3\) adjacency, got"):
+        load_fraud_mat(path)
+
+
+def test_amazon_is_recognised_by_its_net_upu_relation(tmp_path):
+    # Only Amazon has net_upu: its first 3,305 users are masked out by default; a file with
+    # another relation (net_usu alone) keeps every node.
+    n = AMAZON_UNLABELED + 5
+    labels = [0] * AMAZON_UNLABELED + [1, 0, 0, 1, 0]
+    upu = scipy.sparse.csc_matrix((n, n))
+    data = load_fraud_mat(write_small_mat(tmp_path / "a.mat", labels, net_upu=upu))
+    assert int(data.label_mask.sum()) == 5 and not data.label_mask[:AMAZON_UNLABELED].any()
+    other = load_fraud_mat(write_small_mat(tmp_path / "b.mat", labels, net_usu=upu))
+    assert other.label_mask.all()

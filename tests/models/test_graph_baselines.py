@@ -170,3 +170,130 @@ def test_gin_readout_sums_so_graph_size_counts():
     torch.testing.assert_close(
         model(Batch.from_data_list([two])), model.head(2 * h.sum(0))[None], atol=1e-5, rtol=1e-5
     )
+
+
+def batch_norm_by_hand(norm: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm written out: batch mean and biased variance, then the affine."""
+    bn = norm.module  # PyG's BatchNorm wraps torch's BatchNorm1d
+    mean, var = h.mean(0), h.var(0, correction=0)
+    return (h - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+
+
+def two_graphs(in_features: int) -> Batch:
+    torch.manual_seed(3)
+    x = torch.randn(9, in_features, dtype=torch.float64)
+    a = Data(x=x[:5], edge_index=undirected(cycle_pairs(5)), num_nodes=5)
+    b = Data(x=x[5:], edge_index=undirected([(0, 1), (0, 2), (0, 3)]), num_nodes=4)
+    return Batch.from_data_list([a, b])
+
+
+def test_gin_eps_is_a_learned_parameter_starting_at_zero():
+    torch.manual_seed(0)
+    model = GINClassifier(3, 2, hidden=8, layers=3)
+    params = {id(p) for p in model.parameters()}
+    assert len(model.encoder.convs) == 3
+    for conv in model.encoder.convs:
+        assert isinstance(conv.eps, torch.nn.Parameter) and id(conv.eps) in params
+        assert conv.eps.requires_grad and conv.eps.item() == 0.0
+    model.double().eval()
+    model(two_graphs(3)).sum().backward()
+    assert all(
+        conv.eps.grad is not None and conv.eps.grad.abs() > 0 for conv in model.encoder.convs
+    )
+
+
+def test_gin_replayed_by_hand_in_training_mode():
+    # Every layer's output (conv, batch norm on the batch's statistics, ReLU) is concatenated
+    # ("jumping knowledge": all layers, not only the last), mapped by one linear layer, summed
+    # per graph; the head drops out (p = 0.5) after its ReLU only. The encoder itself drops
+    # nothing, so the one random draw is the head's.
+    torch.manual_seed(0)
+    model = GINClassifier(3, 4, hidden=8, layers=3).double().train()
+    batch = two_graphs(3)
+    torch.manual_seed(1)
+    out = model(batch)
+    enc = model.encoder
+    assert enc.lin.in_features == 3 * 8
+    h, layers = batch.x, []
+    for conv, norm in zip(enc.convs, enc.norms, strict=True):
+        h = torch.relu(batch_norm_by_hand(norm, conv(h, batch.edge_index)))
+        layers.append(h)
+    nodes = enc.lin(torch.cat(layers, dim=-1))
+    pooled = torch.stack([nodes[:5].sum(0), nodes[5:].sum(0)])
+    torch.manual_seed(1)
+    z = torch.nn.functional.dropout(torch.relu(model.head[0](pooled)), 0.5, training=True)
+    torch.testing.assert_close(out, model.head[3](z))
+    assert (z == 0).any()  # the draw did drop units: the check above saw the dropout
+
+
+def test_sum_mlp_replayed_by_hand_in_training_mode():
+    torch.manual_seed(0)
+    model = SumMLP(3, 4, hidden=16).double().train()
+    batch = two_graphs(3)
+    torch.manual_seed(1)
+    out = model(batch)
+    pooled = torch.stack([batch.x[:5].sum(0), batch.x[5:].sum(0)])
+    torch.manual_seed(1)
+    z = torch.nn.functional.dropout(torch.relu(model.mlp[0](pooled)), 0.5, training=True)
+    torch.testing.assert_close(out, model.mlp[3](z))
+    assert (z == 0).any()
+
+
+def test_baseline_defaults():
+    gin = GINClassifier(3, 2)
+    assert len(gin.encoder.convs) == 3 and gin.encoder.lin.out_features == 64
+    assert [m.p for m in gin.modules() if isinstance(m, torch.nn.Dropout)] == [0.0, 0.5]
+    mlp = SumMLP(3, 2)
+    assert mlp.mlp[0].out_features == 64
+    assert [m.p for m in mlp.modules() if isinstance(m, torch.nn.Dropout)] == [0.5]
+    wl = WLSubtreeSVM()
+    assert wl.iterations == (1, 2, 3, 4, 5) and wl.cs == (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+def test_wl_kernel_uses_degrees_when_there_are_no_node_labels():
+    # Path 0-1-2 (degrees 1, 2, 1) against a triangle (2, 2, 2), one iteration. Degree labels:
+    # iteration 0 shares only label 2 (1 * 3); the refined labels (1,{2}) x2, (2,{1,1}) against
+    # (2,{2,2}) x3 share nothing: k = 3 / sqrt((4 + 1 + 4 + 1) * (9 + 9)). All-zero labels would
+    # give 12 / sqrt(14 * 18).
+    path = labelled(undirected([(0, 1), (1, 2)]), 3)
+    triangle = labelled(undirected(cycle_pairs(3)), 3)
+    assert np.isclose(wl_kernel([path, triangle], iterations=1)[0, 1], 3 / np.sqrt(180))
+
+
+def test_wl_svm_picks_the_iterations_that_separate_validation():
+    # P4 + P2 against P3 + P3 (all labels 0): the same degrees, so one WL iteration sees the
+    # same graph (kernel 1, validation at chance); the second tells the ends apart.
+    p4_p2, p3_p3 = [(0, 1), (1, 2), (2, 3), (4, 5)], [(0, 1), (1, 2), (3, 4), (4, 5)]
+    graphs = [
+        labelled(undirected(p4_p2 if i % 2 == 0 else p3_p3), 6, labels=[0] * 6) for i in range(16)
+    ]
+    labels = np.arange(16) % 2
+    wl = WLSubtreeSVM(iterations=(1, 2), cs=(0.1, 1.0)).precompute(graphs)
+    assert np.allclose(wl.kernels[1], 1.0) and wl.kernels[2][0, 1] < 0.95
+    chosen = wl.fit(labels, np.arange(8), np.arange(8, 16))
+    assert chosen["h"] == 2 and chosen["val_acc"] == 1.0
+    # Predictions use the selected iterations' kernel.
+    assert (wl.predict(np.arange(8, 16)) == labels[8:]).all()
+
+
+def ring_or_star_graphs(count: int = 40) -> tuple[list[Data], np.ndarray]:
+    graphs, labels = [], []
+    for i in range(count):  # one star (class 1) in four
+        n, star = 4 + i % 5, i % 4 == 0
+        edges = undirected([(0, j) for j in range(1, n)]) if star else undirected(cycle_pairs(n))
+        graphs.append(labelled(edges, n, int(star)))
+        labels.append(int(star))
+    return graphs, np.array(labels)
+
+
+def test_wl_svm_picks_c_on_validation():
+    # Three cycles to a star: a tiny C (0.01, 0.1) leaves the majority answer, right on the 15
+    # cycles of the 20 validation graphs only; C = 1 separates them and is the first to do so.
+    graphs, labels = ring_or_star_graphs()
+    train, val = np.arange(20), np.arange(20, 40)
+    small = WLSubtreeSVM(iterations=(1,), cs=(0.01, 0.1)).precompute(graphs)
+    assert small.fit(labels, train, val)["val_acc"] == 15 / 20
+    wl = WLSubtreeSVM(iterations=(1,), cs=(0.01, 0.1, 1.0, 10.0)).precompute(graphs)
+    chosen = wl.fit(labels, train, val)
+    assert (chosen["C"], chosen["val_acc"]) == (1.0, 1.0)
+    assert (wl.predict(val) == labels[val]).all()

@@ -233,3 +233,75 @@ def test_a_validation_share_that_cannot_be_stratified_names_the_options(
 ):
     with pytest.raises(ValueError, match=f"val_fraction={val_fraction} .* use fewer folds"):
         stratified_folds(labels, folds, val_fraction)
+
+
+def test_each_folds_validation_split_is_seeded_by_seed_plus_fold_index():
+    # Written out with sklearn: shuffled stratified k-fold seeded by `seed`, then a stratified
+    # validation share of each training fold seeded by `seed + i` (not one seed for all).
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    seed = 5
+    folds = stratified_folds(LABELS, 4, val_fraction=0.2, seed=seed)
+    splitter = StratifiedKFold(n_splits=4, shuffle=True, random_state=seed)
+    for i, (rest, test) in enumerate(splitter.split(np.zeros(LABELS.size), LABELS)):
+        train, val = train_test_split(
+            rest, test_size=0.2, stratify=LABELS[rest], random_state=seed + i
+        )
+        assert folds[i].index == i and np.array_equal(folds[i].test, np.sort(test))
+        assert np.array_equal(folds[i].val, np.sort(val))
+        assert np.array_equal(folds[i].train, np.sort(train))
+
+
+def test_fold_indices_are_sorted():
+    for f in stratified_folds(LABELS, 5, val_fraction=0.2, seed=2):
+        for part in (f.train, f.val, f.test):
+            assert np.array_equal(part, np.sort(part)) and np.unique(part).size == part.size
+
+
+@pytest.mark.parametrize(
+    ("val_fraction", "val_size"),
+    [
+        (0.15, 2),  # ceil(0.15 * 10) = 2 = one graph per class: the smallest share allowed
+        (0.75, 8),  # ceil(7.5) = 8 leaves 2 = one training graph per class: the largest
+    ],
+)
+def test_the_validation_share_rounds_up_and_its_bounds_are_inclusive(val_fraction, val_size):
+    labels = np.array([0] * 10 + [1] * 10)
+    for f in stratified_folds(labels, 2, val_fraction=val_fraction):
+        assert f.val.size == val_size and f.train.size == 10 - val_size
+        assert np.bincount(labels[f.val]).tolist() == [val_size // 2] * 2
+        assert np.bincount(labels[f.train]).tolist() == [(10 - val_size) // 2] * 2
+
+
+def test_a_training_fold_with_one_graph_of_a_class_is_refused_in_our_words():
+    # Two graphs of class 0 over 2 folds: each training fold holds one, which no stratified
+    # validation split can put on both sides, although 3 validation graphs would be enough.
+    labels = np.array([0] * 2 + [1] * 18)
+    with pytest.raises(ValueError, match=r"fold 0: its 10 training graphs \(smallest class: 1\)"):
+        stratified_folds(labels, 2, val_fraction=0.3)
+
+
+def test_max_folds_below_one_is_refused():
+    fit_fold, calls = majority(LABELS)
+    with pytest.raises(ValueError, match="max_folds must be >= 1, got 0"):
+        run_kfold(LABELS, fit_fold, folds=5, max_folds=0)
+    assert calls == []
+
+
+def test_results_are_written_as_each_fold_finishes(tmp_path):
+    # A run that dies in round 2 leaves rounds 0 and 1 in folds.csv and summary.json.
+    fit, _ = majority(LABELS)
+
+    def fit_fold(fold: Fold) -> FoldResult:
+        if fold.index == 2:
+            raise RuntimeError("killed")
+        return fit(fold)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_kfold(LABELS, fit_fold, folds=5, out=tmp_path)
+    with open(tmp_path / "folds.csv") as f:
+        assert [int(r["fold"]) for r in csv.DictReader(f)] == [0, 1]
+    body = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["fold"] for r in body["folds"]] == [0, 1]
+    assert body["test_acc_mean"] == pytest.approx(12 / 22)
+    assert sorted(p.name for p in tmp_path.glob("fold-*")) == ["fold-00", "fold-01"]
