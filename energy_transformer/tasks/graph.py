@@ -36,6 +36,7 @@ from energy_transformer.models.graph import (
     LaplacianPE,
 )
 from energy_transformer.models.graph_baselines import GINClassifier, SumMLP, WLSubtreeSVM
+from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.protocols.kfold import (
     NOT_GENERALISATION,
     PROTOCOLS,
@@ -51,10 +52,12 @@ from energy_transformer.train import (
     check_new_run,
     check_not_part_of_run,
     config_changes,
+    describe_changes,
     launched_world_size,
     load_run,
     make_loader,
     resolve_device,
+    run_weights,
     world,
 )
 
@@ -303,6 +306,7 @@ def cross_validate(
     resume: bool = False,
     batch_size: int | None = None,
     lr: float | None = None,
+    weight_decay: float | None = None,
     max_nodes: int | None = None,
     val_fraction: float = 0.1,
     device: str = "auto",
@@ -318,7 +322,8 @@ def cross_validate(
         folds: ``k`` of the stratified k-fold split.
         max_folds: run only the first rounds of that split (smaller budget, same splits).
         only: run only these rounds (to spread the folds of one run over processes).
-        epochs, batch_size, lr: override the preset's training settings (neural models).
+        epochs, batch_size, lr, weight_decay: override the preset's training settings
+            (neural models).
         preset: ET preset (:data:`~energy_transformer.models.graph.PRESETS`); its training
             settings are used for every neural model, so baselines get the same budget.
         protocol: ``"cv"`` or ``"train-on-all"`` (NOT a generalisation measure).
@@ -356,6 +361,8 @@ def cross_validate(
         "max_nodes": max_nodes,
         "features": dataset.feature_names,
         "data": recorded_path(root),
+        "seed": seed,
+        "val_fraction": val_fraction,
     }
     if model == "wl":
         rounds = 1 if protocol == "train-on-all" else len(only or []) or max_folds or folds
@@ -372,7 +379,7 @@ def cross_validate(
         train_cfg = TrainConfig(
             epochs=n_epochs,
             lr=hp["lr"] if lr is None else lr,
-            weight_decay=hp["weight_decay"],
+            weight_decay=hp["weight_decay"] if weight_decay is None else weight_decay,
             warmup_epochs=min(2.0, n_epochs / 10),
             seed=seed,
             device=device,
@@ -382,6 +389,7 @@ def cross_validate(
         meta["train"] = {
             "epochs": n_epochs,
             "lr": train_cfg.lr,
+            "weight_decay": train_cfg.weight_decay,
             "batch_size": n_batch,
             "label_smoothing": hp["label_smoothing"],
         }
@@ -419,7 +427,8 @@ def cross_validate(
 
 # Settings that change a fold's result; the data's path may differ between machines.
 _SETTING_KEYS = (
-    "dataset", "model", "preset", "protocol", "k", "max_nodes", "model_config", "train",
+    "dataset", "model", "preset", "protocol", "k", "max_nodes", "model_config", "train", "seed",
+    "val_fraction",
 )  # fmt: skip
 
 
@@ -433,11 +442,11 @@ def _check_same_setting(out_dir: Path, meta: dict[str, Any]) -> None:
         before = json.loads(saved.read_text())["extra"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{saved} is not a run config ({err}); cannot resume from it") from None
-    changed = [f"{k}: {a} -> {b}" for k, a, b in config_changes(before, meta, _SETTING_KEYS)]
+    changed = config_changes(before, meta, _SETTING_KEYS)
     if changed:
         raise ValueError(
-            f"{out_dir} holds a run with other settings ({'; '.join(changed)}): resume it with"
-            " the same settings, or give another out folder"
+            f"{out_dir} holds a run with other settings ({describe_changes(changed)}): resume it"
+            " with the same settings, or give another out folder"
         )
 
 
@@ -531,6 +540,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr", type=float, default=None, help="peak learning rate (AdamW); None: the preset's"
     )
     parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="AdamW weight decay; None: the preset's (0.05)",
+    )
+    parser.add_argument(
         "--max-nodes", type=int, default=None, help="keep the first N nodes of larger graphs"
     )
     parser.add_argument(
@@ -541,6 +556,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
     parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
+    parser.add_argument("--alpha", type=float, default=None, help="ET step size (presets: 0.1)")
     parser.add_argument(
         "--adjacency",
         choices=ADJACENCIES,
@@ -563,6 +579,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="embed node degrees up to this (Graphormer's centrality encoding; 0: off)",
     )
     parser.add_argument("--head", choices=HEADS, default=None, help="CLS readout (paper: linear)")
+    parser.add_argument(
+        "--exclude-self",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a node does not attend to itself, as in the paper's S(C) (preset: it does)",
+    )
+    parser.add_argument(
+        "--learn-beta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one learned beta per head, as the released code (preset released: on; else off)",
+    )
+    parser.add_argument(
+        "--hopfield",
+        choices=HOPFIELD_KINDS,
+        default=None,
+        help="Hopfield energy: relu (the paper's, every preset) or softmax",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -596,9 +630,18 @@ def train(args: argparse.Namespace) -> Path:
             ("noise_std", args.noise_std),
             ("max_degree", args.max_degree),
             ("head", args.head),
+            ("alpha", args.alpha),
+            ("exclude_self", args.exclude_self),
+            ("learn_beta", args.learn_beta),
+            ("hopfield", args.hopfield),
         )
         if value is not None
     }
+    if args.model != "et" and overrides:
+        options = ", ".join("--" + key.replace("_", "-") for key in overrides)
+        raise ValueError(
+            f"{options}: options of the Energy Transformer, not of --model {args.model}"
+        )
     summary = cross_validate(
         args.dataset,
         args.model,
@@ -611,6 +654,7 @@ def train(args: argparse.Namespace) -> Path:
         resume=args.resume,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         max_nodes=args.max_nodes,
         device=args.device,
         progress=not args.no_progress,
@@ -710,7 +754,8 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         if weights is not None:  # the saved val acc is the selected epoch's, not these weights'
             saved.val_acc = accuracy(model, eval_loader(dataset.graphs, split["val"]), device)
         results.append(saved)
-        print(f"{fold_dir.name}: test acc {100 * saved.test_acc:.2f}%")
+        scored = run_weights(weights or fold_dir).name
+        print(f"{fold_dir.name}: test acc {100 * saved.test_acc:.2f}% ({scored})")
     summary = summarize(results, meta["protocol"])
     table = results_table([_row(out, summary)])
     print(table)
@@ -728,6 +773,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "val_folds": {r.fold: r.val_acc for r in results},
     }
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {dest / 'eval.json'}")
     if meta["model"] == "et":
         model = _load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())

@@ -277,8 +277,8 @@ class Trainer:
         changed = config_changes(model, self.model_config) if model and self.model_config else []
         if changed:
             raise CheckpointError(
-                f"{self.run_dir} holds a run of another model ({_listed(changed)}): resume it"
-                " with the settings it was started with, or train into another folder"
+                f"{self.run_dir} holds a run of another model ({describe_changes(changed)}):"
+                " resume it with the settings it was started with, or train into another folder"
             )
         extra = saved.get("extra") or {}
         keys = sorted((extra.keys() | self.extra_config.keys()) - set(_MAY_MOVE))
@@ -291,8 +291,9 @@ class Trainer:
             changed.append(("epochs", train["epochs"], self.config.epochs))
         if changed:
             raise CheckpointError(
-                f"{self.run_dir} holds a run on other data or settings ({_listed(changed)}):"
-                " resume it with the options it was started with, or train into another folder"
+                f"{self.run_dir} holds a run on other data or settings"
+                f" ({describe_changes(changed)}): resume it with the options it was started"
+                " with, or train into another folder"
             )
 
     # -- loop -------------------------------------------------------------------------------
@@ -547,10 +548,18 @@ def config_changes(
     saved: dict[str, Any], current: dict[str, Any], keys: Iterable[str] | None = None
 ) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for each of ``keys`` (default: all) that differs,
-    ``current`` taken through JSON as ``config.json`` stores it (tuples become lists)."""
+    ``current`` taken through JSON as ``config.json`` stores it (tuples become lists). Where both
+    values are dicts, their own entries that differ, as ``key.entry``."""
     current = json.loads(json.dumps(current, default=str))
     keys = sorted(saved.keys() | current.keys()) if keys is None else keys
-    return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
+    changed = []
+    for k in keys:
+        before, now = saved.get(k), current.get(k)
+        if isinstance(before, dict) and isinstance(now, dict):
+            changed += [(f"{k}.{sub}", a, b) for sub, a, b in config_changes(before, now)]
+        elif before != now:
+            changed.append((k, before, now))
+    return changed
 
 
 def _resumed(run_dir: Path, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> str:
@@ -566,7 +575,7 @@ def _resumed(run_dir: Path, epoch: int, step: int, steps_per_epoch: int, epochs:
     return f"{run_dir}: resuming at {at}"
 
 
-def _listed(changed: list[tuple[str, Any, Any]]) -> str:
+def describe_changes(changed: list[tuple[str, Any, Any]]) -> str:
     """``config_changes`` as ``"key saved -> current, ..."`` for a message."""
     return ", ".join(f"{k} {before!r} -> {now!r}" for k, before, now in changed)
 
@@ -680,10 +689,14 @@ def load_run(
         raise ValueError(
             f"{run} holds a run of task {config.get('task')!r}; this command needs task {task!r}"
         )
+    return load_checkpoint(run_weights(run)).model_state, config
+
+
+def run_weights(run: str | os.PathLike) -> Path:
+    """The checkpoint :func:`load_run` reads: the file itself, else the folder's best weights
+    if an epoch was selected, else its last."""
+    run = Path(run)
     if run.is_file():
-        weights = run
-    else:
-        weights = folder / "best.safetensors"
-        if not weights.is_file():
-            weights = folder / "last.safetensors"
-    return load_checkpoint(weights).model_state, config
+        return run
+    best = run / "best.safetensors"
+    return best if best.is_file() else run / "last.safetensors"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,6 +35,7 @@ def toy_root(tmp_path) -> Path:
     return write_toy(tmp_path / "data")
 
 
+PAPER_SPEC_VARIANTS = ["--exclude-self", "--learn-beta", "--hopfield", "softmax", "--alpha", "0.05"]
 RELEASED_STYLE = ["--adjacency", "released", "--blocks", "2", "--steps", "1", "--noise-std", "0.02"]
 
 
@@ -44,7 +46,9 @@ RELEASED_STYLE = ["--adjacency", "released", "--blocks", "2", "--steps", "1", "-
         ("et", RELEASED_STYLE),
         ("et", ["--adjacency", "soft"]),
         ("et", ["--max-degree", "4", "--head", "mlp"]),
+        ("et", PAPER_SPEC_VARIANTS),
         ("gin", []),
+        ("gin", ["--weight-decay", "0.01"]),
         ("mlp", []),
         ("wl", []),
     ],
@@ -73,6 +77,15 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         assert config["adjacency"] == "soft"
     if extra == ["--max-degree", "4", "--head", "mlp"]:
         assert config["max_degree"] == 4 and config["head"] == "mlp"
+    if extra == ["--weight-decay", "0.01"]:  # the run's record and the fold's optimiser
+        assert json.loads((out / "config.json").read_text())["extra"]["train"]["weight_decay"] == (
+            0.01
+        )
+        fold_train = json.loads((out / "fold-00" / "config.json").read_text())["train"]
+        assert fold_train["weight_decay"] == 0.01
+    if extra == PAPER_SPEC_VARIANTS:
+        assert config["exclude_self"] is True and config["learn_beta"] is True
+        assert config["hopfield"] == "softmax" and config["alpha"] == 0.05
     if extra == RELEASED_STYLE:
         assert config["adjacency"] == "released" and config["blocks"] == 2
         assert config["steps"] == 1 and config["noise_std"] == 0.02
@@ -84,8 +97,10 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
     saved = {f["fold"]: f["test_acc"] for f in summary["folds"]}
     assert {int(k): v for k, v in report["folds"].items()} == pytest.approx(saved)
     printed = capsys.readouterr().out
-    assert "| TOY |" in printed
+    assert "| TOY |" in printed and f"wrote {out / 'eval.json'}" in printed
     assert report["rescored"] == (model != "wl")
+    if model != "wl":  # each fold's line names the weights it scored: the selected epoch's
+        assert f"fold-01: test acc {100 * saved[1]:.2f}% (best.safetensors)" in printed
     if model == "wl":  # no weights: the recorded accuracies, said so; a fold folder works too
         assert "not re-scored" in printed
         assert main(["eval", str(out / "fold-01"), "--data", str(toy_root)]) == 0
@@ -242,8 +257,15 @@ def test_resume_refuses_a_folder_run_with_other_settings(toy_root, tmp_path, one
     args += ["--folds", "2", "--out", str(out), "--no-progress"]
     main([*args, "--epochs", "1"])
     # Finished folds are read back on resume: a 1-epoch fold must not pass for a 3-epoch one.
-    with pytest.raises(ValueError, match=r"other settings \(train: .*'epochs': 1.*'epochs': 3"):
-        cross_validate("TOY", "mlp", folds=2, epochs=3, root=toy_root, out=out, resume=True)
+    run = {"folds": 2, "root": toy_root, "out": out, "resume": True}
+    for changes, message in [
+        ({"epochs": 3}, "train.epochs 1 -> 3"),
+        ({"epochs": 1, "weight_decay": 0.5}, "train.weight_decay 0.05 -> 0.5"),
+        ({"epochs": 1, "seed": 3}, "seed 0 -> 3"),  # other splits: test folds would overlap
+        ({"epochs": 1, "val_fraction": 0.3}, "val_fraction 0.1 -> 0.3"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"other settings ({message})")):
+            cross_validate("TOY", "mlp", **run, **changes)
     assert json.loads((out / "config.json").read_text())["extra"]["train"]["epochs"] == 1
     moved = tmp_path / "elsewhere"  # the same run read from another data path resumes
     shutil.copytree(toy_root, moved)
@@ -503,3 +525,195 @@ def test_a_folds_scores_are_those_of_the_selected_weights(tmp_path, monkeypatch)
         assert result.train_acc == pytest.approx(float((labels[fold.train] == 0).mean()))
         assert result.val_acc == 0.25  # the selected epoch's, as the trainer reported it
     assert summary.folds[0].test_acc != pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("model", ["gin", "mlp", "wl"])
+def test_a_baseline_refuses_the_energy_transformers_options(toy_root, tmp_path, model, capsys):
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", model]
+    args += ["--out", str(tmp_path / "run"), "--blocks", "2", "--no-learn-beta"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--blocks, --learn-beta: options of the Energy Transformer, not of --model {model}" in (
+        err
+    )
+    assert not (tmp_path / "run").exists()
+
+
+class RecordingTrainer:
+    """Stands in for the Trainer: records each fold's model as built (its initial weights), the
+    selection key, and the validation score of a model answering class 0; trains nothing."""
+
+    folds: list[dict] = []
+
+    def __init__(self, model, loss_fn, config, **kwargs):
+        self.model = model
+        RecordingTrainer.folds.append(
+            {"initial": {k: v.clone() for k, v in model.state_dict().items()}, **kwargs}
+        )
+
+    def fit(self, loader, evaluate, select, resume):
+        from types import SimpleNamespace
+
+        state = dict(self.model.state_dict())
+        if "mlp.3.bias" in state:  # SumMLP: the last layer answers class 0 whatever the input
+            state["mlp.3.weight"] = torch.zeros_like(state["mlp.3.weight"])
+            state["mlp.3.bias"] = torch.tensor([5.0, -5.0])
+            self.model.load_state_dict(state)
+        metrics = evaluate(self.model)
+        RecordingTrainer.folds[-1].update(select=select, metrics=metrics)
+        return SimpleNamespace(
+            best_state=self.model.state_dict(),
+            best_metrics={"val_acc": metrics["val_acc"]},
+            best_epoch=2,
+            seconds=1.0,
+        )
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    from energy_transformer.tasks import graph
+
+    RecordingTrainer.folds = []
+    monkeypatch.setattr(graph, "Trainer", RecordingTrainer)
+    return RecordingTrainer.folds
+
+
+def lopsided_root(tmp_path) -> Path:
+    graphs = [ring_or_star(4 + i % 5, i % 3 == 0) for i in range(24)]  # 8 stars, 16 rings
+    write_tu(tmp_path / "data" / "TUDataset", "LOPSIDED", graphs)
+    return tmp_path / "data"
+
+
+def test_each_fold_starts_from_weights_seeded_by_seed_plus_fold_index(
+    toy_root, recording, one_thread
+):
+    # Per-fold initialisation: fold i's model is the one built right after
+    # torch.manual_seed(seed + i), so the folds start from different weights and a run is
+    # reproducible fold by fold.
+    from energy_transformer.models.graph_baselines import SumMLP
+    from energy_transformer.tasks import graph
+
+    cross_validate("TOY", "mlp", folds=3, seed=7, root=toy_root, progress=False)
+    dataset = graph.prepare_dataset("TOY", toy_root, "mlp")
+    config = graph.model_config("mlp", dataset.num_features, dataset.num_classes, "cpu")
+    assert len(recording) == 3
+    for i, fold in enumerate(recording):
+        torch.manual_seed(7 + i)
+        expected = SumMLP(**config).state_dict()
+        for name, value in expected.items():
+            if not name.startswith("scaler."):  # the scaler is fitted on the fold afterwards
+                assert torch.equal(fold["initial"][name], value), (i, name)
+        assert fold["extra_config"]["fold"] == i
+    first, second = (f["initial"]["mlp.0.weight"] for f in recording[:2])
+    assert not torch.equal(first, second)
+
+
+def test_epochs_are_selected_on_the_validation_split(tmp_path, recording, one_thread):
+    # A model answering class 0 scores the share of class 0 in what it is evaluated on: that of
+    # the fold's validation graphs (not its test graphs), and the key is the selection score.
+    from energy_transformer.protocols.kfold import stratified_folds
+    from energy_transformer.tasks import graph
+
+    root = lopsided_root(tmp_path)
+    summary = cross_validate("LOPSIDED", "mlp", folds=2, epochs=5, root=root, progress=False)
+    labels = graph.prepare_dataset("LOPSIDED", root, "mlp").labels.numpy()
+    for fold, record, result in zip(
+        stratified_folds(labels, 2), recording, summary.folds, strict=True
+    ):
+        val_share = float((labels[fold.val] == 0).mean())
+        assert val_share != pytest.approx(float((labels[fold.test] == 0).mean()))
+        assert record["select"] == "val_select"
+        assert record["metrics"]["val_acc"] == pytest.approx(val_share)
+        assert set(record["metrics"]) == {"val_acc", "val_loss", "val_select"}
+        assert result.val_acc == pytest.approx(val_share)
+        assert result.extra == {"best_epoch": 2, "epochs": 5}  # the trainer's selected epoch
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "buckets"),
+    [
+        ("mlp", None, False),
+        ("et", None, False),  # hard adjacency on edge lists: no padding
+        ("et", {"adjacency": "soft"}, True),
+        ("et", {"attention": "dense"}, True),
+    ],
+)
+def test_training_batches_are_seeded_per_fold_and_bucketed_only_when_padded(
+    toy_root, recording, monkeypatch, one_thread, model, overrides, buckets
+):
+    from energy_transformer.tasks import graph
+
+    calls = []
+    real = graph.train_loader
+
+    def spy(graphs, batch_size, padded, **kwargs):
+        calls.append((padded, kwargs["seed"]))
+        return real(graphs, batch_size, padded, **kwargs)
+
+    monkeypatch.setattr(graph, "train_loader", spy)
+    overrides = {**(overrides or {}), "blocks": 1} if model == "et" else overrides
+    cross_validate(
+        "TOY", model, folds=2, seed=3, root=toy_root, progress=False, overrides=overrides
+    )
+    assert calls == [(buckets, 3), (buckets, 4)]
+
+
+def test_wl_chooses_on_each_folds_validation_split(toy_root, monkeypatch, one_thread):
+    from energy_transformer.models.graph_baselines import WLSubtreeSVM
+    from energy_transformer.protocols.kfold import stratified_folds
+    from energy_transformer.tasks import graph
+
+    seen = []
+
+    class Spy(WLSubtreeSVM):
+        def fit(self, labels, train, val):
+            seen.append((list(train), list(val)))
+            return super().fit(labels, train, val)
+
+    monkeypatch.setattr(graph, "WLSubtreeSVM", Spy)
+    cross_validate("TOY", "wl", folds=2, seed=1, val_fraction=0.25, root=toy_root, progress=False)
+    labels = graph.prepare_dataset("TOY", toy_root, "wl").labels.numpy()
+    expected = stratified_folds(labels, 2, 0.25, 1)
+    assert seen == [(f.train.tolist(), f.val.tolist()) for f in expected]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rounds"),
+    [
+        ({"folds": 3}, 3),
+        ({"folds": 3, "max_folds": 2}, 2),
+        ({"folds": 3, "only": [1]}, 1),
+        ({"folds": 3, "max_folds": 2, "only": [0, 1, 2]}, 3),
+        ({"protocol": "train-on-all"}, 1),
+    ],
+)
+def test_wl_kernel_time_is_shared_by_the_rounds_run(toy_root, monkeypatch, kwargs, rounds):
+    from energy_transformer.protocols.kfold import FoldResult
+    from energy_transformer.tasks import graph
+
+    shares = []
+
+    def spy(dataset, n):
+        shares.append(n)
+        return lambda fold: FoldResult(fold.index, 1.0, 1.0, 1.0, 1.0, {})
+
+    monkeypatch.setattr(graph, "make_fit_wl", spy)
+    cross_validate("TOY", "wl", root=toy_root, progress=False, **kwargs)
+    assert shares == [rounds]
+
+
+def test_a_wl_folds_time_holds_its_share_of_the_kernels(toy_root, one_thread):
+    import time
+
+    from energy_transformer.protocols.kfold import stratified_folds
+    from energy_transformer.tasks import graph
+
+    dataset = graph.prepare_dataset("TOY", toy_root, "wl")
+    fit_fold = graph.make_fit_wl(dataset, 4)
+    fold = stratified_folds(dataset.labels.numpy(), 2)[0]
+    start = time.perf_counter()
+    result = fit_fold(fold)
+    elapsed = time.perf_counter() - start
+    share = result.extra["kernel_seconds"] / 4
+    assert result.extra["kernel_seconds"] > 0
+    assert share <= result.seconds <= share + elapsed
