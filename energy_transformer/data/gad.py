@@ -250,10 +250,17 @@ def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs) -> obje
         raise ValueError(f"unknown anomaly dataset {name!r}; choose from {sorted(GAD_DATASETS)}")
     remote = GAD_DATASETS[key]
     if root is not None and Path(root).is_file():
-        path = Path(root)
-    else:
-        folder = locate("gad", [remote], root, allow_download=bool(remote.url))
-        path = folder / remote.name
+        return load_gad_file(root, **kwargs)
+    folder = locate("gad", [remote], root, allow_download=bool(remote.url))
+    return load_gad_file(folder / remote.name, **kwargs)
+
+
+def load_gad_file(path: str | os.PathLike, **kwargs) -> object:
+    """Load one graph file by its layout: ``.mat`` (CARE-GNN, :func:`load_fraud_mat`, which
+    ``kwargs`` go to) or ``.npz`` (GADBench, :func:`load_npz_graph`)."""
+    path = Path(path)
     if path.suffix == ".mat":
         return load_fraud_mat(path, **kwargs)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: an anomaly graph is a .npz (GADBench) or .mat (CARE-GNN) file")
     return load_npz_graph(path)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from energy_transformer.data.gad import GAD_DATASETS, load_gad
+from energy_transformer.data.gad import GAD_DATASETS, load_gad, load_gad_file
 from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
@@ -82,7 +82,10 @@ def _models(text: str) -> list[str]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", default="tolokers", choices=sorted(GAD_DATASETS), help="graph to score"
+        "--dataset",
+        default=None,
+        choices=sorted(GAD_DATASETS),
+        help="graph to score; None: tolokers, or the name of the file --data gives",
     )
     parser.add_argument(
         "--protocol",
@@ -135,7 +138,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=None,
-        help="data root holding gad/ (else $ET_DATA, else the cache)",
+        help="data root holding gad/ (else $ET_DATA, else the cache), or one graph file: .npz"
+        " (GADBench: node_features, node_labels, edges) or .mat (CARE-GNN)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
@@ -189,6 +193,21 @@ def et_options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
     }
 
 
+def dataset_name(dataset: str | None, data: Path | None) -> str:
+    """What a run is called: ``--dataset``, else the name of the file ``--data`` gives (a
+    graph of one's own must not be recorded as Tolokers), else tolokers."""
+    if dataset is not None:
+        return dataset
+    return data.stem if data is not None and data.is_file() else "tolokers"
+
+
+def load_graph(dataset: str, data: str | Path | None) -> Any:
+    """The graph file ``data`` when it is one, else ``dataset`` from the data root ``data``."""
+    if data is not None and Path(data).is_file():
+        return load_gad_file(data)
+    return load_gad(dataset, root=data)
+
+
 def _config(args: argparse.Namespace) -> HarnessConfig:
     return HarnessConfig(
         epochs=args.epochs,
@@ -233,7 +252,8 @@ def train(args: argparse.Namespace) -> None:
     check_not_part_of_run(args.out, "anomaly")
     check_new_run(args.out, args.resume, task="anomaly")
     cfg = _config(args)
-    data = load_gad(args.dataset, root=args.data)
+    args.dataset = dataset_name(args.dataset, args.data)
+    data = load_graph(args.dataset, args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     command.pop("func", None)
@@ -309,7 +329,7 @@ def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
     if "dataset" not in extra:
         raise ValueError(f"{run_dir}/config.json records no dataset: not an anomaly run")
     root = data_root if data_root is not None else extra.get("data")
-    raw = prepare(load_gad(extra["dataset"], root=root), extra.get("standardize", True))
+    raw = prepare(load_graph(extra["dataset"], root), extra.get("standardize", True))
     data = neural_input(raw, extra.get("input_hops", 0))
     splits = extra.get("splits", "random")
     split = seed_splits(data, [extra["seed"]], splits, extra["train_ratio"])[extra["seed"]]

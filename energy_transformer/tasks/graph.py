@@ -47,6 +47,7 @@ from energy_transformer.protocols.kfold import (
     summarize,
 )
 from energy_transformer.train import (
+    NO_PROGRESS,
     TrainConfig,
     Trainer,
     check_new_run,
@@ -598,7 +599,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hopfield energy: relu (the paper's, every preset) or softmax",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
 def train(args: argparse.Namespace) -> Path:

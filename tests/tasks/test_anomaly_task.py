@@ -1,6 +1,7 @@
 """`et train anomaly` / `et eval`: the command line end to end on a small generated dataset."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -318,3 +319,28 @@ def test_bad_options_are_refused_before_the_graph_is_read(tmp_path, capsys, opti
     err = capsys.readouterr().err
     assert message in err and "no-data-here" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_graph_file_of_ones_own_is_named_by_its_file(data_root, tmp_path, capsys):
+    mine = tmp_path / "mine" / "shop-reviews.npz"
+    mine.parent.mkdir()
+    shutil.copy(data_root / "gad" / "reddit.npz", mine)
+    out = tmp_path / "run"
+    args = train_args(data_root, out, "--model", "mlp")
+    args[args.index("--dataset") : args.index("--dataset") + 2] = []  # no --dataset
+    args[args.index("--data") + 1] = str(mine)
+    assert main(args) == 0
+    assert (out / "results.md").read_text().startswith("# shop-reviews, train ratio 0.4")
+    extra = json.loads((out / "mlp" / "seed0" / "config.json").read_text())["extra"]
+    assert extra["dataset"] == "shop-reviews" and extra["data"] == str(mine)
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0  # et eval reads the recorded file again
+    assert "mlp/seed0" in json.loads((out / "eval.json").read_text())
+    text = tmp_path / "graph.txt"
+    text.write_text("1 2\n")
+    args[args.index("--data") + 1] = str(text)
+    args[args.index("--out") + 1] = str(tmp_path / "other")
+    assert main(args) == 2
+    assert "graph.txt: an anomaly graph is a .npz (GADBench) or .mat (CARE-GNN) file" in (
+        capsys.readouterr().err
+    )
