@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> str:
         default=0,
         help="feed every neural model RF-Graph's mean/max aggregates over 1..N hops (0: raw)",
     )
-    parser.add_argument("--rf-trees", type=int, default=100)
+    parser.add_argument(
+        "--rf-trees", type=int, default=100, help="RF-Graph's trees and GB-Graph's boosting rounds"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> str:
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
             f" {len(seeds)} seeds ({_seed_range(seeds)};"
             f" one {split} train / val / test split per seed, shared by all models);"
-            f" RF-Graph: {args.rf_trees} trees on mean/max 2-hop aggregates;"
+            f" RF-Graph and GB-Graph (gradient boosting): {args.rf_trees} trees on mean/max 2-hop"
+            " aggregates;"
             + (
                 f" neural models' input: the same map over {args.input_hops} hops, standardised."
                 if args.input_hops

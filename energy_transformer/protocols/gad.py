@@ -40,7 +40,6 @@ from energy_transformer.data.gad import SPLIT_MASKS, check_split_masks
 from energy_transformer.metrics import auprc, auroc, macro_f1, recall_at_k, tune_threshold_macro_f1
 from energy_transformer.models.gad_baselines import (
     GAD_BASELINES,
-    RFGraph,
     aggregate_neighbors,
     is_neural,
 )
@@ -217,8 +216,9 @@ class HarnessConfig:
     """What every model of a comparison shares: epochs, optimiser, sizes.
 
     ``et`` holds extra keyword arguments of :class:`NodeEnergyTransformer`; ``baseline`` those of
-    the PyG baselines; ``rf`` those of :class:`RFGraph`. ``input_hops`` > 0 feeds every neural
-    model RF-Graph's feature map instead of the raw features (see :func:`neural_input`).
+    the PyG baselines; ``rf`` those of both tree ensembles (:class:`RFGraph`, :class:`GBGraph`).
+    ``input_hops`` > 0 feeds every neural model RF-Graph's feature map instead of the raw
+    features (see :func:`neural_input`).
     """
 
     epochs: int = 100
@@ -405,16 +405,23 @@ def train_neural(
     return RunResult(name, seed, metrics, result.seconds, best_epoch, energy, result.best_state)
 
 
-def fit_rf(
-    data: Any, split: Split, protocols: str | Protocol | list, cfg: HarnessConfig, seed: int
+def fit_trees(
+    name: str,
+    data: Any,
+    split: Split,
+    protocols: str | Protocol | list,
+    cfg: HarnessConfig,
+    seed: int,
 ) -> RunResult:
-    """Fit RF-Graph on the training nodes and score validation and test once."""
+    """Fit a tree ensemble (``rf-graph``, ``gb-graph``) on the training nodes and score
+    validation and test once."""
     start = time.perf_counter()
-    rf = RFGraph(seed=seed, **cfg.rf).fit(data.x, data.edge_index, data.y, split.train)
-    row = score_split(rf.predict_proba(data.x, data.edge_index), data.y, split)
+    trees = GAD_BASELINES[name](seed=seed, **cfg.rf)
+    trees.fit(data.x, data.edge_index, data.y, split.train)
+    row = score_split(trees.predict_proba(data.x, data.edge_index), data.y, split)
     seconds = time.perf_counter() - start
     metrics = {p.name: pick_test(row, p.metrics) for p in _protocols(protocols)}
-    return RunResult("rf-graph", seed, metrics, seconds)
+    return RunResult(name, seed, metrics, seconds)
 
 
 def run_one(
@@ -429,8 +436,8 @@ def run_one(
     extra_config: dict[str, Any] | None = None,
 ) -> RunResult:
     """One model, one seed, on a given split (``extra_config`` goes to the run's config)."""
-    if name == "rf-graph":
-        return fit_rf(data, split, protocols, cfg, seed)
+    if name != "et" and not is_neural(name):
+        return fit_trees(name, data, split, protocols, cfg, seed)
     sizes = [len(split.train), len(split.val), len(split.test)]
     extra = {**(extra_config or {}), "split_sizes": sizes}
     return train_neural(name, data, split, protocols, cfg, seed, run_dir, resume, extra)

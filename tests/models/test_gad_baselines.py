@@ -13,6 +13,7 @@ from energy_transformer.models.gad_baselines import (
     GCN,
     MLP,
     BetaWavelet,
+    GBGraph,
     GraphSAGE,
     RFGraph,
     aggregate_neighbors,
@@ -20,7 +21,8 @@ from energy_transformer.models.gad_baselines import (
     is_neural,
 )
 
-NEURAL = [name for name in GAD_BASELINES if name != "rf-graph"]
+NEURAL = [name for name in GAD_BASELINES if name not in ("rf-graph", "gb-graph")]
+TREES = [RFGraph, GBGraph]
 GRAPH_MODELS = [name for name in NEURAL if name != "mlp"]
 
 
@@ -91,9 +93,10 @@ def test_gnn_overfits_and_uses_neighbours(name, neighbour_task, mlp_test_auroc):
     assert auroc(probs[test], y[test]) > mlp_test_auroc + 0.15
 
 
-def test_rf_graph_uses_neighbours(neighbour_task, mlp_test_auroc):
+@pytest.mark.parametrize("trees", TREES)
+def test_tree_ensembles_use_neighbours(trees, neighbour_task, mlp_test_auroc):
     x, edge_index, y, train, test = neighbour_task
-    model = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, train)
+    model = trees(n_estimators=30, seed=0).fit(x, edge_index, y, train)
     probs = model.predict_proba(x, edge_index)
     assert probs.shape == (x.shape[0],) and probs.dtype == torch.float32
     assert ((probs >= 0) & (probs <= 1)).all()
@@ -102,8 +105,8 @@ def test_rf_graph_uses_neighbours(neighbour_task, mlp_test_auroc):
     # A boolean mask selects the same training nodes as their sorted indices.
     mask = torch.zeros(x.shape[0], dtype=torch.bool)
     mask[train] = True
-    again = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, mask)
-    by_index = RFGraph(n_estimators=30, seed=0).fit(x, edge_index, y, train.sort().values)
+    again = trees(n_estimators=30, seed=0).fit(x, edge_index, y, mask)
+    by_index = trees(n_estimators=30, seed=0).fit(x, edge_index, y, train.sort().values)
     torch.testing.assert_close(
         again.predict_proba(x, edge_index), by_index.predict_proba(x, edge_index)
     )
@@ -225,9 +228,9 @@ def test_aggregate_neighbors_by_hand():
 
 
 def test_registry():
-    assert set(GAD_BASELINES) == {"mlp", "gcn", "sage", "gat", "bwgnn", "rf-graph"}
+    assert set(GAD_BASELINES) == {"mlp", "gcn", "sage", "gat", "bwgnn", "rf-graph", "gb-graph"}
     assert all(is_neural(name) for name in NEURAL)
-    assert not is_neural("rf-graph")
+    assert not is_neural("rf-graph") and not is_neural("gb-graph")
     with pytest.raises(ValueError, match="unknown baseline 'xgb'"):
         is_neural("xgb")
 

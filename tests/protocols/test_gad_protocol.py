@@ -140,7 +140,9 @@ def test_harness_end_to_end_every_model(tmp_path):
     results = run_protocols(
         data, ["gadbench", "bwgnn"], seeds=[0], cfg=cfg, run_root=tmp_path, train_ratio=0.4
     )
-    assert [r.model for r in results] == ["et", "mlp", "gcn", "sage", "gat", "bwgnn", "rf-graph"]
+    assert [r.model for r in results] == [
+        "et", "mlp", "gcn", "sage", "gat", "bwgnn", "rf-graph", "gb-graph"
+    ]  # fmt: skip
     for r in results:
         assert set(r.metrics) == {"gadbench", "bwgnn"}
         assert set(r.metrics["gadbench"]) == {"auroc", "auprc", "rec_at_k"}
@@ -152,7 +154,7 @@ def test_harness_end_to_end_every_model(tmp_path):
     assert (tmp_path / "et" / "seed0" / "best.safetensors").is_file()
     assert (tmp_path / "gcn" / "seed0" / "metrics.csv").is_file()
     table = format_table(summarize(results, "gadbench"))
-    assert "| et-energy |" in table and "| rf-graph |" in table
+    assert "| et-energy |" in table and "| rf-graph |" in table and "| gb-graph |" in table
     assert table.splitlines()[0] == "| model | auroc | auprc | rec_at_k | s / seed |"
 
 
@@ -405,9 +407,11 @@ def test_ets_energy_row_ranks_by_the_final_node_energies(monkeypatch):
     assert auroc(energy, y) != pytest.approx(auroc(softmax, y))  # the two scores do differ here
 
 
-def test_rf_graph_reports_its_wall_time():
+@pytest.mark.parametrize("name", ["rf-graph", "gb-graph"])
+def test_a_tree_ensemble_reports_its_wall_time(name):
     data = small_graph()
     split = stratified_split(data.y, 0.4, seed=0)
-    r = gad.fit_rf(data, split, "gadbench", HarnessConfig(rf={"n_estimators": 5}), seed=0)
-    assert r.model == "rf-graph" and r.seconds > 0
+    cfg = HarnessConfig(rf={"n_estimators": 5})
+    r = gad.fit_trees(name, data, split, "gadbench", cfg, seed=0)
+    assert r.model == name and r.seconds > 0
     assert set(r.metrics["gadbench"]) == {"auroc", "auprc", "rec_at_k"}
