@@ -41,6 +41,7 @@ from energy_transformer.protocols.gad import (
     summarize,
     train_ratio_of,
 )
+from energy_transformer.tasks import preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     check_new_run,
@@ -85,7 +86,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         default=None,
         choices=sorted(GAD_DATASETS),
-        help="graph to score; None: tolokers, or the name of the file --data gives",
+        help="graph to score (default: tolokers, or the name of the file --data gives)",
     )
     parser.add_argument(
         "--protocol",
@@ -101,7 +102,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-ratio",
         type=float,
         default=None,
-        help="stratified train fraction (1%%: 0.01); None: 0.4 (both protocols' default);"
+        help="stratified train fraction (1%%: 0.01; default 0.4, both protocols');"
         " not with --splits file",
     )
     parser.add_argument(
@@ -115,7 +116,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs", type=int, default=100, help="full-batch epochs, every model (no early stop)"
     )
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate, constant")
+    parser.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate, constant")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
     add_et_arguments(parser)
@@ -156,13 +157,22 @@ def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         choices=sorted(PRESETS),
         help="ET block sizes (models.node.PRESETS); the size options below override them",
     )
-    parser.add_argument(f"{p}heads", type=int, default=None, help="ET attention heads H")
-    parser.add_argument(f"{p}head-dim", type=int, default=None, help="ET head size Y")
-    parser.add_argument(f"{p}steps", type=int, default=None, help="ET descent steps T")
-    parser.add_argument(f"{p}alpha", type=float, default=None, help="ET step size")
-    parser.add_argument(f"{p}memories", type=int, default=None, help="Hopfield K (4 * hidden)")
+    for name, kind, what in [
+        ("heads", int, "ET attention heads H"),
+        ("head-dim", int, "ET head size Y"),
+        ("steps", int, "ET descent steps T"),
+        ("alpha", float, "ET step size"),
+    ]:
+        values = preset_values(PRESETS, name.replace("-", "_"))
+        parser.add_argument(f"{p}{name}", type=kind, default=None, help=f"{what} ({values})")
     parser.add_argument(
-        f"{p}qk-init-std", type=float, default=0.02, help="init std of ET's W^Q and W^K"
+        f"{p}memories", type=int, default=None, help="Hopfield memories K (default 4 * hidden)"
+    )
+    parser.add_argument(
+        f"{p}qk-init-std",
+        type=float,
+        default=0.02,
+        help="init std of ET's query and key projections W^Q, W^K",
     )
     parser.add_argument(
         f"{p}degree-buckets",
@@ -171,10 +181,21 @@ def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
     )
     parser.add_argument(
-        f"{p}learn-beta", action="store_true", help="learn one attention beta per head"
+        f"{p}learn-beta",
+        action="store_true",
+        help="learn one attention inverse temperature beta per head (released graph code)",
     )
-    parser.add_argument(f"{p}no-self-loops", action="store_true", help="exclude B = C (paper)")
-    parser.add_argument(f"{p}no-concat", action="store_true", help="classify final tokens only")
+    parser.add_argument(
+        f"{p}no-self-loops",
+        action="store_true",
+        help="a node does not attend to itself, as the paper's key sets (default: it does)",
+    )
+    parser.add_argument(
+        f"{p}no-concat",
+        action="store_true",
+        help="classify the final tokens alone, as the paper describes (default: with the input"
+        " embedding, as the released code)",
+    )
 
 
 def et_options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:

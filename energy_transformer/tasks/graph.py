@@ -46,6 +46,7 @@ from energy_transformer.protocols.kfold import (
     run_kfold,
     summarize,
 )
+from energy_transformer.tasks import preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     TrainConfig,
@@ -506,12 +507,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="TU dataset name, e.g. PROTEINS, MUTAG")
     parser.add_argument("--model", choices=MODELS, default="et", help="model to cross-validate")
     parser.add_argument(
-        "--folds", type=int, default=None, help="k of stratified k-fold CV; None: 10"
+        "--folds", type=int, default=None, help="k of stratified k-fold CV (default 10)"
     )
     parser.add_argument(
         "--max-folds", type=int, default=None, help="run only the first N rounds of the k folds"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="epochs; None: the preset's")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs ({preset_values(TRAIN_PRESETS, 'epochs')})",
+    )
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -525,26 +531,32 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="cv (honest) or train-on-all (released notebooks; NOT a generalisation measure)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="run folder; None: runs/graph-DATASET-MODEL"
+        "--out", type=Path, default=None, help="run folder (default runs/graph-DATASET-MODEL)"
     )
     parser.add_argument(
-        "--data", type=Path, default=None, help="data folder; None: $ET_DATA, then the cache"
+        "--data", type=Path, default=None, help="data folder (default $ET_DATA, then the cache)"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the splits, initialisations and batches"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="graphs per batch; None: the preset's"
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"graphs per batch ({preset_values(TRAIN_PRESETS, 'batch_size')})",
     )
     parser.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (AdamW); None: the preset's"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate, AdamW ({preset_values(TRAIN_PRESETS, 'lr')})",
     )
     parser.add_argument(
         "--weight-decay",
         type=float,
         default=None,
-        help="AdamW weight decay; None: the preset's (0.05)",
+        help=f"AdamW weight decay ({preset_values(TRAIN_PRESETS, 'weight_decay')})",
     )
     parser.add_argument(
         "--max-nodes", type=int, default=None, help="keep the first N nodes of larger graphs"
@@ -553,16 +565,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=float,
         default=None,
-        help="share of each training fold held out to pick the epoch; None: 0.1",
+        help="share of each training fold held out to pick the epoch (default 0.1)",
     )
-    parser.add_argument("--blocks", type=int, default=None, help="ET blocks (released code: 4)")
-    parser.add_argument("--steps", type=int, default=None, help="descent steps per ET block")
-    parser.add_argument("--alpha", type=float, default=None, help="ET step size (presets: 0.1)")
+    parser.add_argument(
+        "--blocks", type=int, default=None, help=f"ET blocks ({preset_values(PRESETS, 'blocks')})"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"descent steps per ET block ({preset_values(PRESETS, 'steps')})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"ET step size ({preset_values(PRESETS, 'alpha')})",
+    )
     parser.add_argument(
         "--adjacency",
         choices=ADJACENCIES,
         default=None,
-        help="hard mask, a learned bias per head on edges (soft) or the released code's weighting",
+        help="hard mask, a learned bias per head on edges (soft) or the released code's"
+        f" weighting ({preset_values(PRESETS, 'adjacency')})",
     )
     parser.add_argument(
         "--attention", choices=("edges", "dense"), default=None, help="edge list or padded masks"
@@ -571,13 +596,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise-std",
         type=float,
         default=None,
-        help="sigma of the Langevin-like noise sqrt(alpha) * sigma * N(0, I) of each training step",
+        help="sigma of the Langevin-like noise sqrt(alpha) * sigma * N(0, I) of each training"
+        f" step ({preset_values(PRESETS, 'noise_std')})",
     )
     parser.add_argument(
         "--max-degree",
         type=int,
         default=None,
-        help="embed node degrees up to this (Graphormer's centrality encoding; 0: off)",
+        help="embed node degrees up to this (Graphormer's centrality encoding; 0, every"
+        " preset: off)",
     )
     parser.add_argument("--head", choices=HEADS, default=None, help="CLS readout (paper: linear)")
     parser.add_argument(

@@ -39,6 +39,7 @@ from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit
 from energy_transformer.nn.block import GRADIENTS
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
+from energy_transformer.tasks import preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     PRECISIONS,
@@ -219,8 +220,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/image"), help="run folder")
 
     def preset_default(key: str) -> str:
-        values = ", ".join(f"{name} {TRAIN_PRESETS[name][key]:g}" for name in PRESETS_SHOWN)
-        return f"; None: the preset's ({values})"
+        return f" ({preset_values(TRAIN_PRESETS, key, PRESETS_SHOWN)})"
 
     parser.add_argument(
         "--epochs",
@@ -235,7 +235,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="global batch size" + preset_default("batch_size"),
     )
     parser.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (AdamW)" + preset_default("lr")
+        "--lr", type=float, default=None, help="peak learning rate, AdamW" + preset_default("lr")
     )
     parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     parser.add_argument(
