@@ -50,6 +50,7 @@ from energy_transformer.train import (
     make_loader,
     read_run_config,
     resolve_device,
+    run_weights,
 )
 from energy_transformer.train.checkpoint import save_checkpoint
 
@@ -465,6 +466,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     (out / "eval_metrics.md").write_text(table)
     pictures = write_pictures(model, images, mask, per_image, out)
     print(table)
+    print(f"weights: {run_weights(run_dir)}")
     print(f"metrics: {out / 'eval_metrics.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     return metrics

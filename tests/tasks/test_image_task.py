@@ -122,7 +122,8 @@ def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
     for name in ("reconstructions", "energy", "memories", "updates", "positions"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     assert "| Energy Transformer |" in (tmp_path / "eval_metrics.md").read_text()
-    assert "eval_metrics.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "eval_metrics.json" in printed and f"weights: {run / 'best.safetensors'}" in printed
     # fixed masks: every evaluation and every model sees the same hidden patches
     model, _ = load_model(run)
     assert torch.equal(fixed_masks(model, 12)[1], fixed_masks(model, 12)[1])
