@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,12 @@ def _budget(rows: list[dict[str, Any]]) -> str:
     return text + (f", {best['epochs']} epochs" if best.get("epochs") else "")
 
 
+def _majority(rows: Iterable[dict[str, Any]]) -> str:
+    """The majority-class accuracy of one dataset's folds (%), from its row with most folds."""
+    best = max(rows, key=lambda r: len(r["summary"].folds))["summary"].majority
+    return "-" if best is None else f"{100 * best:.1f}"
+
+
 def markdown(rows: list[dict[str, Any]], budget: str) -> str:
     """One line per dataset: accuracy and seconds per fold of each model, the paper beside."""
     # Columns in MODELS' order (ET's forms, e.g. et:degree, with et), whichever dataset sorts first.
@@ -299,10 +306,11 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
     header = " | ".join(f"{label(m)} | s/fold" for m in models)
     lines = [
         f"Budget: {budget}. Test accuracy mean +- std over folds (%); wall seconds per fold;"
-        " [n] = folds finished when fewer than planned.",
+        " [n] = folds finished when fewer than planned; majority = always answering each"
+        " training fold's commonest class.",
         "",
-        f"| dataset | budget | {header} | paper ET (train-set acc!) |",
-        "|---|---|" + "---|---|" * len(models) + "---|",
+        f"| dataset | budget | majority | {header} | paper ET (train-set acc!) |",
+        "|---|---|---|" + "---|---|" * len(models) + "---|",
     ]
     ets = [m for m in models if m.split(":")[0] == "et"]
     wins, compared = dict.fromkeys(ets, 0), dict.fromkeys(ets, 0)
@@ -322,7 +330,7 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
         shown = f"{name} (first {cap} nodes)" if cap else name
         paper = PAPER_TRAIN_SET_ACC.get(name)
         lines.append(
-            f"| {shown} | {_budget(list(by_model.values()))} | "
+            f"| {shown} | {_budget(list(by_model.values()))} | {_majority(by_model.values())} | "
             + " | ".join(cells)
             + f" | {paper or '-'} |"
         )

@@ -111,9 +111,18 @@ def stratified_folds(
     return rounds
 
 
+def majority_accuracy(labels: np.ndarray | list[int], fold: Fold) -> float:
+    """Test accuracy of always answering the commonest class of the fold's training graphs
+    (ties: the smaller label), the floor a model has to clear on that fold."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels[fold.train], return_counts=True)
+    return float((labels[fold.test] == classes[counts.argmax()]).mean())
+
+
 @dataclass
 class FoldResult:
-    """What one round produced; ``extra`` holds anything model-specific (selected epoch, C ...)."""
+    """What one round produced; ``extra`` holds anything model-specific (selected epoch, C ...).
+    ``majority_acc`` is :func:`majority_accuracy` of the round, set by :func:`run_kfold`."""
 
     fold: int
     test_acc: float
@@ -121,6 +130,7 @@ class FoldResult:
     train_acc: float
     seconds: float
     extra: dict[str, Any]
+    majority_acc: float | None = None
 
 
 FitFold = Callable[[Fold], FoldResult]
@@ -128,7 +138,8 @@ FitFold = Callable[[Fold], FoldResult]
 
 @dataclass
 class CVSummary:
-    """Mean and population std of the test accuracy over folds, plus the per-fold results."""
+    """Mean and population std of the test accuracy over folds, plus the per-fold results;
+    ``majority``: the mean majority-class accuracy of the same folds (None if one lacks it)."""
 
     protocol: str
     folds: list[FoldResult]
@@ -136,6 +147,7 @@ class CVSummary:
     std: float
     seconds_per_fold: float
     note: str
+    majority: float | None = None
 
     def describe(self, digits: int = 1) -> str:
         """``"74.3 +- 2.9"`` (percent), with the train-on-all warning when it applies."""
@@ -149,6 +161,7 @@ def summarize(results: list[FoldResult], protocol: str = "cv") -> CVSummary:
         raise ValueError("no fold results to summarize")
     acc = np.array([r.test_acc for r in results])
     note = NOT_GENERALISATION if protocol == "train-on-all" else "test accuracy over folds"
+    floors = [r.majority_acc for r in results]
     return CVSummary(
         protocol,
         results,
@@ -156,6 +169,7 @@ def summarize(results: list[FoldResult], protocol: str = "cv") -> CVSummary:
         float(acc.std()),
         float(np.mean([r.seconds for r in results])),
         note,
+        None if None in floors else float(np.mean(floors)),
     )
 
 
@@ -208,6 +222,7 @@ def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = No
         "note": summary.note,
         "test_acc_mean": summary.mean,
         "test_acc_std": summary.std,
+        "majority_acc_mean": summary.majority,
         "seconds_per_fold": summary.seconds_per_fold,
         "folds": [asdict(r) for r in summary.folds],
     }
@@ -253,12 +268,16 @@ def run_kfold(
         fold_dir = out_dir / f"fold-{fold.index:02d}" if out_dir is not None else None
         done = fold_dir / "result.json" if fold_dir is not None else None
         if resume and done is not None and done.is_file():
-            results.append(FoldResult(**json.loads(done.read_text())))
+            result = FoldResult(**json.loads(done.read_text()))
+            if result.majority_acc is None:  # saved before the floor was recorded
+                result.majority_acc = majority_accuracy(labels, fold)
+            results.append(result)
             continue
         start = time.perf_counter()
         result = fit_fold(fold)
         if result.seconds <= 0:
             result.seconds = time.perf_counter() - start
+        result.majority_acc = majority_accuracy(labels, fold)
         results.append(result)
         if fold_dir is not None:
             write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
@@ -291,11 +310,13 @@ def _read_folds_csv(path: Path) -> list[FoldResult]:
     results = []
     for line, row in enumerate(rows, start=2):
         try:
+            floor = row.get("majority_acc") or None  # absent, or empty, in older tables
             results.append(
                 FoldResult(
                     int(row["fold"]),
                     *(float(row[k]) for k in numbers),
-                    {k: v for k, v in row.items() if k not in ("fold", *numbers)},
+                    {k: v for k, v in row.items() if k not in ("fold", *numbers, "majority_acc")},
+                    None if floor is None else float(floor),
                 )
             )
         except (KeyError, TypeError, ValueError) as err:

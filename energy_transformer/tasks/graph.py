@@ -461,15 +461,17 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     Each row: ``dataset, model, summary (CVSummary), budget (str)``.
     """
     lines = [
-        "| dataset | model | test acc % (mean +- std) | val acc % | s / fold | budget |",
-        "|---|---|---|---|---|---|",
+        "| dataset | model | test acc % (mean +- std) | val acc % | s / fold | budget"
+        " | majority class % |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         s: CVSummary = row["summary"]
         val = 100 * float(np.mean([f.val_acc for f in s.folds]))
+        floor = "-" if s.majority is None else f"{100 * s.majority:.1f}"
         lines.append(
             f"| {row['dataset']} | {row['model']} | {s.describe()} | {val:.1f} |"
-            f" {s.seconds_per_fold:.1f} | {row.get('budget', '')} |"
+            f" {s.seconds_per_fold:.1f} | {row.get('budget', '')} | {floor} |"
         )
     if any(row["summary"].protocol == "train-on-all" for row in rows):
         lines.append(f"\n{NOT_GENERALISATION}.")

@@ -104,7 +104,7 @@ def test_markdown_puts_et_first_whichever_dataset_sorts_first(toy_root, tmp_path
     # Folders sort DD-gin first: the columns must not follow that.
     rows = [row("DD", "gin"), row("DD", "mlp"), row("MUTAG", "et"), row("MUTAG", "et:degree")]
     header = next(line for line in bench.markdown(rows, "toy").splitlines() if "| dataset" in line)
-    labels = [cell.strip() for cell in header.split("|")[3:-2:2]]
+    labels = [cell.strip() for cell in header.split("|")[4:-2:2]]
     assert labels == ["ET", "ET (degree)", "GIN", "MLP (sum)"]
 
 
@@ -126,13 +126,17 @@ def test_bad_options_end_in_one_argparse_line(monkeypatch, capsys, args, message
 # -- the table's numbers, from hand-made fold results -------------------------------------------
 
 
-def _folds(accs: list[float], seconds: float = 10.0) -> list[FoldResult]:
+def _folds(accs: list[float], seconds: float = 10.0, majority=None) -> list[FoldResult]:
     # Seconds 10, 20, 30 ... (mean 15 over two folds, 20 over three).
-    return [FoldResult(i, a, 0.5, 1.0, seconds * (i + 1), {}) for i, a in enumerate(accs)]
+    floors = majority or [None] * len(accs)
+    return [
+        FoldResult(i, a, 0.5, 1.0, seconds * (i + 1), {}, floor)
+        for i, (a, floor) in enumerate(zip(accs, floors, strict=True))
+    ]
 
 
-def _row(dataset, model, accs, k=2, epochs=5, max_nodes=None) -> dict:
-    summary = summarize(_folds(accs))
+def _row(dataset, model, accs, k=2, epochs=5, max_nodes=None, majority=None) -> dict:
+    summary = summarize(_folds(accs, majority=majority))
     return {"dataset": dataset, "model": model, "summary": summary, "k": k, "epochs": epochs,
             "max_nodes": max_nodes}  # fmt: skip
 
@@ -142,10 +146,10 @@ def test_markdown_cells_wins_and_fold_by_fold_counts():
     # Accuracies are exact binary fractions, so every printed cell is exact.
     rows = [
         # MUTAG, inserted out of column order: ET ahead of both GIN and the MLP.
-        _row("MUTAG", "wl", [1.0, 0.75], epochs=None),
-        _row("MUTAG", "mlp", [0.5, 0.75]),
-        _row("MUTAG", "et", [0.875, 0.625]),
-        _row("MUTAG", "gin", [0.75, 0.5]),
+        _row("MUTAG", "wl", [1.0, 0.75], epochs=None, majority=[0.5, 0.75]),
+        _row("MUTAG", "mlp", [0.5, 0.75], majority=[0.5, 0.75]),
+        _row("MUTAG", "et", [0.875, 0.625], majority=[0.5, 0.75]),
+        _row("MUTAG", "gin", [0.75, 0.5], majority=[0.5, 0.75]),
         # DD: no MLP (not counted towards the wins), a node cap, ET ahead of GIN.
         _row("DD", "gin", [0.5, 0.75], max_nodes=200),
         _row("DD", "et", [0.75, 0.75], max_nodes=200),
@@ -157,15 +161,15 @@ def test_markdown_cells_wins_and_fold_by_fold_counts():
     lines = bench.markdown(rows, budget="toy").splitlines()
     assert lines[0].startswith("Budget: toy. Test accuracy mean +- std over folds (%)")
     table = [
-        "| dataset | budget | ET | s/fold | GIN | s/fold | MLP (sum) | s/fold | WL+SVM | s/fold"
-        " | paper ET (train-set acc!) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        "| MUTAG | 2 folds, 5 epochs | 75.0 +- 12.5 | 15 | 62.5 +- 12.5 | 15 | 62.5 +- 12.5 | 15"
-        " | 87.5 +- 12.5 | 15 | 96.6 |",
+        "| dataset | budget | majority | ET | s/fold | GIN | s/fold | MLP (sum) | s/fold | WL+SVM"
+        " | s/fold | paper ET (train-set acc!) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MUTAG | 2 folds, 5 epochs | 62.5 | 75.0 +- 12.5 | 15 | 62.5 +- 12.5 | 15 | 62.5 +- 12.5"
+        " | 15 | 87.5 +- 12.5 | 15 | 96.6 |",
         # The budget is the most-trained neural row's; [n] marks rows short of the plan.
-        "| PROTEINS | 3 folds, 5 epochs | 62.5 +- 12.5 [2] | 15 | 62.5 +- 10.2 | 20"
+        "| PROTEINS | 3 folds, 5 epochs | - | 62.5 +- 12.5 [2] | 15 | 62.5 +- 10.2 | 20"
         " | 50.0 +- 0.0 [2] | 15 | - | - | 90.3 |",
-        "| DD (first 200 nodes) | 2 folds, 5 epochs | 75.0 +- 0.0 | 15 | 62.5 +- 12.5 | 15"
+        "| DD (first 200 nodes) | 2 folds, 5 epochs | - | 75.0 +- 0.0 | 15 | 62.5 +- 12.5 | 15"
         " | - | - | - | - | 95.9 |",
         "",
         "ET ahead of both GIN and the MLP on 1 of 2 datasets; 1 without all three rows not"

@@ -305,3 +305,47 @@ def test_results_are_written_as_each_fold_finishes(tmp_path):
     assert [r["fold"] for r in body["folds"]] == [0, 1]
     assert body["test_acc_mean"] == pytest.approx(12 / 22)
     assert sorted(p.name for p in tmp_path.glob("fold-*")) == ["fold-00", "fold-01"]
+
+
+def test_majority_accuracy_by_hand():
+    from energy_transformer.protocols.kfold import majority_accuracy
+
+    labels = np.array([0, 1, 1, 2, 1, 0, 2, 2, 0, 1])
+    # training graphs 0-5: labels 0, 1, 1, 2, 1, 0 -> class 1 (3 of 6); test 6-9: 2, 2, 0, 1
+    fold = Fold(0, np.arange(6), np.array([], int), np.arange(6, 10))
+    assert majority_accuracy(labels, fold) == 0.25
+    # a tie (two 0s, two 2s) goes to the smaller label: test labels 0, 1, 1, 1 -> 1 of 4 (not 0)
+    tie = Fold(1, np.array([0, 3, 5, 6]), np.array([], int), np.array([8, 1, 4, 9]))
+    assert majority_accuracy(labels, tie) == 0.25
+
+
+def test_the_majority_floor_is_recorded_summarised_and_read_back(tmp_path):
+    from energy_transformer.protocols.kfold import majority_accuracy
+
+    fit_fold, _ = majority(LABELS)
+    summary = run_kfold(LABELS, fit_fold, folds=5, out=tmp_path)
+    rounds = stratified_folds(LABELS, 5)
+    floors = [majority_accuracy(LABELS, f) for f in rounds]
+    assert [r.majority_acc for r in summary.folds] == floors
+    assert summary.majority == pytest.approx(np.mean(floors))
+    assert json.loads((tmp_path / "summary.json").read_text())["majority_acc_mean"] == (
+        pytest.approx(np.mean(floors))
+    )
+    for fold_dir in tmp_path.glob("fold-*"):
+        shutil.rmtree(fold_dir)  # folds.csv alone keeps it too
+    assert [r.majority_acc for r in load_results(tmp_path)] == pytest.approx(floors)
+    assert all("majority_acc" not in r.extra for r in load_results(tmp_path))
+    # one fold without it (an older run): no mean is claimed
+    old = [FoldResult(0, 0.5, 0.5, 1.0, 1.0, {}), FoldResult(1, 0.5, 0.5, 1.0, 1.0, {}, 0.6)]
+    assert summarize(old).majority is None
+
+
+def test_a_resumed_fold_saved_without_the_floor_gets_it(tmp_path):
+    fit_fold, calls = majority(LABELS)
+    run_kfold(LABELS, fit_fold, folds=5, max_folds=1, out=tmp_path)
+    saved = tmp_path / "fold-00" / "result.json"
+    record = json.loads(saved.read_text())
+    floor = record.pop("majority_acc")
+    saved.write_text(json.dumps(record))
+    summary = run_kfold(LABELS, fit_fold, folds=5, max_folds=1, out=tmp_path, resume=True)
+    assert calls == [0] and summary.folds[0].majority_acc == floor

@@ -717,3 +717,19 @@ def test_a_wl_folds_time_holds_its_share_of_the_kernels(toy_root, one_thread):
     share = result.extra["kernel_seconds"] / 4
     assert result.extra["kernel_seconds"] > 0
     assert share <= result.seconds <= share + elapsed
+
+
+def test_results_table_shows_the_majority_class_floor():
+    from energy_transformer.protocols.kfold import FoldResult, summarize
+    from energy_transformer.tasks.graph import results_table
+
+    folds = [FoldResult(0, 0.5, 0.9, 1.0, 2.0, {}, 0.6), FoldResult(1, 0.7, 0.8, 1.0, 4.0, {}, 0.5)]
+    old = [FoldResult(0, 0.5, 0.9, 1.0, 2.0, {})]  # a run saved before the floor was recorded
+    table = results_table(
+        [
+            {"dataset": "D", "model": "et", "summary": summarize(folds)},
+            {"dataset": "E", "model": "et", "summary": summarize(old)},
+        ]
+    ).splitlines()
+    assert table[0].endswith("| budget | majority class % |")
+    assert table[2].endswith("|  | 55.0 |") and table[3].endswith("|  | - |")
