@@ -32,9 +32,16 @@ from typing import Any
 
 import torch
 
-from energy_transformer.data.tu import TUDataset
+from energy_transformer.data.tu import TUDataset, load_tu
 from energy_transformer.models.graph import PRESETS, GraphEnergyTransformer
-from energy_transformer.protocols.kfold import load_results, paired, save_results, summarize
+from energy_transformer.protocols.kfold import (
+    load_results,
+    majority_accuracy,
+    paired,
+    save_results,
+    stratified_folds,
+    summarize,
+)
 from energy_transformer.tasks.graph import (
     PAPER_TRAIN_SET_ACC,
     cross_validate,
@@ -385,6 +392,21 @@ def _paired_table(rows: list[dict[str, Any]], datasets: list[str], ets: list[str
     return lines
 
 
+def floors(datasets: list[str], folds: int, root: str | None) -> str:
+    """The majority-class floor of each dataset on the benchmark's splits (seed 0, 10% of each
+    training fold held out), from the labels alone: no model is trained."""
+    lines = [
+        f"| dataset | graphs | classes | majority class %, mean over {folds} folds |",
+        "|---|---|---|---|",
+    ]
+    for name in datasets:
+        labels = load_tu(name, root).labels.numpy()
+        rounds = stratified_folds(labels, folds, 0.1, seed=0)
+        floor = 100 * sum(majority_accuracy(labels, f) for f in rounds) / len(rounds)
+        lines.append(f"| {name} | {labels.size} | {len(set(labels.tolist()))} | {floor:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -411,7 +433,13 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=1e9, help="seconds (with --jobs)")
     parser.add_argument("--collect", nargs="+", default=None, help="only tabulate these outs")
     parser.add_argument("--budget", default=None, help="budget text for the table header")
+    parser.add_argument(
+        "--floors", action="store_true", help="only print each dataset's majority-class floor"
+    )
     args = parser.parse_args()
+    if args.floors:
+        print(floors(args.datasets, args.folds, args.data))
+        return
     torch.set_num_threads(args.threads)
     try:
         for spec in args.models:

@@ -234,3 +234,16 @@ def test_collect_reads_each_runs_settings_and_every_fold(tmp_path):
     # One summary per run folder, from every fold (as several processes leave them).
     summary = json.loads((tmp_path / "DD-et-degree" / "summary.json").read_text())
     assert summary["test_acc_mean"] == 0.5 and len(summary["folds"]) == 3
+
+
+def test_floors_are_the_majority_class_of_each_datasets_folds(tmp_path):
+    from graph_fixtures import ring_or_star
+
+    from energy_transformer.data.tu import write_tu
+
+    # 6 stars and 18 rings: every stratified half trains on 3 + 9 and tests 3 + 9, so always
+    # answering "ring" scores 9 of 12.
+    write_tu(tmp_path / "TUDataset", "LOP", [ring_or_star(4 + i % 5, i < 6) for i in range(24)])
+    write_toy(tmp_path)  # 12 and 12: ties go to the smaller label, half the test graphs
+    text = _bench_graph().floors(["LOP", "TOY"], 2, str(tmp_path))
+    assert text.splitlines()[2:] == ["| LOP | 24 | 2 | 75.0 |", "| TOY | 24 | 2 | 50.0 |"]
