@@ -478,8 +478,11 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_energy(model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path) -> list[Path]:
-    """Energy descent of each ET block on a batch of graphs (eval mode), one PNG per block.
+def plot_energy(
+    model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path, what: str = "graphs"
+) -> list[Path]:
+    """Energy descent of each ET block on a batch of graphs (eval mode), one PNG per block;
+    ``what`` names the graphs in the title (``"test graphs of PROTEINS, fold 0"``).
 
     Runs the dense layout (same result as the edge list) so each graph's energy is its own.
     """
@@ -497,7 +500,9 @@ def plot_energy(model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path
     paths = []
     for i, trajectory in enumerate(trajectories):
         name = "energy_descent.png" if len(trajectories) == 1 else f"energy_descent_block{i}.png"
-        title = f"graph ET, block {i + 1}/{len(trajectories)}, {len(graphs)} graphs"
+        block = f", block {i + 1} of {len(trajectories)}" if len(trajectories) > 1 else ""
+        steps = f"{model.steps} step" + ("s" if model.steps != 1 else "")
+        title = f"graph ET{block} (alpha {model.alpha:g}, {steps}): {len(graphs)} {what}"
         paths.append(plot_energy_descent(trajectory.energies, out / name, title))
     return paths
 
@@ -741,10 +746,11 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     fold_dir = out / "fold-00"
     if not (fold_dir / "split.json").is_file():
         return []
-    dataset, _ = _run_dataset(out, data)
+    dataset, meta = _run_dataset(out, data)
     model = _load_fold_model(fold_dir, resolve_device(device))
     test = json.loads((fold_dir / "split.json").read_text())["test"][:graphs]
-    return plot_energy(model, [dataset[i] for i in test], out)
+    what = f"test graphs of {meta['dataset']}, fold 0"
+    return plot_energy(model, [dataset[i] for i in test], out, what)
 
 
 def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -807,6 +813,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     if meta["model"] == "et":
         model = _load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())
-        for path in plot_energy(model, [dataset[i] for i in split["test"][:32]], dest):
+        what = f"test graphs of {meta['dataset']}, {fold_dirs[0].name}"
+        for path in plot_energy(model, [dataset[i] for i in split["test"][:32]], dest, what):
             print(f"energy descent: {path}")
     return report

@@ -733,3 +733,26 @@ def test_results_table_shows_the_majority_class_floor():
     ).splitlines()
     assert table[0].endswith("| budget | majority class % |")
     assert table[2].endswith("|  | 55.0 |") and table[3].endswith("|  | - |")
+
+
+def test_the_energy_plot_title_names_the_graphs_and_the_descent(monkeypatch, tmp_path):
+    from energy_transformer import plots
+    from energy_transformer.models.graph import LaplacianPE, build_graph_et
+    from energy_transformer.tasks.graph import plot_energy
+
+    titles = []
+    monkeypatch.setattr(
+        plots, "plot_energy_descent", lambda energies, path, title: titles.append(title) or path
+    )
+    graphs = [LaplacianPE(4)(ring_or_star(5, i % 2 == 0)) for i in range(3)]
+    for g in graphs:
+        g.x = torch.ones(g.num_nodes, 1)
+    one = build_graph_et(1, 2, "cpu", pe_dim=4, alpha=0.05, steps=3)
+    plot_energy(one, graphs, tmp_path, "test graphs of TOY, fold-02")
+    two = build_graph_et(1, 2, "cpu", pe_dim=4, blocks=2, steps=1)
+    plot_energy(two, graphs, tmp_path)
+    assert titles == [
+        "graph ET (alpha 0.05, 3 steps): 3 test graphs of TOY, fold-02",
+        "graph ET, block 1 of 2 (alpha 0.1, 1 step): 3 graphs",
+        "graph ET, block 2 of 2 (alpha 0.1, 1 step): 3 graphs",
+    ]
