@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
@@ -203,7 +204,7 @@ def masked_view(images: Tensor, patch_mask: Tensor, patch_size: int) -> Tensor:
     return torch.where(pixels.expand_as(out), fill.expand_as(out), out)
 
 
-def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
+def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> AxesImage:
     """Draw ``(n, C, p, p)`` tiles as one mosaic on ``ax``, separated by thin gaps."""
     n, channels, p, _ = tiles.shape
     cols = math.ceil(math.sqrt(n))
@@ -217,15 +218,18 @@ def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> None:
         limit = float(torch.nan_to_num(canvas).abs().max()) or 1.0
         cmap = plt.get_cmap("RdBu_r" if symmetric else "gray").with_extremes(bad="white")
         vmin, vmax = (-limit, limit) if symmetric else (None, None)
-        ax.imshow(canvas[0].numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        image = ax.imshow(
+            canvas[0].numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+        )
     else:
         lo, hi = torch.nan_to_num(canvas, nan=0.0).amin(), torch.nan_to_num(canvas).amax()
         shown = ((canvas - lo) / (hi - lo + 1e-12)).nan_to_num(1.0).permute(1, 2, 0)
-        ax.imshow(shown.numpy(), interpolation="nearest")
+        image = ax.imshow(shown.numpy(), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+    return image
 
 
 def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
@@ -242,7 +246,10 @@ def plot_memories(patches: Tensor, path: str | Path, title: str = "") -> Path:
     # Each memory on its own scale: the shape of a memory matters here, not its norm.
     tiles = tiles / tiles.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
     fig, ax = plt.subplots(figsize=(7, 7))
-    _tile(ax, tiles, symmetric=True)
+    image = _tile(ax, tiles, symmetric=True)
+    if tiles.shape[1] == 1:  # colours are values; RGB tiles show their own colours
+        bar = fig.colorbar(image, ax=ax, shrink=0.6, ticks=[-1, 0, 1])
+        bar.set_label("pixel value / the memory's largest |value|")
     if title:
         ax.set_title(title, fontsize=11, fontweight="bold")
     return _save(fig, path)

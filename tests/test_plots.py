@@ -112,3 +112,15 @@ def test_updates_with_a_wrong_number_of_steps_are_refused(tmp_path):
         plots.plot_updates(updates, [0, 1, 5], tmp_path / "u.png", states=torch.rand(2, 1, 8, 8))
     assert not (tmp_path / "u.png").exists()
     assert plt.get_fignums() == open_before  # refused before a figure was opened
+
+
+def test_grey_memories_have_a_colour_scale_and_rgb_ones_none(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    plots.plot_memories(torch.randn(4, 1, 4, 4), tmp_path / "grey.png")
+    plots.plot_memories(torch.randn(4, 3, 4, 4), tmp_path / "rgb.png")
+    grey, rgb = closed
+    assert len(grey.axes) == 2 and len(rgb.axes) == 1  # the mosaic, and the bar beside it
+    bar = grey.axes[1]
+    assert bar.get_ylabel() == "pixel value / the memory's largest |value|"
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["−1", "0", "1"]
