@@ -347,7 +347,15 @@ class Trainer:
             check_new_run(self.run_dir, resume, self.task)
         if resume and self.run_dir is not None and (self.run_dir / "last.safetensors").is_file():
             self._check_same_run()
-            ckpt = load_checkpoint(self.run_dir / "last.safetensors")
+            try:
+                ckpt = load_checkpoint(self.run_dir / "last.safetensors")
+            except CheckpointError as err:
+                best = self.run_dir / "best.safetensors"
+                kept = f"; {best} is a separate file (et eval reads it)" if best.is_file() else ""
+                raise CheckpointError(
+                    f"{err}: cannot resume from it{kept}; to train again, move {self.run_dir}"
+                    " aside and start a new run"
+                ) from err
             try:
                 self.model.load_state_dict(ckpt.model_state)
             except RuntimeError as err:  # a model_config does not name every size

@@ -594,3 +594,23 @@ def test_a_resume_says_where_it_continues(tmp_path, capsys):
     assert f"{tmp_path / 'run'}: already trained for 3 epochs, nothing to do" in (
         capsys.readouterr().out
     )
+
+
+def test_a_corrupt_last_checkpoint_says_what_is_left_and_what_to_do(tmp_path):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+
+    def fit(resume: bool):
+        trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), tmp_path, task="toy")
+        return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
+
+    fit(resume=False)
+    last = tmp_path / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:100])  # cut short, as by a full disk
+    best = (tmp_path / "best.safetensors").read_bytes()
+    with pytest.raises(CheckpointError) as err:
+        fit(resume=True)
+    message = str(err.value)
+    assert message.startswith(f"corrupt or unreadable checkpoint {last}")
+    assert f"cannot resume from it; {tmp_path / 'best.safetensors'} is a separate file" in message
+    assert message.endswith(f"to train again, move {tmp_path} aside and start a new run")
+    assert (tmp_path / "best.safetensors").read_bytes() == best  # nothing was overwritten
