@@ -677,6 +677,16 @@ def train(args: argparse.Namespace) -> Path:
         raise ValueError(
             f"{options}: options of the Energy Transformer, not of --model {args.model}"
         )
+    if args.model == "wl":
+        if launched_world_size() > 1:
+            raise ValueError(
+                "WL+SVM is fitted by scikit-learn in one process, so torchrun would only repeat"
+                " it in every process: run it without torchrun"
+            )
+        training = ("epochs", "batch_size", "lr", "weight_decay")
+        if unused := [k for k in training if getattr(args, k) is not None]:
+            options = ", ".join("--" + key.replace("_", "-") for key in unused)
+            print(f"note: {options} not used: WL+SVM has no training loop (h, C chosen on val)")
     summary = cross_validate(
         args.dataset,
         args.model,

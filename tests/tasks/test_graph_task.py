@@ -365,9 +365,9 @@ def test_every_training_option_reaches_the_folds_and_the_records(
         batches.append(([g.num_nodes for g in graphs], batch_size))
         return real_loader(graphs, batch_size, *args, **kwargs)
 
-    def spy_plot(model, graphs, out):
+    def spy_plot(model, graphs, out, what):
         plotted.append((model, [(g.num_nodes, int(g.y)) for g in graphs]))
-        return real_plot(model, graphs, out)
+        return real_plot(model, graphs, out, what)
 
     monkeypatch.setattr(graph, "train_loader", spy_loader)
     monkeypatch.setattr(graph, "plot_energy", spy_plot)
@@ -756,3 +756,18 @@ def test_the_energy_plot_title_names_the_graphs_and_the_descent(monkeypatch, tmp
         "graph ET, block 1 of 2 (alpha 0.1, 1 step): 3 graphs",
         "graph ET, block 2 of 2 (alpha 0.1, 1 step): 3 graphs",
     ]
+
+
+def test_wl_says_training_options_go_unused_and_refuses_torchrun(
+    toy_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "wl"]
+    args += ["--out", str(tmp_path / "run")]
+    assert main([*args, "--epochs", "5", "--lr", "0.1", "--max-folds", "1"]) == 0
+    assert "note: --epochs, --lr not used: WL+SVM has no training loop" in capsys.readouterr().out
+    args[-1] = str(tmp_path / "other")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: every process would fit it
+    assert main(args) == 2
+    assert "WL+SVM is fitted by scikit-learn in one process" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
