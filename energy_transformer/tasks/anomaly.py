@@ -23,6 +23,7 @@ from torch import Tensor
 
 from energy_transformer.data.gad import GAD_DATASETS, load_gad, load_gad_file
 from energy_transformer.files import recorded_path, write_text_atomic
+from energy_transformer.models.gad_baselines import is_neural
 from energy_transformer.models.node import PRESETS, node_preset
 from energy_transformer.protocols.gad import (
     MODELS,
@@ -147,13 +148,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
+# The ET options' defaults (dest names without the prefix): any other value is a choice the
+# user made, which a run without ET says it does not use.
+ET_OPTION_DEFAULTS: dict[str, Any] = {
+    "preset": "small", "heads": None, "head_dim": None, "steps": None, "alpha": None,
+    "memories": None, "qk_init_std": 0.02, "degree_buckets": 0, "learn_beta": False,
+    "no_self_loops": False, "no_concat": False,
+}  # fmt: skip
+
+
 def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The ET block's options, ``--preset``, ``--heads`` ...; ``prefix="et-"`` gives
     ``--et-preset``, ``--et-heads`` ... for a parser whose other options serve every model."""
     p = f"--{prefix}"
     parser.add_argument(
         f"{p}preset",
-        default="small",
+        default=ET_OPTION_DEFAULTS["preset"],
         choices=sorted(PRESETS),
         help="ET block sizes (models.node.PRESETS); the size options below override them",
     )
@@ -171,13 +181,13 @@ def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument(
         f"{p}qk-init-std",
         type=float,
-        default=0.02,
+        default=ET_OPTION_DEFAULTS["qk_init_std"],
         help="init std of ET's query and key projections W^Q, W^K",
     )
     parser.add_argument(
         f"{p}degree-buckets",
         type=int,
-        default=0,
+        default=ET_OPTION_DEFAULTS["degree_buckets"],
         help="add an embedding of the log2-bucketed in-degree (0: none, the paper's form)",
     )
     parser.add_argument(
@@ -270,6 +280,13 @@ def train(args: argparse.Namespace) -> None:
     protocols = _protocol_names(args.protocol)
     if args.splits == "file" and args.train_ratio is not None:
         raise ValueError("--train-ratio draws random splits: it does not apply to --splits file")
+    if "et" not in args.model:
+        given = [k for k, d in ET_OPTION_DEFAULTS.items() if getattr(args, k) != d]
+        if given:
+            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            print(
+                f"note: {options} not used: no Energy Transformer in --model {','.join(args.model)}"
+            )
     check_not_part_of_run(args.out, "anomaly")
     check_new_run(args.out, args.resume, task="anomaly")
     cfg = _config(args)
@@ -295,8 +312,7 @@ def train(args: argparse.Namespace) -> None:
 
     def report(r: RunResult) -> None:
         results.append(r)
-        shown = " ".join(f"{p}:{m}" for p, m in r.metrics.items())
-        print(f"[{r.model} seed {r.seed}] {shown} ({r.seconds:.1f}s)", flush=True)
+        print(f"[{r.model} seed {r.seed}] {_shown(r.metrics)} ({r.seconds:.1f}s)", flush=True)
 
     run_protocols(
         data,
@@ -316,7 +332,8 @@ def train(args: argparse.Namespace) -> None:
     splits = "the dataset's own splits" if ratio is None else f"train ratio {ratio}"
     if args.input_hops:
         splits += f", input: RF-Graph's map over {args.input_hops} hops"
-    title = f"{args.dataset}, {splits}, {args.epochs} epochs"
+    neural = [m for m in args.model if m == "et" or is_neural(m)]
+    title = f"{args.dataset}, {splits}" + (f", {args.epochs} epochs" if neural else "")
     text = results_markdown(results, protocols, title)
     (args.out / "results.md").write_text(text)
     _write_json(
@@ -327,6 +344,26 @@ def train(args: argparse.Namespace) -> None:
     if "et" in args.model:
         figures(args.out / "et" / f"seed{args.seeds[0]}", args.out / "figures", args.data)
     print(f"results: {args.out / 'results.md'}")
+
+
+def _shown(metrics: dict[str, dict[str, float]]) -> str:
+    """``"gadbench: auroc 69.4, auprc 7.2 | bwgnn: ..."``, in %."""
+    return " | ".join(
+        f"{p}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items()) for p, m in metrics.items()
+    )
+
+
+def _recorded_trees(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The tree ensembles' seeds in ``run_dir/results.json``, with the metrics et train recorded."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text()).get("runs", [])
+    return {
+        f"{r['model']}/seed{r['seed']}": {"recorded": r["metrics"], "weights": "none (refitted)"}
+        for r in runs
+        if r["model"] != "et" and not is_neural(r["model"])
+    }
 
 
 def _run_record(r: RunResult) -> dict[str, Any]:
@@ -417,17 +454,28 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
     """``et eval RUN``: re-score every saved model of ``RUN`` (or one ``RUN/<model>/seed<k>``,
     or one checkpoint file in it: that file's weights) on its split and redraw ET's figures."""
     run_dir = Path(run_dir)
+    trees: dict[str, dict[str, Any]] = {}
+    whole_run = False  # a whole run keeps each seed's figures apart; one seed, beside it
     if run_dir.is_file():
         runs, run_dir = [run_dir], run_dir.parent
     elif (run_dir / "best.safetensors").is_file():
         runs = [run_dir]
     else:
         runs = sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
-    if not runs:
+        trees, whole_run = _recorded_trees(run_dir), True
+    if not runs and not trees:
         raise FileNotFoundError(f"no trained model (best.safetensors) under {run_dir}")
     out = Path(args.out) if getattr(args, "out", None) else run_dir
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, Any]] = {}
+    if trees:
+        print(
+            "the tree ensembles keep no weights (et train fits them afresh): their test metrics"
+            " below are the ones it recorded, not re-scored"
+        )
+        for name, row in trees.items():
+            print(name, _shown(row["recorded"]))
+        rows.update(trees)
     for run in runs:
         model, data, split, config = _load_model_run(run, args.data, args.device)
         with torch.no_grad():
@@ -435,7 +483,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
         seed = run.parent.name if run.is_file() else run.name
         name = f"{config['model']['name']}/{seed}"
         rows[name] = {k: v for k, v in metrics.items() if k.startswith("test_")}
-        print(name, " ".join(f"{k}={v:.4f}" for k, v in rows[name].items()))
+        print(name, " ".join(f"{k} {100 * v:.1f}" for k, v in rows[name].items()))
         # Only the first protocol's pick is saved: say whose weights these numbers score.
         protocols = config.get("extra", {}).get("protocols") or []
         picked = f"the epoch {protocols[0]} selected" if protocols else "the selected epoch"
@@ -446,7 +494,8 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
                 " training, reported in results.json but not saved)"
             )
         if config["model"]["name"] == "et":
-            for path in figures(run, out / "figures" / seed, args.data):
+            where = out / "figures" / seed if whole_run else out / "figures"
+            for path in figures(run, where, args.data):
                 print(f"figure: {path}")
     _write_json(out / "eval.json", rows)
     print(f"wrote {out / 'eval.json'}")

@@ -70,6 +70,10 @@ def test_train_then_eval(data_root, tmp_path, capsys):
     row = json.loads((tmp_path / "e" / "eval.json").read_text())["gcn/seed0"]
     assert row.pop("weights") == "file best.safetensors"
     assert row == {k: v for k, v in evaluated["gcn/seed0"].items() if k != "weights"}
+    # One seed's folder keeps its figures beside it, not under a second seed0.
+    main(["eval", str(out / "et" / "seed0")])
+    assert (out / "et" / "seed0" / "figures" / "energy_descent.png").is_file()
+    assert not (out / "et" / "seed0" / "figures" / "seed0").exists()
 
 
 def test_file_splits_and_resume(data_root, tmp_path, capsys):
@@ -344,3 +348,25 @@ def test_a_graph_file_of_ones_own_is_named_by_its_file(data_root, tmp_path, caps
     assert "graph.txt: an anomaly graph is a .npz (GADBench) or .mat (CARE-GNN) file" in (
         capsys.readouterr().err
     )
+
+
+def test_a_run_of_tree_ensembles_alone_is_evaluated_from_its_record(data_root, tmp_path, capsys):
+    out = tmp_path / "trees"
+    args = train_args(data_root, out, "--model", "rf-graph,gb-graph", "--seeds", "2")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # the ET sizes of the shared command line are not silently taken as used
+    assert "note: --heads, --head-dim not used: no Energy Transformer in --model" in printed
+    assert (out / "results.md").read_text().splitlines()[0] == "# reddit, train ratio 0.4"
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    recorded = next(r["metrics"] for r in runs if (r["model"], r["seed"]) == ("gb-graph", 1))
+    line = next(x for x in printed.splitlines() if x.startswith("[gb-graph seed 1]"))
+    auroc = recorded["gadbench"]["auroc"]
+    assert f"gadbench: auroc {100 * auroc:.1f}, auprc" in line  # in %, not a raw dict
+    assert main(["eval", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the tree ensembles keep no weights" in printed and "not re-scored" in printed
+    report = json.loads((out / "eval.json").read_text())
+    assert sorted(report) == [f"{m}/seed{k}" for m in ("gb-graph", "rf-graph") for k in (0, 1)]
+    assert report["gb-graph/seed1"]["recorded"] == recorded
+    assert report["gb-graph/seed1"]["weights"] == "none (refitted)"
