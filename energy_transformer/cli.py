@@ -116,7 +116,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("run", type=Path, help="run folder or checkpoint file")
     ev.add_argument("--out", type=Path, default=None, help="where to write results (default: RUN)")
     ev.add_argument("--data", type=Path, default=None, help="dataset folder (default: $ET_DATA)")
-    ev.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     ev.set_defaults(func=_evaluate)
 
     for name in COMMAND_TASKS:

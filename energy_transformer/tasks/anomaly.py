@@ -25,6 +25,7 @@ from energy_transformer.data.gad import GAD_DATASETS, load_gad, load_gad_file
 from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.models.gad_baselines import is_neural
 from energy_transformer.models.node import PRESETS, node_preset
+from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.protocols.gad import (
     MODELS,
     PROTOCOLS,
@@ -153,7 +154,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 ET_OPTION_DEFAULTS: dict[str, Any] = {
     "preset": "small", "heads": None, "head_dim": None, "steps": None, "alpha": None,
     "memories": None, "qk_init_std": 0.02, "degree_buckets": 0, "learn_beta": False,
-    "no_self_loops": False, "no_concat": False,
+    "no_self_loops": False, "no_concat": False, "hopfield": "relu",
 }  # fmt: skip
 
 
@@ -197,8 +198,16 @@ def add_et_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     )
     parser.add_argument(
         f"{p}no-self-loops",
+        f"{p}exclude-self",
         action="store_true",
-        help="a node does not attend to itself, as the paper's key sets (default: it does)",
+        help="a node does not attend to itself, as the paper's key sets (default: it does;"
+        " the same switch as --exclude-self of the other tasks)",
+    )
+    parser.add_argument(
+        f"{p}hopfield",
+        choices=HOPFIELD_KINDS,
+        default=ET_OPTION_DEFAULTS["hopfield"],
+        help="Hopfield energy: relu (the paper's) or softmax",
     )
     parser.add_argument(
         f"{p}no-concat",
@@ -221,6 +230,7 @@ def et_options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
         "learn_beta": opt[f"{p}learn_beta"],
         "self_loops": not opt[f"{p}no_self_loops"],
         "concat_input": not opt[f"{p}no_concat"],
+        "hopfield": opt[f"{p}hopfield"],
     }
 
 

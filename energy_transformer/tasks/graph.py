@@ -632,7 +632,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Hopfield energy: relu (the paper's, every preset) or softmax",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 

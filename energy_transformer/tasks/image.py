@@ -740,7 +740,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where everything goes")
     p.add_argument("--data", type=Path, default=None, help="folder holding fashion-mnist/")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.set_defaults(func=demo)
 
     p = subparsers.add_parser(
@@ -756,7 +756,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random patch choice")
     p.add_argument("--steps", type=int, default=None, help="descent steps (default: model's)")
     p.add_argument("--alpha", type=float, default=None, help="step size (default: model's)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.set_defaults(func=complete)
 
     p = subparsers.add_parser(

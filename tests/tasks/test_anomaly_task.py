@@ -370,3 +370,14 @@ def test_a_run_of_tree_ensembles_alone_is_evaluated_from_its_record(data_root, t
     assert sorted(report) == [f"{m}/seed{k}" for m in ("gb-graph", "rf-graph") for k in (0, 1)]
     assert report["gb-graph/seed1"]["recorded"] == recorded
     assert report["gb-graph/seed1"]["weights"] == "none (refitted)"
+
+
+def test_the_block_variants_share_the_other_tasks_names(data_root, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(data_root, out, "--model", "et", "--exclude-self", "--hopfield", "softmax")
+    assert main(args) == 0
+    model = json.loads((out / "et" / "seed0" / "config.json").read_text())["model"]
+    assert model["self_loops"] is False and model["hopfield"] == "softmax"
+    assert main(train_args(data_root, tmp_path / "plain", "--model", "et")) == 0
+    model = json.loads((tmp_path / "plain" / "et" / "seed0" / "config.json").read_text())["model"]
+    assert model["self_loops"] is True and model["hopfield"] == "relu"
