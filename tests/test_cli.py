@@ -220,3 +220,33 @@ def test_the_command_tasks_are_those_that_add_commands():
 
     adds = {n for n, m in TASKS.items() if hasattr(importlib.import_module(m), "add_commands")}
     assert set(COMMAND_TASKS) == adds
+
+
+def test_a_parser_built_without_a_command_line_has_every_tasks_options():
+    from energy_transformer.cli import build_parser
+    from energy_transformer.tasks import anomaly, graph, image
+
+    parser = build_parser()
+    for argv, train in [
+        (["train", "image", "--preset", "fashion-mnist"], image.train),
+        (["train", "graph", "--dataset", "MUTAG", "--folds", "3"], graph.train),
+        (["train", "anomaly", "--dataset", "reddit"], anomaly.train),
+    ]:
+        assert parser.parse_args(argv).func is train
+
+
+def test_main_reads_the_command_line_and_imports_only_the_task_it_names():
+    code = (
+        "from energy_transformer.tasks import image\n"
+        "image.train = lambda args: None\n"
+        "from energy_transformer.cli import main\n"
+        "sys.argv = ['et', 'train', 'image']\n"
+        "assert main() == 0"
+    )
+    assert _imports_after(code) == {"energy_transformer.tasks.image"}
+
+
+def test_a_run_folder_named_like_a_task_imports_no_task():
+    parse = "from energy_transformer.cli import build_parser\nbuild_parser({argv})"
+    for argv in (["eval", "graph"], ["complete", "anomaly", "shirt.png"]):
+        assert _imports_after(parse.format(argv=argv)) == {"energy_transformer.tasks.image"}

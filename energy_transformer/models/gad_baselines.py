@@ -610,7 +610,9 @@ class GBGraph(TreeGraph):
 
     Args:
         n_estimators: boosting iterations (trees).
-        seed: random state of the boosting.
+        seed: random state of the boosting; without early stopping or subsampling the boosting
+            is deterministic, so it changes nothing (it is taken so that both ensembles have
+            one interface).
         hops: neighbourhood depth of the aggregated features.
         aggs: aggregators, see :func:`aggregate_neighbors`.
         max_depth: maximum tree depth (``None``: limited by the leaves only).

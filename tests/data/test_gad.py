@@ -347,3 +347,10 @@ def test_amazon_is_recognised_by_its_net_upu_relation(tmp_path):
     assert int(data.label_mask.sum()) == 5 and not data.label_mask[:AMAZON_UNLABELED].any()
     other = load_fraud_mat(write_small_mat(tmp_path / "b.mat", labels, net_usu=upu))
     assert other.label_mask.all()
+
+
+def test_load_gad_gives_its_options_to_a_mat_file_given_itself(tmp_path):
+    labels = np.array([0, 1] * 10, dtype=np.int64)
+    _, homo, rel = write_mat(tmp_path / "mine.mat", 20, ("net_rur", "net_rtr"), labels)
+    data = load_gad("yelpchi", root=tmp_path / "mine.mat", relation="net_rur")
+    assert edge_set(data) == off_diagonal(rel["net_rur"]) != off_diagonal(homo)

@@ -377,3 +377,58 @@ def test_gat_heads_are_concatenated_to_the_hidden_width():
         h = torch.relu(conv(h, edge_index))
         assert h.shape == (8, 8)
     torch.testing.assert_close(model(x, edge_index), model.head(h))
+
+
+def _noisy_task(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = ((x[:, 0] + torch.randn(n, generator=g)) > 0.8).long()
+    return x, random_graph(n, 2, seed=seed), y
+
+
+def test_gb_graph_is_histogram_boosting_of_a_fixed_number_of_trees_on_rf_graphs_features():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # Over 10000 nodes, where scikit-learn's early_stopping="auto" would hold out a tenth.
+    x, edge_index, y = _noisy_task(10_050, seed=4)
+    model = GBGraph(n_estimators=6, seed=3, max_depth=2, learning_rate=0.3)
+    probs = model.fit(x, edge_index, y).predict_proba(x, edge_index)
+    features = aggregate_neighbors(x, edge_index, 2, ("mean", "max")).float().numpy()
+    ref = HistGradientBoostingClassifier(
+        max_iter=6, max_depth=2, learning_rate=0.3, early_stopping=False, random_state=3
+    ).fit(features, y.numpy())
+    assert model.trees.n_iter_ == 6 and model.trees.random_state == 3
+    torch.testing.assert_close(probs, torch.from_numpy(ref.predict_proba(features)[:, 1]).float())
+
+
+def test_tree_ensembles_defaults_and_max_depth():
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    x, edge_index, y = _noisy_task(200, seed=5)
+    features = aggregate_neighbors(x, edge_index, 2, ("mean", "max")).float().numpy()
+    gb = HistGradientBoostingClassifier(
+        max_iter=100, learning_rate=0.1, early_stopping=False, random_state=0
+    ).fit(features, y.numpy())
+    torch.testing.assert_close(
+        GBGraph().fit(x, edge_index, y).predict_proba(x, edge_index),
+        torch.from_numpy(gb.predict_proba(features)[:, 1]).float(),
+    )
+    rf = RandomForestClassifier(n_estimators=5, max_depth=1, random_state=2).fit(
+        features, y.numpy()
+    )
+    torch.testing.assert_close(
+        RFGraph(n_estimators=5, seed=2, max_depth=1)
+        .fit(x, edge_index, y)
+        .predict_proba(x, edge_index),
+        torch.from_numpy(rf.predict_proba(features)[:, 1]).float(),
+    )
+
+
+@pytest.mark.parametrize("trees", TREES)
+def test_a_tree_ensembles_errors_name_its_class(trees):
+    name = trees.__name__
+    x, edge_index = torch.randn(3, 1), torch.zeros(2, 0).long()
+    with pytest.raises(RuntimeError, match=f"^{name}.predict_proba called before fit$"):
+        trees().predict_proba(x, edge_index)
+    with pytest.raises(ValueError, match=f"single class; {name} needs both$"):
+        trees().fit(x, edge_index, torch.tensor([0, 0, 1]), [0, 1])

@@ -415,3 +415,43 @@ def test_a_tree_ensemble_reports_its_wall_time(name):
     r = gad.fit_trees(name, data, split, "gadbench", cfg, seed=0)
     assert r.model == name and r.seconds > 0
     assert set(r.metrics["gadbench"]) == {"auroc", "auprc", "rec_at_k"}
+
+
+def test_a_tree_ensemble_is_seeded_by_the_runs_seed():
+    from energy_transformer.metrics import auroc
+    from energy_transformer.models.gad_baselines import RFGraph
+
+    g = torch.Generator().manual_seed(1)
+    n = 150
+    x, y = torch.randn(n, 3, generator=g), (torch.rand(n, generator=g) < 0.3).long()
+    data = Data(x=x, edge_index=torch.randint(0, n, (2, 3 * n), generator=g), y=y)
+    split = stratified_split(data.y, 0.4, seed=0)
+    cfg = HarnessConfig(rf={"n_estimators": 3})
+    expected = {}
+    for seed in (1, 2):
+        rf = RFGraph(n_estimators=3, seed=seed).fit(x, data.edge_index, y, split.train)
+        expected[seed] = auroc(rf.predict_proba(x, data.edge_index)[split.test], y[split.test])
+        r = gad.fit_trees("rf-graph", data, split, "gadbench", cfg, seed=seed)
+        assert r.seed == seed and r.metrics["gadbench"]["auroc"] == pytest.approx(expected[seed])
+    assert expected[1] != pytest.approx(expected[2])  # the seed matters here
+
+
+@pytest.mark.parametrize(
+    ("et", "message"),
+    [
+        ({"steps": -1}, "steps must be an int >= 0, got -1"),
+        ({"steps": True}, "steps must be an int >= 0, got True"),
+        ({"steps": 2.0}, "steps must be an int >= 0, got 2.0"),
+        ({"noise_std": -0.1}, "noise_std must be finite and >= 0, got -0.1"),
+    ],
+)
+def test_the_harness_config_refuses_bad_descent_settings(et, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        HarnessConfig(et=et)
+
+
+def test_the_harness_config_accepts_no_descent_and_numpy_steps():
+    import numpy as np
+
+    HarnessConfig(et={"steps": 0})  # 0 steps: the block is skipped, a valid ablation
+    HarnessConfig(et={"steps": np.int64(2), "noise_std": 0.0})

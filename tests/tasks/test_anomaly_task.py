@@ -381,3 +381,35 @@ def test_the_block_variants_share_the_other_tasks_names(data_root, tmp_path):
     assert main(train_args(data_root, tmp_path / "plain", "--model", "et")) == 0
     model = json.loads((tmp_path / "plain" / "et" / "seed0" / "config.json").read_text())["model"]
     assert model["self_loops"] is True and model["hopfield"] == "relu"
+
+
+def test_only_a_graph_file_names_the_run_a_data_folder_does_not(tmp_path):
+    from energy_transformer.tasks.anomaly import dataset_name
+
+    root = tmp_path / "my-data"
+    (root / "gad").mkdir(parents=True)
+    assert dataset_name(None, root) == "tolokers"  # a data root: the default graph in it
+    assert dataset_name(None, None) == "tolokers"
+    mine = root / "shop-reviews.npz"
+    mine.write_bytes(b"")
+    assert dataset_name(None, mine) == "shop-reviews"
+    assert dataset_name("reddit", mine) == "reddit"  # --dataset says it
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--hidden", "0"], "hidden must be a positive int, got 0"),
+        (["--steps", "-1"], "steps must be an int >= 0, got -1"),
+    ],
+)
+def test_more_bad_options_are_refused_before_the_graph_is_read(
+    tmp_path, capsys, monkeypatch, option, message
+):
+    monkeypatch.delenv("ET_DEBUG", raising=False)
+    missing = tmp_path / "no-data-here"
+    args = ["train", "anomaly", "--data", str(missing), "--out", str(tmp_path / "run")]
+    assert main([*args, *option, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"et: error: {message} (ET_DEBUG=1" in err and "no-data-here" not in err
+    assert not (tmp_path / "run").exists()

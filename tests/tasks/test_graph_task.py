@@ -771,3 +771,18 @@ def test_wl_says_training_options_go_unused_and_refuses_torchrun(
     assert main(args) == 2
     assert "WL+SVM is fitted by scikit-learn in one process" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_eval_of_a_checkpoint_file_names_that_file(toy_root, tmp_path, one_thread, capsys):
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "mlp"]
+    args += ["--folds", "2", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    dest = tmp_path / "eval"
+    last = out / "fold-01" / "last.safetensors"
+    assert main(["eval", str(last), "--data", str(toy_root), "--out", str(dest)]) == 0
+    acc = json.loads((dest / "eval.json").read_text())["folds"]["1"]
+    printed = capsys.readouterr().out
+    assert f"fold-01: test acc {100 * acc:.2f}% (last.safetensors)\n" in printed
+    assert f"wrote {dest / 'eval.json'}\n" in printed

@@ -29,3 +29,9 @@ def test_the_help_shows_the_presets_values(task, expected, capsys):
     for part in expected:
         assert part in text
     assert "None:" not in text  # Python's word for unset is not the user's
+
+
+def test_preset_values_shows_floats_without_a_trailing_zero():
+    presets = {"a": {"epochs": 300.0, "alpha": 0.1}, "b": {"epochs": 30, "alpha": 1e-05}}
+    assert preset_values(presets, "epochs") == "a: 300, b: 30"
+    assert preset_values(presets, "alpha") == "a: 0.1, b: 1e-05"

@@ -614,3 +614,59 @@ def test_a_corrupt_last_checkpoint_says_what_is_left_and_what_to_do(tmp_path):
     assert f"cannot resume from it; {tmp_path / 'best.safetensors'} is a separate file" in message
     assert message.endswith(f"to train again, move {tmp_path} aside and start a new run")
     assert (tmp_path / "best.safetensors").read_bytes() == best  # nothing was overwritten
+
+
+def test_resume_may_move_to_another_device(tmp_path):
+    _fit(tmp_path, epochs=1)
+    _, result = _fit(tmp_path, resume=True, epochs=2, device="auto")  # "auto" is the CPU here
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["device"] == "auto"
+
+
+def test_resume_of_a_run_recorded_before_a_training_setting_existed(tmp_path):
+    _fit(tmp_path, epochs=1)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["train"]["precision"]  # an older config.json: the field did not exist yet
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _, result = _fit(tmp_path, resume=True, epochs=2)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_config_changes_names_the_entries_of_a_dict_that_differ():
+    from energy_transformer.train import config_changes, describe_changes
+
+    saved = {"train": {"lr": 0.01, "epochs": 2, "nested": {"a": 1}}, "k": 10}
+    current = {"train": {"lr": 0.02, "epochs": 2, "nested": {"a": 2}}, "k": 10}
+    changed = config_changes(saved, current)
+    assert changed == [("train.lr", 0.01, 0.02), ("train.nested.a", 1, 2)]
+    assert describe_changes(changed) == "train.lr 0.01 -> 0.02, train.nested.a 1 -> 2"
+    # A dict replaced by something else is one change of the whole entry.
+    assert config_changes({"train": {"lr": 1}}, {"train": None}) == [("train", {"lr": 1}, None)]
+    assert config_changes(saved, {**current, "k": (1, 2)}, ["k"]) == [("k", 10, [1, 2])]
+
+
+def test_a_resume_mid_epoch_says_which_step_it_continues_at(tmp_path, capsys):
+    calls = {"n": 0}
+
+    def crashing(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, step 3: after the step-2 checkpoint of that epoch
+            raise RuntimeError("simulated kill")
+        return mse_loss(model, batch)
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        _fit(tmp_path, loss_fn=crashing, checkpoint_every=2)
+    steps = len(make_loader(toy_dataset(), batch_size=8, seed=1))
+    capsys.readouterr()
+    _fit(tmp_path, resume=True, checkpoint_every=2)
+    assert f"{tmp_path}: resuming at epoch 2/3, step 3/{steps}\n" in capsys.readouterr().out
+
+
+def test_run_weights_is_the_file_given_else_best_else_last(tmp_path):
+    from energy_transformer.train import run_weights
+
+    assert run_weights(tmp_path) == tmp_path / "last.safetensors"
+    (tmp_path / "best.safetensors").write_bytes(b"")
+    assert run_weights(str(tmp_path)) == tmp_path / "best.safetensors"
+    (tmp_path / "epoch3.safetensors").write_bytes(b"")
+    assert run_weights(tmp_path / "epoch3.safetensors") == tmp_path / "epoch3.safetensors"
