@@ -413,18 +413,20 @@ class ImageEnergyTransformer(MaskedImageModel):
 
     @torch.no_grad()
     def module_updates(self, tokens: Tensor) -> dict[str, Tensor]:
-        """Each module's update at tokens ``x``, decoded to pixel space.
+        """Each module's update at tokens ``x``, as the change it makes to the decoded image.
 
-        The attention and Hopfield parts of :math:`-\\partial E/\\partial g` (and their sum)
-        are mapped through the decoder's linear part (no bias: an update is a direction) and laid
-        out as images.
+        The decoder reads :math:`W\\,\\mathrm{LN}(x) + b`, so a step :math:`\\Delta x = \\alpha u`
+        (:math:`u` the attention part of :math:`-\\partial E/\\partial g`, the Hopfield part, or
+        their sum) changes the picture by :math:`W M \\Delta x` to first order, with :math:`M`
+        the layer norm's Jacobian at :math:`x`; that is what is returned, laid out as images.
+        (The parts add up: :math:`M` is linear.)
 
         Args:
             tokens: ``(batch, patches + 1, dim)``.
 
         Returns:
-            ``{"attention", "hopfield", "total"}`` -> ``(batch, C, H, W)`` in normalised units,
-            scaled by ``alpha`` (the actual change of one step).
+            ``{"attention", "hopfield", "total"}`` -> ``(batch, C, H, W)``: the change one step
+            makes to the decoded picture, in normalised pixel units.
         """
         g = self.block.norm(tokens)
         keysets = DenseKeySets(
@@ -436,8 +438,11 @@ class ImageEnergyTransformer(MaskedImageModel):
         }
         parts["total"] = parts["attention"] + parts["hopfield"]
         weight = self.decoder.weight  # (patch_dim, dim)
+        patches = tokens[:, 1:]  # the CLS token is not decoded
         return {
-            name: self.unpatchify(self.alpha * update[:, 1:] @ weight.T)
+            name: self.unpatchify(
+                self.block.norm.jacobian_vector(patches, self.alpha * update[:, 1:]) @ weight.T
+            )
             for name, update in parts.items()
         }
 

@@ -75,5 +75,19 @@ class EnergyLayerNorm(nn.Module):
         # weight: one fused kernel instead of eight elementwise passes, double-backward capable.
         return F.layer_norm(x, (self.dim,), self.gamma.expand(self.dim), self.delta, self.eps)
 
+    def jacobian_vector(self, x: Tensor, v: Tensor) -> Tensor:
+        r""":math:`M v`, the change of :math:`g` that a small change :math:`v` of :math:`x` makes
+        (per token), with the closed form above:
+
+        .. math::
+            M v = \frac{\gamma}{s}\Big[P v - \frac{(Px)\,\big((Px) \cdot (Pv)\big)}{D s^2}\Big]
+
+        Shapes: ``x``, ``v``: ``(..., dim)`` -> ``(..., dim)``.
+        """
+        centred, s = self._centred_and_scale(x)
+        pv = v - v.mean(dim=-1, keepdim=True)
+        along = (centred * pv).sum(dim=-1, keepdim=True) / (self.dim * s.pow(2))
+        return self.gamma / s * (pv - centred * along)
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, eps={self.eps}"

@@ -170,11 +170,23 @@ def test_module_updates_and_memory_patches():
     assert set(updates) == {"attention", "hopfield", "total"}
     assert updates["total"].shape == (2, 1, 8, 8)
     torch.testing.assert_close(updates["total"], updates["attention"] + updates["hopfield"])
-    # the sum of the parts is the step the block takes, seen through the decoder
-    step = -model.alpha * model.block.energy_grad(tokens)
-    decoded = model.unpatchify(step[:, 1:] @ model.decoder.weight.T)
-    torch.testing.assert_close(updates["total"], decoded, atol=1e-6, rtol=1e-4)
     assert model.memory_patches().shape == (32, 1, 2, 2)
+
+
+def test_module_updates_are_the_change_of_the_decoded_picture():
+    torch.manual_seed(0)
+    model = tiny().double()
+    images = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    tokens = model.embed(images, torch.zeros(2, 16, dtype=torch.bool))
+    total = model.module_updates(tokens)["total"]
+    # the block's step, taken a tiny fraction t of the way: the picture moves by t * total
+    step = -model.alpha * model.block.energy_grad(tokens)
+    t = 1e-6
+    moved = model.unpatchify(model.decode(tokens + t * step) - model.decode(tokens)) / t
+    torch.testing.assert_close(total, moved, rtol=1e-4, atol=1e-8)
+    # not the update pushed through the decoder's weight alone (the layer norm in between)
+    straight = model.unpatchify(step[:, 1:] @ model.decoder.weight.T)
+    assert not torch.allclose(total, straight, rtol=0.1, atol=1e-6)
 
 
 def test_bad_inputs():

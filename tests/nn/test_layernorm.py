@@ -130,3 +130,11 @@ def test_every_output_lies_in_the_ball_that_bounds_the_energy(scale):
     centred = x - x.mean(-1, keepdim=True)
     c2 = centred.pow(2).sum(-1)
     assert torch.allclose(radius, bound * (c2 / (c2 + dim * eps)).sqrt(), rtol=1e-12, atol=0)
+
+
+def test_jacobian_vector_is_autograds_jvp():
+    norm = make_norm(9, 0.7, seed=4)
+    x = 3 * torch.randn(2, 5, 9, dtype=DTYPE)
+    v = torch.randn(2, 5, 9, dtype=DTYPE)
+    _, expected = torch.func.jvp(norm, (x,), (v,))
+    torch.testing.assert_close(norm.jacobian_vector(x, v), expected, rtol=1e-12, atol=1e-12)
