@@ -60,7 +60,8 @@ def _check_energies(energies: EnergyTerms) -> None:
 
 def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = "") -> Path:
     """Energy against descent step, total and per term: each sample's change from step 0,
-    mean :math:`\\pm` std over the batch (the mean start and end energies are printed).
+    mean :math:`\\pm` std over the batch (the mean start energy and its mean change are printed:
+    each panel has its own scale).
 
     Args:
         energies: :class:`~energy_transformer.nn.EnergyTerms` whose fields are
@@ -97,7 +98,7 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
         ax.text(
             0.97,
             0.95,
-            f"$E(0)$ = {start:.4g}\n$E(T)$ = {end:.4g}",
+            f"$E(0)$ = {start:.4g}\n$\\Delta E$ = {end - start:+.3g}",
             transform=ax.transAxes,
             ha="right",
             va="top",
@@ -265,7 +266,8 @@ def plot_updates(
     """Each module's update decoded to pixels, for a few descent steps.
 
     Updates are drawn in a diverging map (red = brighter, blue = darker), one colour scale per
-    row so early and late steps compare.
+    row so early and late steps compare; each row's label gives its scale (the change drawn at
+    full colour, in the updates' units).
 
     Args:
         updates: module name -> ``(len(steps), C, H, W)`` update images of one input image,
@@ -312,7 +314,7 @@ def plot_updates(
             if r == 0:
                 ax.set_title(f"step {step}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(name, fontsize=10)
+                ax.set_ylabel(f"{name}\n(±{limit:.2g})", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     fig.subplots_adjust(wspace=0.05, hspace=0.08)

@@ -73,9 +73,9 @@ def test_energy_descent_draws_each_samples_change_from_step_zero(tmp_path, monke
     assert panels[0].lines[0].get_ydata().tolist() == [0.0, -2.5, -3.5]
     assert panels[1].lines[0].get_ydata().tolist() == [0.0, -5.0, -7.0]
     assert panels[2].lines[0].get_ydata().tolist() == [0.0, -2.5, -3.5]  # a shift changes nothing
-    # the mean start and end energies are printed: (3 + 5) / 2 = 4 and (0 + 1) / 2 = 0.5
-    assert panels[0].texts[0].get_text() == "$E(0)$ = 4\n$E(T)$ = 0.5"
-    assert panels[2].texts[0].get_text() == "$E(0)$ = 0\n$E(T)$ = -3.5"
+    # the mean start energy and its mean change: (3 + 5) / 2 = 4, then (0 + 1) / 2 - 4 = -3.5
+    assert panels[0].texts[0].get_text() == "$E(0)$ = 4\n$\\Delta E$ = -3.5"
+    assert panels[2].texts[0].get_text() == "$E(0)$ = 0\n$\\Delta E$ = -3.5"
     assert panels[0].get_ylabel() == "$E(t) - E(0)$ per sample\n(mean ± std over 2 samples)"
     # one sample (a whole graph's energy): no spread to speak of
     one = EnergyTerms(attention=total[:, :1], hopfield=total[:, :1], total=total[:, :1])
@@ -124,3 +124,15 @@ def test_grey_memories_have_a_colour_scale_and_rgb_ones_none(tmp_path, monkeypat
     bar = grey.axes[1]
     assert bar.get_ylabel() == "pixel value / the memory's largest |value|"
     assert [t.get_text() for t in bar.get_yticklabels()] == ["−1", "0", "1"]
+
+
+def test_each_update_row_names_its_colour_scale(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    small = torch.zeros(2, 1, 4, 4)
+    small[1, 0, 0, 0] = -0.003  # the row's largest change, whatever its sign
+    big = torch.full((2, 1, 4, 4), 0.25)
+    plots.plot_updates({"attention": small, "hopfield": big}, [0, 11], tmp_path / "u.png")
+    (fig,) = closed
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["attention\n(±0.003)", "hopfield\n(±0.25)"]

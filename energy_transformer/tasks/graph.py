@@ -499,7 +499,9 @@ def plot_energy(
         model.attention = layout
     paths = []
     for i, trajectory in enumerate(trajectories):
-        name = "energy_descent.png" if len(trajectories) == 1 else f"energy_descent_block{i}.png"
+        name = (
+            "energy_descent.png" if len(trajectories) == 1 else f"energy_descent_block{i + 1}.png"
+        )
         block = f", block {i + 1} of {len(trajectories)}" if len(trajectories) > 1 else ""
         steps = f"{model.steps} step" + ("s" if model.steps != 1 else "")
         title = f"graph ET{block} (alpha {model.alpha:g}, {steps}): {len(graphs)} {what}"

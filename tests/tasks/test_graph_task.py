@@ -89,7 +89,9 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
     if extra == RELEASED_STYLE:
         assert config["adjacency"] == "released" and config["blocks"] == 2
         assert config["steps"] == 1 and config["noise_std"] == 0.02
-        assert (out / "energy_descent_block1.png").stat().st_size > 0
+        assert (out / "energy_descent_block1.png").stat().st_size > 0  # numbered as titled
+        assert (out / "energy_descent_block2.png").is_file()
+        assert not (out / "energy_descent_block0.png").exists()
     capsys.readouterr()
     # et eval re-scores the saved checkpoints on the saved test splits: the same accuracies.
     assert main(["eval", str(out), "--data", str(toy_root)]) == 0
