@@ -1,4 +1,5 @@
-"""Shared pictures: energy descent, reconstructions, memories, updates, positional embeddings.
+"""Shared pictures: energy descent, reconstructions, memories, updates, positional embeddings,
+anomaly score distributions.
 
 Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns its path.
 Task modules reuse :func:`plot_energy_descent`; the image-specific figures take plain tensors so
@@ -21,6 +22,7 @@ from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from energy_transformer.metrics import auprc, auroc  # noqa: E402
 from energy_transformer.nn import EnergyTerms  # noqa: E402
 
 # One colour per energy term, kept identical across figures.
@@ -381,4 +383,57 @@ def plot_completion(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
+    return _save(fig, path)
+
+
+# Normal and anomalous nodes in every score figure: blue and orange (colour-blind safe).
+CLASS_COLOURS = {"normal": "#2563eb", "anomalous": "#ea580c"}
+
+
+def plot_score_distributions(
+    scores: dict[str, Tensor], labels: Tensor, path: str | Path, title: str = ""
+) -> Path:
+    """One panel per anomaly score (higher = more anomalous): the distribution of normal and of
+    anomalous nodes (densities, 20 bins), with the score's AUROC and AUPRC on the same nodes.
+
+    Args:
+        scores: name -> ``(nodes,)`` scores.
+        labels: ``(nodes,)`` 0 = normal, 1 = anomalous.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    y = labels.detach().cpu().bool()
+    for name, s in scores.items():
+        if s.shape != y.shape:
+            raise ValueError(
+                f"scores[{name!r}] has shape {tuple(s.shape)}, labels {tuple(y.shape)}"
+            )
+    fig, axes = plt.subplots(
+        1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False, constrained_layout=True
+    )
+    for ax, (name, s) in zip(axes[0], scores.items(), strict=True):
+        s = s.detach().double().cpu()
+        bins = np.linspace(float(s.min()), float(s.max()) + 1e-12, 21)
+        for kind, chosen in (("normal", ~y), ("anomalous", y)):
+            colour = CLASS_COLOURS[kind]
+            values = s[chosen].numpy()
+            ax.hist(values, bins=bins, density=True, color=colour, alpha=0.25)
+            ax.hist(values, bins=bins, density=True, color=colour, histtype="step", linewidth=1.6,
+                    label=f"{kind} ({len(values)})")  # fmt: skip
+        ax.set_xlabel(f"{name} (higher = more anomalous)")
+        ax.set_ylabel("density")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(frameon=False, fontsize=9)
+        ax.text(
+            0.02,
+            0.97,
+            f"AUROC {100 * auroc(s, y):.1f}\nAUPRC {100 * auprc(s, y):.1f}",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#d1d5db"},
+        )
+    if title:
+        fig.suptitle(title, fontsize=12, fontweight="bold")
     return _save(fig, path)

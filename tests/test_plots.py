@@ -136,3 +136,24 @@ def test_each_update_row_names_its_colour_scale(tmp_path, monkeypatch):
     (fig,) = closed
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == ["attention\n(±0.003)", "hopfield\n(±0.25)"]
+
+
+def test_score_distributions_show_each_scores_auroc_and_auprc(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    labels = torch.tensor([0, 0, 0, 1, 1, 0])
+    perfect = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.0])
+    # anomalous at 0.5 and 0.15 rank above 4 and 1 of the 4 normal nodes: AUROC 5/8; by
+    # descending score A N N N A N: AUPRC = (1/1 + 2/5) / 2 = 0.7
+    mixed = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.15, 0.4])
+    scores = {"classifier": perfect, "energy": mixed}
+    plots.plot_score_distributions(scores, labels, tmp_path / "s.png", "title")
+    (fig,) = closed
+    boxes = [ax.texts[0].get_text() for ax in fig.axes]
+    assert boxes[0] == "AUROC 100.0\nAUPRC 100.0"
+    assert boxes[1] == "AUROC 62.5\nAUPRC 70.0"
+    assert fig.axes[1].get_xlabel() == "energy (higher = more anomalous)"
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["normal (4)", "anomalous (2)"]
+    with pytest.raises(ValueError, match=r"scores\['energy'\] has shape \(5,\), labels \(6,\)"):
+        plots.plot_score_distributions({"energy": mixed[:5]}, labels, tmp_path / "x.png")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from energy_transformer.data.gad import GAD_DATASETS, load_gad, load_gad_file
 from energy_transformer.files import recorded_path, write_text_atomic
@@ -410,7 +409,7 @@ def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
 @torch.no_grad()
 def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Path]:
     """Energy descent of ET's node tokens and score histograms (normal vs anomalous)."""
-    from energy_transformer.plots import plot_energy_descent
+    from energy_transformer.plots import plot_energy_descent, plot_score_distributions
 
     model, data, split, config = _load_model_run(run_dir, data_root)
     name = f"{config['extra']['dataset']}, seed {config['extra']['seed']}"
@@ -430,34 +429,6 @@ def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Pat
     title = f"ET on {name}: test nodes ({int((y == 0).sum())} normal, {int(y.sum())} anomalous)"
     paths.append(plot_score_distributions(scores, y, out / "score_distributions.png", title))
     return paths
-
-
-def plot_score_distributions(
-    scores: dict[str, Tensor], labels: Tensor, path: Path, title: str = "test nodes"
-) -> Path:
-    """One panel per score: histograms of normal and anomalous nodes (densities)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.6), squeeze=False)
-    y = labels.cpu().bool()
-    for ax, (name, s) in zip(axes[0], scores.items(), strict=True):
-        s = s.detach().float().cpu()
-        bins = torch.linspace(float(s.min()), float(s.max()) + 1e-12, 41).numpy()
-        ax.hist(s[~y].numpy(), bins=bins, density=True, alpha=0.6, label="normal", color="#2563eb")
-        ax.hist(
-            s[y].numpy(), bins=bins, density=True, alpha=0.6, label="anomalous", color="#dc2626"
-        )
-        ax.set_xlabel(name)
-        ax.set_ylabel("density")
-        ax.legend()
-    fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
-    return path
 
 
 def evaluate(run_dir: Path, args: argparse.Namespace) -> None:

@@ -284,11 +284,11 @@ def test_eval_rebuilds_the_split_of_each_seed(data_root, tmp_path, splits):
 
 
 def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monkeypatch):
-    from energy_transformer.tasks import anomaly
+    from energy_transformer import plots
 
     shown = []
     monkeypatch.setattr(
-        anomaly,
+        plots,
         "plot_score_distributions",
         lambda scores, labels, path, title: shown.append((labels, title)),
     )
