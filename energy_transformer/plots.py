@@ -190,7 +190,8 @@ def plot_reconstructions(
 
 
 def masked_view(images: Tensor, patch_mask: Tensor, patch_size: int) -> Tensor:
-    """Images with the masked patches painted over in a flat grey (blue-grey for RGB).
+    """Images with the masked patches painted over: a fine checkerboard for grey images (no
+    garment has it, where a flat grey hid holes on grey clothes), a flat blue for RGB.
 
     Args:
         images: ``(n, C, H, W)`` in [0, 1].
@@ -201,10 +202,13 @@ def masked_view(images: Tensor, patch_mask: Tensor, patch_size: int) -> Tensor:
     grid = patch_mask.view(n, 1, height // patch_size, width // patch_size)
     pixels = grid.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
     out = images.detach().clone()
-    # A tinted fill that no Fashion-MNIST pixel has, so holes read as holes.
-    fill = torch.tensor([0.35, 0.55, 0.85][:channels] if channels == 3 else [0.45])
-    fill = fill.view(1, channels, 1, 1).to(out)
-    return torch.where(pixels.expand_as(out), fill.expand_as(out), out)
+    if channels == 3:
+        fill = torch.tensor([0.35, 0.55, 0.85]).view(1, 3, 1, 1).to(out).expand_as(out)
+    else:
+        rows = torch.arange(height).view(height, 1)
+        cols = torch.arange(width).view(1, width)
+        fill = (0.25 + 0.5 * ((rows + cols) % 2)).to(out).expand_as(out)  # 0.25 / 0.75
+    return torch.where(pixels.expand_as(out), fill, out)
 
 
 def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> AxesImage:
