@@ -24,6 +24,7 @@ from energy_transformer.data.gad import GAD_DATASETS, load_gad, load_gad_file
 from energy_transformer.files import recorded_path, write_text_atomic
 from energy_transformer.models.gad_baselines import is_neural
 from energy_transformer.models.node import PRESETS, node_preset
+from energy_transformer.nn import EnergyTerms
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.protocols.gad import (
     MODELS,
@@ -414,14 +415,19 @@ def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Pat
     model, data, split, config = _load_model_run(run_dir, data_root)
     name = f"{config['extra']['dataset']}, seed {config['extra']['seed']}"
     _, _, traj = model.descend(data.x, data.edge_index, return_trajectory=True)
+    test, y = split.test, data.y[split.test]
+    # Each test node's share of the energy at every step: a spread, not one graph's sum.
+    per_step = [model.node_energies(tokens[0], data.edge_index) for tokens in traj.tokens]
+    energies = EnergyTerms(
+        *(torch.stack([e[k][test] for e in per_step]) for k in EnergyTerms._fields)
+    )
     paths = [
         plot_energy_descent(
-            traj.energies,
+            energies,
             out / "energy_descent.png",
-            f"ET energy of the whole graph over descent steps ({name})",
+            f"ET energy of each test node over descent steps ({name})",
         )
     ]
-    test, y = split.test, data.y[split.test]
     scores = {
         "anomaly probability (classifier)": anomaly_scores(model, data)[test],
         "final node energy (label-free)": model.energy_scores(data.x, data.edge_index)[test],

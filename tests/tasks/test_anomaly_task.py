@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from energy_transformer.cli import main
 
@@ -413,3 +414,23 @@ def test_more_bad_options_are_refused_before_the_graph_is_read(
     err = capsys.readouterr().err
     assert f"et: error: {message} (ET_DEBUG=1" in err and "no-data-here" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_energy_figure_follows_each_test_node(data_root, tmp_path, monkeypatch):
+    from energy_transformer import plots
+    from energy_transformer.tasks import anomaly
+
+    drawn = []
+    monkeypatch.setattr(
+        plots, "plot_energy_descent", lambda energies, path, title: drawn.append(energies) or path
+    )
+    out = tmp_path / "run"
+    assert main(train_args(data_root, out, "--model", "et", "--seeds", "1")) == 0
+    (energies,) = drawn
+    model, data, split, _ = anomaly._load_model_run(out / "et" / "seed0", None)
+    steps = model.steps
+    assert energies.total.shape == (steps + 1, len(split.test))  # one column per test node
+    # the last row is each test node's final energy, the label-free score
+    final = model.energy_scores(data.x, data.edge_index)[split.test]
+    torch.testing.assert_close(energies.total[-1], final, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(energies.total, energies.attention + energies.hopfield)
