@@ -159,3 +159,16 @@ def test_score_distributions_show_each_scores_auroc_and_auprc(tmp_path, monkeypa
     assert legend == ["normal (4)", "anomalous (2)"]
     with pytest.raises(ValueError, match=r"scores\['energy'\] has shape \(5,\), labels \(6,\)"):
         plots.plot_score_distributions({"energy": mixed[:5]}, labels, tmp_path / "x.png")
+
+
+def test_the_memories_colour_bar_spans_minus_one_to_one_whatever_their_scale(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    # Memories of scales 1 to 4, all positive: each is drawn over its own largest |value|, so
+    # the colours still run from -1 to 1 with 0 in the middle (not the data's own 0.x to 4).
+    scales = torch.arange(1.0, 5.0).view(4, 1, 1, 1)
+    plots.plot_memories(scales * (0.1 + torch.rand(4, 1, 4, 4)), tmp_path / "m.png")
+    (fig,) = closed
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == (-1.0, 1.0)
+    assert float(torch.tensor(image.get_array().compressed()).max()) == pytest.approx(1.0)

@@ -247,3 +247,49 @@ def test_floors_are_the_majority_class_of_each_datasets_folds(tmp_path):
     write_toy(tmp_path)  # 12 and 12: ties go to the smaller label, half the test graphs
     text = _bench_graph().floors(["LOP", "TOY"], 2, str(tmp_path))
     assert text.splitlines()[2:] == ["| LOP | 24 | 2 | 75.0 |", "| TOY | 24 | 2 | 50.0 |"]
+
+
+def test_the_majority_column_is_the_floor_of_the_row_with_most_folds():
+    bench = _bench_graph()
+    rows = [
+        # GIN finished one fold of two (its floor 50.0), ET both (mean of 50 and 75).
+        _row("MUTAG", "gin", [0.75], majority=[0.5]),
+        _row("MUTAG", "et", [0.5, 0.75], majority=[0.5, 0.75]),
+        _row("MUTAG", "mlp", [0.5], majority=[0.5]),
+    ]
+    line = next(x for x in bench.markdown(rows, "toy").splitlines() if x.startswith("| MUTAG |"))
+    assert line.split(" | ")[2] == "62.5"
+
+
+def _write_halves(root: Path) -> Path:
+    from graph_fixtures import ring_or_star
+
+    from energy_transformer.data.tu import write_tu
+
+    write_tu(root / "TUDataset", "HALF", [ring_or_star(4 + i % 5, i % 2 == 1) for i in range(22)])
+    return root
+
+
+def test_floors_use_the_splits_cross_validate_uses(tmp_path):
+    # 11 rings and 11 stars: a test half holds 6 + 5, its training half 5 + 6 of which
+    # validation takes one of each (10% rounded up to 2), so the training majority is the class
+    # with 5 in the test half: 5 of 11 right on both folds, 45.5 (not the 50 a tie would give).
+    root = _write_halves(tmp_path)
+    text = _bench_graph().floors(["HALF"], 2, str(root))
+    assert text.splitlines()[2] == "| HALF | 22 | 2 | 45.5 |"
+    summary = cross_validate("HALF", "wl", folds=2, root=root, out=None)
+    assert summary.majority == pytest.approx(5 / 11)
+
+
+def test_floors_flag_prints_the_floors_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    root = _write_halves(tmp_path)
+    out = tmp_path / "out"
+    argv = ["bench_graph.py", "--floors", "--datasets", "HALF", "--folds", "2", "--data", str(root)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    _bench_graph().main()
+    assert capsys.readouterr().out.splitlines() == [
+        "| dataset | graphs | classes | majority class %, mean over 2 folds |",
+        "|---|---|---|---|",
+        "| HALF | 22 | 2 | 45.5 |",
+    ]
+    assert not out.exists()

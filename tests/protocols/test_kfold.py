@@ -349,3 +349,41 @@ def test_a_resumed_fold_saved_without_the_floor_gets_it(tmp_path):
     saved.write_text(json.dumps(record))
     summary = run_kfold(LABELS, fit_fold, folds=5, max_folds=1, out=tmp_path, resume=True)
     assert calls == [0] and summary.folds[0].majority_acc == floor
+
+
+def test_the_majority_floor_counts_the_training_graphs_not_the_validation_ones():
+    from energy_transformer.protocols.kfold import majority_accuracy
+
+    labels = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    # training graphs 0-2: 0, 0, 1 -> class 0; with the validation graphs 3-4 (1, 1) it would be
+    # class 1. Test graphs 5-7: 0, 1, 0 -> 2 of 3.
+    fold = Fold(0, np.arange(3), np.array([3, 4]), np.array([5, 6, 7]))
+    assert majority_accuracy(labels, fold) == pytest.approx(2 / 3)
+
+
+def test_no_floor_mean_when_a_later_fold_lacks_it():
+    newer_then_older = [
+        FoldResult(0, 0.5, 0.5, 1.0, 1.0, {}, 0.6),
+        FoldResult(1, 0.5, 0.5, 1.0, 1.0, {}),
+    ]
+    assert summarize(newer_then_older).majority is None
+
+
+def test_a_table_of_folds_without_the_floor_reads_back_without_it(tmp_path):
+    from energy_transformer.protocols.kfold import save_results
+
+    old = [FoldResult(0, 0.5, 0.25, 1.0, 1.0, {}), FoldResult(1, 0.75, 0.5, 1.0, 1.0, {})]
+    save_results(tmp_path, summarize(old))
+    with open(tmp_path / "folds.csv") as f:
+        assert [r["majority_acc"] for r in csv.DictReader(f)] == ["", ""]  # the column, empty
+    assert json.loads((tmp_path / "summary.json").read_text())["majority_acc_mean"] is None
+    back = load_results(tmp_path)
+    assert [r.majority_acc for r in back] == [None, None]
+    assert [r.test_acc for r in back] == [0.5, 0.75]
+
+
+def test_one_folds_floor_is_its_summary_mean(tmp_path):
+    from energy_transformer.protocols.kfold import save_results
+
+    save_results(tmp_path, summarize([FoldResult(0, 0.5, 0.5, 1.0, 1.0, {}, 0.625)]))
+    assert json.loads((tmp_path / "summary.json").read_text())["majority_acc_mean"] == 0.625

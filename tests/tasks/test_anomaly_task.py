@@ -434,3 +434,41 @@ def test_the_energy_figure_follows_each_test_node(data_root, tmp_path, monkeypat
     final = model.energy_scores(data.x, data.edge_index)[split.test]
     torch.testing.assert_close(energies.total[-1], final, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(energies.total, energies.attention + energies.hopfield)
+
+
+def test_a_mixed_run_rescores_the_neural_models_and_shows_the_trees_record(
+    data_root, tmp_path, capsys
+):
+    out = tmp_path / "mixed"
+    extra = ["--model", "gcn,rf-graph", "--protocol", "both", "--seeds", "1", "--epochs", "2"]
+    assert main(train_args(data_root, out, *extra)) == 0
+    printed = capsys.readouterr().out
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    tree = next(r["metrics"] for r in runs if r["model"] == "rf-graph")
+    # Each protocol's metrics in %, protocols apart: "gadbench: auroc 69.4, ... | bwgnn: ..."
+    shown = " | ".join(
+        f"{p}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items()) for p, m in tree.items()
+    )
+    assert set(tree) == {"gadbench", "bwgnn"} and " | bwgnn: " in shown
+    assert f"[rf-graph seed 0] {shown} (" in printed
+    assert main(["eval", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    report = json.loads((out / "eval.json").read_text())
+    assert sorted(report) == ["gcn/seed0", "rf-graph/seed0"]
+    assert report["rf-graph/seed0"] == {"recorded": tree, "weights": "none (refitted)"}
+    assert "recorded" not in report["gcn/seed0"]  # the neural model: re-scored
+    assert [x for x in printed if x.startswith("rf-graph/")] == [f"rf-graph/seed0 {shown}"]
+    scores = {k: v for k, v in report["gcn/seed0"].items() if k.startswith("test_")}
+    assert {"test_auroc", "test_auprc"} <= set(scores)
+    rescored = " ".join(f"{k} {100 * v:.1f}" for k, v in scores.items())
+    assert [x for x in printed if x.startswith("gcn/")] == [f"gcn/seed0 {rescored}"]
+
+
+def test_a_run_without_et_names_every_et_option_it_was_given(data_root, tmp_path, capsys):
+    extra = ["--model", "rf-graph", "--seeds", "1", "--memories", "12", "--no-concat"]
+    extra += ["--exclude-self", "--hopfield", "softmax", "--preset", "released"]
+    assert main(train_args(data_root, tmp_path / "run", *extra)) == 0
+    assert (
+        "note: --preset, --heads, --head-dim, --memories, --no-self-loops, --no-concat,"
+        " --hopfield not used: no Energy Transformer in --model rf-graph\n"
+    ) in capsys.readouterr().out

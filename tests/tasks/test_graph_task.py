@@ -790,3 +790,33 @@ def test_eval_of_a_checkpoint_file_names_that_file(toy_root, tmp_path, one_threa
     printed = capsys.readouterr().out
     assert f"fold-01: test acc {100 * acc:.2f}% (last.safetensors)\n" in printed
     assert f"wrote {dest / 'eval.json'}\n" in printed
+
+
+def test_train_and_eval_titles_name_the_dataset_and_fold_of_the_plotted_graphs(
+    toy_root, tmp_path, monkeypatch, one_thread
+):
+    from energy_transformer import plots
+
+    titles = []
+    monkeypatch.setattr(
+        plots, "plot_energy_descent", lambda energies, path, title: titles.append(title) or path
+    )
+    out = tmp_path / "run"
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "et"]
+    args += ["--folds", "2", "--max-folds", "1", "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--steps", "2", "--alpha", "1", "--no-progress"]) == 0
+    shown = len(json.loads((out / "fold-00" / "split.json").read_text())["test"][:32])
+    # alpha 1, not 1.0: the title prints it as given
+    assert titles == [f"graph ET (alpha 1, 2 steps): {shown} test graphs of TOY, fold 0"]
+    assert main(["eval", str(out), "--data", str(toy_root)]) == 0
+    assert titles[1] == f"graph ET (alpha 1, 2 steps): {shown} test graphs of TOY, fold-00"
+
+
+def test_wl_names_every_training_option_it_does_not_use(toy_root, tmp_path, capsys):
+    args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "wl"]
+    args += ["--out", str(tmp_path / "run"), "--max-folds", "1", "--weight-decay", "0.01"]
+    assert main([*args, "--lr", "0.1", "--batch-size", "4", "--epochs", "5"]) == 0
+    assert (
+        "note: --epochs, --batch-size, --lr, --weight-decay not used: WL+SVM has no training"
+        " loop (h, C chosen on val)\n" in capsys.readouterr().out
+    )

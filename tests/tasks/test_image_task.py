@@ -508,3 +508,30 @@ def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path, capsys
         "relu",
         "mse",
     )
+
+
+def test_complete_says_an_rgb_model_turns_each_image_rgb(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from energy_transformer.models.image import ImageEnergyTransformer
+
+    rgb = ImageEnergyTransformer(
+        image_size=8, patch_size=4, channels=3, dim=8, heads=1, head_dim=4, memories=4, steps=1,
+        selected=4, masked=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+    ).eval()  # fmt: skip
+    monkeypatch.setattr(image, "load_model", lambda run, device="cpu": (rgb, {}))
+    pixels = (np.random.default_rng(0).random((20, 12)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "grey.png")  # a grey photo, for an RGB model
+    out = tmp_path / "o"
+    main(["complete", "rgb-run", str(tmp_path / "grey.png"), "--out", str(out), "--device", "cpu"])
+    assert (
+        "the model takes 8x8 RGB images: each image is converted to RGB, its shorter side"
+        " resized to 8, centre-cropped\n"
+    ) in capsys.readouterr().out
+    assert (out / "grey_completed.png").is_file()
+
+
+def test_eval_of_a_checkpoint_file_names_that_file(run, data, tmp_path, capsys):
+    last = run / "last.safetensors"
+    main(["eval", str(last), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
+    assert f"weights: {last}\n" in capsys.readouterr().out

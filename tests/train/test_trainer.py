@@ -670,3 +670,29 @@ def test_run_weights_is_the_file_given_else_best_else_last(tmp_path):
     assert run_weights(str(tmp_path)) == tmp_path / "best.safetensors"
     (tmp_path / "epoch3.safetensors").write_bytes(b"")
     assert run_weights(tmp_path / "epoch3.safetensors") == tmp_path / "epoch3.safetensors"
+
+
+def test_a_corrupt_last_checkpoint_without_best_says_only_how_to_start_over(tmp_path):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+
+    def fit(resume: bool):
+        trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), tmp_path, task="toy")
+        return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
+
+    fit(resume=False)
+    last, best = tmp_path / "last.safetensors", tmp_path / "best.safetensors"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as unreadable:
+        load_checkpoint(last)
+    start_over = f"to train again, move {tmp_path} aside and start a new run"
+    with pytest.raises(CheckpointError) as err:
+        fit(resume=True)
+    assert str(err.value) == (
+        f"{unreadable.value}: cannot resume from it; {best} is a separate file (et eval reads"
+        f" it); {start_over}"
+    )
+    assert isinstance(err.value.__cause__, CheckpointError)  # the reader's own error, chained
+    best.unlink()  # nothing else to point at: no claim of a separate file
+    with pytest.raises(CheckpointError) as err:
+        fit(resume=True)
+    assert str(err.value) == f"{unreadable.value}: cannot resume from it; {start_over}"
