@@ -145,8 +145,9 @@ def plot_reconstructions(
     path: str | Path,
     title: str = "",
     errors: Tensor | None = None,
+    baselines: dict[str, Tensor] | None = None,
 ) -> Path:
-    """A grid of rows masked / reconstructed / original, one column per image.
+    """A grid of rows masked / reconstructed / (baselines) / original, one column per image.
 
     Args:
         masked: images with the masked patches drawn over, in [0, 1].
@@ -155,21 +156,26 @@ def plot_reconstructions(
         path: where to write the PNG.
         title: figure title.
         errors: optional per-image masked-patch MSE, ``(n,)``, printed under each column.
+        baselines: optional name -> another method's completion of the same masked images,
+            one row each, so the model is seen beside what it is compared with.
 
     Shapes:
-        - ``masked``, ``reconstructed``, ``original``: ``(n, C, H, W)``, ``C`` in {1, 3}
+        - ``masked``, ``reconstructed``, ``original`` and each baseline: ``(n, C, H, W)``,
+          ``C`` in {1, 3}
     """
-    if not masked.shape == reconstructed.shape == original.shape or masked.dim() != 4:
+    others = dict(baselines or {})
+    shapes = [t.shape for t in (masked, reconstructed, original, *others.values())]
+    if any(shape != masked.shape for shape in shapes) or masked.dim() != 4:
         raise ValueError(
-            "masked, reconstructed and original must be (n, C, H, W) of one shape, got "
-            f"{tuple(masked.shape)}, {tuple(reconstructed.shape)}, {tuple(original.shape)}"
+            "masked, reconstructed, original and the baselines must be (n, C, H, W) of one"
+            f" shape, got {', '.join(str(tuple(shape)) for shape in shapes)}"
         )
     _check_pictures("the images", original)
     n = masked.shape[0]
     if errors is not None and len(errors) != n:
         raise ValueError(f"errors must have one value per image ({n}), got {len(errors)}")
-    rows = {"masked": masked, "reconstructed": reconstructed, "original": original}
-    fig, axes = plt.subplots(3, n, figsize=(1.25 * n + 1.0, 4.2), squeeze=False)
+    rows = {"masked": masked, "reconstructed": reconstructed, **others, "original": original}
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.0, 1.4 * len(rows)), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         shown = _as_display(images)
         for c in range(n):
@@ -181,7 +187,7 @@ def plot_reconstructions(
                 spine.set_visible(False)
             if c == 0:
                 ax.set_ylabel(label, fontsize=10)
-            if r == 2 and errors is not None:
+            if r == len(rows) - 1 and errors is not None:
                 ax.set_xlabel(f"{float(errors[c]):.4f}", fontsize=7, color="#4b5563")
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")

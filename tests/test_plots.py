@@ -172,3 +172,27 @@ def test_the_memories_colour_bar_spans_minus_one_to_one_whatever_their_scale(tmp
     image = fig.axes[0].images[0]
     assert image.get_clim() == (-1.0, 1.0)
     assert float(torch.tensor(image.get_array().compressed()).max()) == pytest.approx(1.0)
+
+
+def test_reconstructions_show_the_baselines_between_the_model_and_the_original(
+    tmp_path, monkeypatch
+):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    images = torch.rand(3, 1, 8, 8)
+    flat = torch.full((3, 1, 8, 8), 0.5)
+    errors = torch.tensor([0.1, 0.2, 0.3])
+    path = tmp_path / "r.png"
+    plots.plot_reconstructions(
+        images, images, images, path, errors=errors, baselines={"flat": flat}
+    )
+    (fig,) = closed
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["masked", "reconstructed", "flat", "original"]
+    assert [ax.get_xlabel() for ax in fig.axes[-3:]] == ["0.1000", "0.2000", "0.3000"]
+    flat_row = fig.axes[6:9]  # row-major: the third row
+    assert all((ax.images[0].get_array() == 0.5).all() for ax in flat_row)
+    with pytest.raises(
+        ValueError, match=r"got \(3, 1, 8, 8\), \(3, 1, 8, 8\), \(3, 1, 8, 8\), \(2"
+    ):
+        plots.plot_reconstructions(images, images, images, path, baselines={"flat": flat[:2]})

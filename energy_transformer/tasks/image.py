@@ -512,6 +512,7 @@ def write_pictures(
     n = min(12, len(images))
     x, m = images[:n].to(device), mask[:n].to(device)
     completion = model.complete(x, m)
+    interpolated = PatchInterpolation(model.patch_size).complete(x.cpu(), m.cpu()).images
     paths = [
         plots.plot_reconstructions(
             plots.masked_view(x.cpu(), m.cpu(), model.patch_size),
@@ -519,8 +520,9 @@ def write_pictures(
             x.cpu(),
             out / "reconstructions.png",
             title=f"{int(m[0].sum())} of {model.patches} patches masked"
-            " (numbers: masked-pixel MSE)",
+            " (numbers: the model's masked-pixel MSE)",
             errors=per_image[:n],
+            baselines={"interpolation": interpolated},
         )
     ]
     if not isinstance(model, ImageEnergyTransformer):
