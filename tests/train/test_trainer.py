@@ -596,19 +596,20 @@ def test_a_resume_says_where_it_continues(tmp_path, capsys):
     )
 
 
-def test_a_corrupt_last_checkpoint_says_what_is_left_and_what_to_do(tmp_path):
+def _fit_selecting(run_dir, resume: bool):
+    """Two epochs that keep best.safetensors as well as last.safetensors."""
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+    trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), run_dir, task="toy")
+    return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
 
-    def fit(resume: bool):
-        trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), tmp_path, task="toy")
-        return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
 
-    fit(resume=False)
+def test_a_corrupt_last_checkpoint_says_what_is_left_and_what_to_do(tmp_path):
+    _fit_selecting(tmp_path, resume=False)
     last = tmp_path / "last.safetensors"
     last.write_bytes(last.read_bytes()[:100])  # cut short, as by a full disk
     best = (tmp_path / "best.safetensors").read_bytes()
     with pytest.raises(CheckpointError) as err:
-        fit(resume=True)
+        _fit_selecting(tmp_path, resume=True)
     message = str(err.value)
     assert message.startswith(f"corrupt or unreadable checkpoint {last}")
     assert f"cannot resume from it; {tmp_path / 'best.safetensors'} is a separate file" in message
@@ -673,20 +674,14 @@ def test_run_weights_is_the_file_given_else_best_else_last(tmp_path):
 
 
 def test_a_corrupt_last_checkpoint_without_best_says_only_how_to_start_over(tmp_path):
-    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-
-    def fit(resume: bool):
-        trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), tmp_path, task="toy")
-        return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
-
-    fit(resume=False)
+    _fit_selecting(tmp_path, resume=False)
     last, best = tmp_path / "last.safetensors", tmp_path / "best.safetensors"
     last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(CheckpointError) as unreadable:
         load_checkpoint(last)
     start_over = f"to train again, move {tmp_path} aside and start a new run"
     with pytest.raises(CheckpointError) as err:
-        fit(resume=True)
+        _fit_selecting(tmp_path, resume=True)
     assert str(err.value) == (
         f"{unreadable.value}: cannot resume from it; {best} is a separate file (et eval reads"
         f" it); {start_over}"
@@ -694,5 +689,5 @@ def test_a_corrupt_last_checkpoint_without_best_says_only_how_to_start_over(tmp_
     assert isinstance(err.value.__cause__, CheckpointError)  # the reader's own error, chained
     best.unlink()  # nothing else to point at: no claim of a separate file
     with pytest.raises(CheckpointError) as err:
-        fit(resume=True)
+        _fit_selecting(tmp_path, resume=True)
     assert str(err.value) == f"{unreadable.value}: cannot resume from it; {start_over}"
