@@ -386,6 +386,7 @@ def train(args: argparse.Namespace) -> Path:
         task="image",
         model_config=model_config_of(model),
         extra_config=extra,
+        may_change=("eval_size",),  # read by et eval only
     )
     evaluate = None
     if args.val_size:

@@ -156,6 +156,8 @@ class Trainer:
         task: task name recorded in ``config.json`` (``et eval`` dispatches on it).
         model_config: JSON-able keyword arguments that rebuild the model.
         extra_config: anything else worth recording (dataset, protocol, fold ...).
+        may_change: entries of ``extra_config`` that a resume may change because training does
+            not read them (e.g. how many test images a later evaluation scores).
 
     Files in ``run_dir``: ``config.json``; ``metrics.csv`` (and ``tensorboard/`` when
     tensorboard is installed); ``last.safetensors`` (weights, optimizer, RNG and
@@ -172,6 +174,7 @@ class Trainer:
         task: str = "custom",
         model_config: dict[str, Any] | None = None,
         extra_config: dict[str, Any] | None = None,
+        may_change: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -183,6 +186,7 @@ class Trainer:
         self.task = task
         self.model_config = model_config or {}
         self.extra_config = extra_config or {}
+        self.may_change = (*_MAY_MOVE, *may_change)
         self._tensorboard: Any = None  # SummaryWriter once opened; False when not installed
         self.optimizer = torch.optim.AdamW(
             _param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
@@ -268,8 +272,8 @@ class Trainer:
         settings in ``extra_config`` (it would go on training on other data, and its record
         would then describe data it was not trained on) or other training settings (the
         optimiser would switch mid-run, and the record would describe only the new ones). Where
-        the data sit (``data``), the device and the logging may differ; epochs may grow (train
-        further), not shrink."""
+        the data sit (``data``), the entries named in ``may_change``, the device and the logging
+        may differ; epochs may grow (train further), not shrink."""
         if not (self.run_dir / "config.json").is_file():
             return
         saved = read_run_config(self.run_dir)[1]
@@ -281,7 +285,7 @@ class Trainer:
                 " resume it with the settings it was started with, or train into another folder"
             )
         extra = saved.get("extra") or {}
-        keys = sorted((extra.keys() | self.extra_config.keys()) - set(_MAY_MOVE))
+        keys = sorted((extra.keys() | self.extra_config.keys()) - set(self.may_change))
         changed = config_changes(extra, self.extra_config, keys)
         train = saved.get("train") or {}
         current = asdict(self.config)

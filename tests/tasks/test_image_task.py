@@ -535,3 +535,11 @@ def test_eval_of_a_checkpoint_file_names_that_file(run, data, tmp_path, capsys):
     last = run / "last.safetensors"
     main(["eval", str(last), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
     assert f"weights: {last}\n" in capsys.readouterr().out
+
+
+def test_a_resume_may_change_how_many_test_images_et_eval_scores(data, tmp_path):
+    out = tmp_path / "run"
+    assert train_tiny(data, out, 1, "--eval-size", "5") == 0
+    assert train_tiny(data, out, 1, "--resume", "--eval-size", "7") == 0
+    assert json.loads((out / "config.json").read_text())["extra"]["eval_size"] == 7
+    assert train_tiny(data, out, 1, "--resume", "--val-size", "4") == 2  # training data: no

@@ -691,3 +691,21 @@ def test_a_corrupt_last_checkpoint_without_best_says_only_how_to_start_over(tmp_
     with pytest.raises(CheckpointError) as err:
         _fit_selecting(tmp_path, resume=True)
     assert str(err.value) == f"{unreadable.value}: cannot resume from it; {start_over}"
+
+
+def test_entries_training_does_not_read_may_change_on_resume(tmp_path):
+    loader = make_loader(toy_dataset(), batch_size=8, seed=1)
+
+    def fit(epochs: int, eval_size: int, may_change=("eval_size",)):
+        extra = {"dataset": "toy", "eval_size": eval_size}
+        trainer = Trainer(
+            toy_model(), mse_loss, _config(epochs=epochs), tmp_path, extra_config=extra,
+            may_change=may_change,
+        )  # fmt: skip
+        return trainer.fit(loader, resume=True)
+
+    fit(1, eval_size=100)
+    assert len(fit(2, eval_size=10).history) == 2  # the later evaluation's size moved
+    assert json.loads((tmp_path / "config.json").read_text())["extra"]["eval_size"] == 10
+    with pytest.raises(CheckpointError, match=r"eval_size 10 -> 20"):
+        fit(2, eval_size=20, may_change=())  # unless the trainer is told it may
