@@ -241,7 +241,6 @@ def test_an_interrupted_run_resumed_ends_as_the_uninterrupted_one(
         (["--subset", "8"], "train_images 24 -> 8"),
         (["--val-size", "4"], "val_size 8 -> 4"),
         (["--seed", "1"], "seed 0 -> 1"),
-        (["--eval-size", "5"], "eval_size None -> 5"),
         (["--dataset", "mnist"], "dataset 'fashion-mnist' -> 'mnist'"),
     ],
 )
