@@ -146,6 +146,7 @@ def plot_reconstructions(
     title: str = "",
     errors: Tensor | None = None,
     baselines: dict[str, Tensor] | None = None,
+    label: str = "reconstructed",
 ) -> Path:
     """A grid of rows masked / reconstructed / (baselines) / original, one column per image.
 
@@ -158,6 +159,7 @@ def plot_reconstructions(
         errors: optional per-image masked-patch MSE, ``(n,)``, printed under each column.
         baselines: optional name -> another method's completion of the same masked images,
             one row each, so the model is seen beside what it is compared with.
+        label: the model's row label (e.g. its name, beside the baselines').
 
     Shapes:
         - ``masked``, ``reconstructed``, ``original`` and each baseline: ``(n, C, H, W)``,
@@ -174,7 +176,7 @@ def plot_reconstructions(
     n = masked.shape[0]
     if errors is not None and len(errors) != n:
         raise ValueError(f"errors must have one value per image ({n}), got {len(errors)}")
-    rows = {"masked": masked, "reconstructed": reconstructed, **others, "original": original}
+    rows = {"masked": masked, label: reconstructed, **others, "original": original}
     fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.0, 1.4 * len(rows)), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         shown = _as_display(images)

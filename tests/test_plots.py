@@ -184,11 +184,11 @@ def test_reconstructions_show_the_baselines_between_the_model_and_the_original(
     errors = torch.tensor([0.1, 0.2, 0.3])
     path = tmp_path / "r.png"
     plots.plot_reconstructions(
-        images, images, images, path, errors=errors, baselines={"flat": flat}
+        images, images, images, path, errors=errors, baselines={"flat": flat}, label="ET"
     )
     (fig,) = closed
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
-    assert labels == ["masked", "reconstructed", "flat", "original"]
+    assert labels == ["masked", "ET", "flat", "original"]
     assert [ax.get_xlabel() for ax in fig.axes[-3:]] == ["0.1000", "0.2000", "0.3000"]
     flat_row = fig.axes[6:9]  # row-major: the third row
     assert all((ax.images[0].get_array() == 0.5).all() for ax in flat_row)

@@ -473,9 +473,12 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
+# Each arch's name in tables and its short name in pictures.
+ARCH_NAMES = {"et": ("Energy Transformer", "ET"), "vit-mae": ("ViT masked autoencoder", "ViT-MAE")}
+
+
 def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    arch = config["model"].get("arch", "et")
-    name = {"et": "Energy Transformer", "vit-mae": "ViT masked autoencoder"}[arch]
+    name = ARCH_NAMES[config["model"].get("arch", "et")][0]
     rows = [
         ("model", "masked-patch MSE", "PSNR (dB)", "parameters"),
         (
@@ -524,6 +527,7 @@ def write_pictures(
             " (numbers: the model's masked-pixel MSE)",
             errors=per_image[:n],
             baselines={"interpolation": interpolated},
+            label=ARCH_NAMES[model_config_of(model)["arch"]][1],
         )
     ]
     if not isinstance(model, ImageEnergyTransformer):

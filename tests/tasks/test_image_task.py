@@ -542,3 +542,20 @@ def test_a_resume_may_change_how_many_test_images_et_eval_scores(data, tmp_path)
     assert train_tiny(data, out, 1, "--resume", "--eval-size", "7") == 0
     assert json.loads((out / "config.json").read_text())["extra"]["eval_size"] == 7
     assert train_tiny(data, out, 1, "--resume", "--val-size", "4") == 2  # training data: no
+
+
+def test_the_reconstructions_name_the_model_beside_the_interpolation(
+    run, data, tmp_path, monkeypatch
+):
+    from energy_transformer import plots
+
+    seen = []
+    real = plots.plot_reconstructions
+
+    def spy(masked, reconstructed, original, path, **kwargs):
+        seen.append((kwargs["label"], sorted(kwargs["baselines"])))
+        return real(masked, reconstructed, original, path, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_reconstructions", spy)
+    main(["eval", str(run), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
+    assert seen == [("ET", ["interpolation"])]
