@@ -291,8 +291,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="float32",
-        help="bf16: training steps under bfloat16 autocast (fast on recent GPUs)",
+        default=None,
+        help="bf16: training steps under bfloat16 autocast (fast on recent GPUs); default"
+        " float32, or a resumed run's own",
     )
     parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -320,12 +321,12 @@ def make_model(args: argparse.Namespace) -> MaskedImageModel:
 
 def apply_training_preset(args: argparse.Namespace) -> None:
     """Options left unset take the run's own settings when it is resumed (so that it continues
-    as it started), else the preset's (:data:`TRAIN_PRESETS`)."""
+    as it started), else the preset's (:data:`TRAIN_PRESETS`; float32 precision)."""
     saved: dict[str, Any] = {}
     if args.resume and (Path(args.out) / "config.json").is_file():
         config = read_run_config(args.out)[1]
         saved = {**config.get("train", {}), "batch_size": config.get("extra", {}).get("batch_size")}
-    for key, value in TRAIN_PRESETS[args.preset].items():
+    for key, value in {**TRAIN_PRESETS[args.preset], "precision": "float32"}.items():
         if getattr(args, key) is None:
             setattr(args, key, value if saved.get(key) is None else saved[key])
 

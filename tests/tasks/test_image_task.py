@@ -110,6 +110,10 @@ def test_bf16_training_run(data, tmp_path):
     train_tiny(data, tmp_path / "bf16", 1, "--precision", "bf16")
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     assert config["train"]["precision"] == "bf16"
+    # a resume without --precision continues in the run's own precision (it was refused)
+    assert train_tiny(data, tmp_path / "bf16", 2, "--resume") == 0
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["train"]["precision"] == "bf16" and config["train"]["epochs"] == 2
     model, _ = load_model(tmp_path / "bf16")
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
 
