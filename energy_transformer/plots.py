@@ -428,10 +428,11 @@ def plot_score_distributions(
         bins = np.linspace(float(s.min()), float(s.max()) + 1e-12, 21)
         for kind, chosen in (("normal", ~y), ("anomalous", y)):
             colour = CLASS_COLOURS[kind]
-            values = s[chosen].numpy()
-            ax.hist(values, bins=bins, density=True, color=colour, alpha=0.25)
-            ax.hist(values, bins=bins, density=True, color=colour, histtype="step", linewidth=1.6,
-                    label=f"{kind} ({len(values)})")  # fmt: skip
+            density, _ = np.histogram(s[chosen].numpy(), bins=bins, density=True)
+            ax.stairs(density, bins, fill=True, color=colour, alpha=0.25)
+            ax.stairs(
+                density, bins, color=colour, linewidth=1.6, label=f"{kind} ({int(chosen.sum())})"
+            )
         ax.set_xlabel(f"{name} (higher = more anomalous)")
         ax.set_ylabel("density")
         ax.spines[["top", "right"]].set_visible(False)

@@ -532,7 +532,6 @@ class TreeGraph:
 
     def __init__(self, hops: int, aggs: Sequence[str]) -> None:
         self.hops, self.aggs = hops, tuple(aggs)
-        self.fitted = False
 
     def features(self, x: Tensor, edge_index: Tensor) -> np.ndarray:
         """The aggregated features as a float32 array for scikit-learn."""
@@ -561,12 +560,11 @@ class TreeGraph:
                 f"the training nodes hold a single class; {type(self).__name__} needs both"
             )
         self.trees.fit(feats, labels)
-        self.fitted = True
         return self
 
     def predict_proba(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Anomaly probability of every node, ``(N,)`` float32 on ``x``'s device."""
-        if not self.fitted:
+        if not hasattr(self.trees, "classes_"):  # scikit-learn's mark of a fitted model
             raise RuntimeError(f"{type(self).__name__}.predict_proba called before fit")
         proba = self.trees.predict_proba(self.features(x, edge_index))
         column = list(self.trees.classes_).index(1)

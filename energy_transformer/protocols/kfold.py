@@ -267,19 +267,18 @@ def run_kfold(
     for fold in rounds:
         fold_dir = out_dir / f"fold-{fold.index:02d}" if out_dir is not None else None
         done = fold_dir / "result.json" if fold_dir is not None else None
-        if resume and done is not None and done.is_file():
+        finished = resume and done is not None and done.is_file()
+        if finished:
             result = FoldResult(**json.loads(done.read_text()))
-            if result.majority_acc is None:  # saved before the floor was recorded
-                result.majority_acc = majority_accuracy(labels, fold)
-            results.append(result)
-            continue
-        start = time.perf_counter()
-        result = fit_fold(fold)
-        if result.seconds <= 0:
-            result.seconds = time.perf_counter() - start
-        result.majority_acc = majority_accuracy(labels, fold)
+        else:
+            start = time.perf_counter()
+            result = fit_fold(fold)
+            if result.seconds <= 0:
+                result.seconds = time.perf_counter() - start
+        if result.majority_acc is None:  # a fold saved before the floor was recorded, too
+            result.majority_acc = majority_accuracy(labels, fold)
         results.append(result)
-        if fold_dir is not None:
+        if fold_dir is not None and not finished:
             write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
             write_text_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
             save_results(out_dir, summarize(results, protocol), meta)

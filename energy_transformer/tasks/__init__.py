@@ -13,3 +13,8 @@ def preset_values(
     names = list(presets) if names is None else list(names)
     shown = [(n, presets[n][key]) for n in names]
     return ", ".join(f"{n}: {v:g}" if isinstance(v, float) else f"{n}: {v}" for n, v in shown)
+
+
+def option_names(dests: Iterable[str]) -> str:
+    """``"--max-folds, --val-fraction"``: the command-line names of argparse destinations."""
+    return ", ".join("--" + dest.replace("_", "-") for dest in dests)

@@ -43,7 +43,7 @@ from energy_transformer.protocols.gad import (
     summarize,
     train_ratio_of,
 )
-from energy_transformer.tasks import preset_values
+from energy_transformer.tasks import option_names, preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     check_new_run,
@@ -293,7 +293,7 @@ def train(args: argparse.Namespace) -> None:
     if "et" not in args.model:
         given = [k for k, d in ET_OPTION_DEFAULTS.items() if getattr(args, k) != d]
         if given:
-            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            options = option_names(given)
             print(
                 f"note: {options} not used: no Energy Transformer in --model {','.join(args.model)}"
             )
@@ -430,7 +430,7 @@ def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Pat
     ]
     scores = {
         "anomaly probability (classifier)": anomaly_scores(model, data)[test],
-        "final node energy (label-free)": model.energy_scores(data.x, data.edge_index)[test],
+        "final node energy (label-free)": energies.total[-1],  # energy_scores, not redone
     }
     title = f"ET on {name}: test nodes ({int((y == 0).sum())} normal, {int(y.sum())} anomalous)"
     paths.append(plot_score_distributions(scores, y, out / "score_distributions.png", title))

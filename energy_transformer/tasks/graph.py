@@ -46,7 +46,7 @@ from energy_transformer.protocols.kfold import (
     run_kfold,
     summarize,
 )
-from energy_transformer.tasks import preset_values
+from energy_transformer.tasks import option_names, preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     TrainConfig,
@@ -652,7 +652,7 @@ def train(args: argparse.Namespace) -> Path:
         if value is not None
     }
     if args.protocol == "train-on-all" and given:
-        options = ", ".join("--" + key.replace("_", "-") for key in given)
+        options = option_names(given)
         raise ValueError(
             f"{options}: not used by --protocol train-on-all, which trains one round on every"
             " graph and scores the same graphs"
@@ -676,7 +676,7 @@ def train(args: argparse.Namespace) -> Path:
     }
     # Unused options are named, not refused: one command line may serve every --model.
     if args.model != "et" and overrides:
-        options = ", ".join("--" + key.replace("_", "-") for key in overrides)
+        options = option_names(overrides)
         print(f"note: {options} not used: options of the Energy Transformer, not of {args.model}")
         overrides = {}
     if args.model == "wl":
@@ -687,7 +687,7 @@ def train(args: argparse.Namespace) -> Path:
             )
         training = ("epochs", "batch_size", "lr", "weight_decay")
         if unused := [k for k in training if getattr(args, k) is not None]:
-            options = ", ".join("--" + key.replace("_", "-") for key in unused)
+            options = option_names(unused)
             print(f"note: {options} not used: WL+SVM has no training loop (h, C chosen on val)")
     summary = cross_validate(
         args.dataset,
