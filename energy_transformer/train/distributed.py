@@ -7,6 +7,7 @@ on GPU). A single process needs none of it.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from collections.abc import Iterator
@@ -52,13 +53,22 @@ def launched_world_size() -> int:
 
 
 def init_distributed(device: torch.device) -> bool:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``)."""
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``); it is left
+    when the process exits."""
     if launched_world_size() <= 1 or dist.is_initialized():
         return dist.is_initialized()
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    # Left before the interpreter tears its threads down: a group still open at exit can abort
+    # a finished process ("terminate called without an active exception").
+    atexit.register(_leave_process_group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return True
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class EpochSampler(Sampler[int]):
