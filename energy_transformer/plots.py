@@ -60,7 +60,9 @@ def _check_energies(energies: EnergyTerms) -> None:
             )
 
 
-def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = "") -> Path:
+def plot_energy_descent(
+    energies: EnergyTerms, path: str | Path, title: str = "", unit: str = "samples"
+) -> Path:
     """Energy against descent step, total and per term: each sample's change from step 0,
     mean :math:`\\pm` std over the batch (the mean start energy and its mean change are printed:
     each panel has its own scale).
@@ -70,6 +72,8 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
             ``(steps + 1, batch)`` tensors, as in ``Trajectory.energies`` (index 0 = input).
         path: where to write the PNG.
         title: figure title.
+        unit: what one column of ``energies`` is, for the axis label (``"images"``, ``"graphs"``,
+            ``"nodes"``).
 
     Shapes:
         - each field of ``energies``: ``(steps + 1, batch)``
@@ -109,7 +113,9 @@ def plot_energy_descent(energies: EnergyTerms, path: str | Path, title: str = ""
             bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#d1d5db"},
         )
     samples = values.shape[1]
-    spread = f"per sample\n(mean ± std over {samples} samples)" if samples > 1 else ""
+    spread = (
+        f"per {unit.removesuffix('s')}\n(mean ± std over {samples} {unit})" if samples > 1 else ""
+    )
     axes[0].set_ylabel(f"$E(t) - E(0)$ {spread}".strip())
     if title:
         fig.suptitle(title, fontsize=12, fontweight="bold")
@@ -332,6 +338,127 @@ def plot_updates(
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    return _save(fig, path)
+
+
+def plot_descent(
+    frames: Tensor,
+    steps: list[int],
+    original: Tensor,
+    path: str | Path,
+    title: str = "",
+    mse: Tensor | None = None,
+    energy: Tensor | None = None,
+    references: dict[str, float] | None = None,
+) -> Path:
+    """The holes filling in along the descent: one row per image, one column per step, the
+    original last; below, optionally, the masked-pixel MSE and the energy at every step, so that
+    one sees whether a lower energy is a better completion.
+
+    Args:
+        frames: ``(n, len(steps), C, H, W)`` images in [0, 1], each the input with its masked
+            patches decoded from the tokens at that step.
+        steps: the descent step of each column (0 = before the first update).
+        original: ``(n, C, H, W)`` the unmasked images.
+        path: where to write the PNG.
+        title: figure title.
+        mse: optional ``(steps + 1,)`` mean masked-pixel MSE at every step ``0..T``.
+        energy: optional ``(steps + 1,)`` mean change of the total energy from step 0, same steps.
+        references: optional name -> another method's masked MSE on the same images, drawn as a
+            dotted level on the MSE axis (e.g. the interpolation baseline's).
+
+    Shapes:
+        - ``frames``: ``(n, S, C, H, W)`` with ``S = len(steps)``; ``original``: ``(n, C, H, W)``
+    """
+    if frames.dim() != 5 or frames.shape[1] != len(steps) or frames.shape[0] == 0:
+        raise ValueError(
+            f"frames must be (n, {len(steps)} steps, C, H, W) with n >= 1,"
+            f" got {tuple(frames.shape)}"
+        )
+    if original.shape != frames[:, 0].shape:
+        raise ValueError(
+            f"original must be {tuple(frames[:, 0].shape)} (one image per row of frames),"
+            f" got {tuple(original.shape)}"
+        )
+    _check_pictures("the images", original)
+    curves = {name: c for name, c in (("mse", mse), ("energy", energy)) if c is not None}
+    lengths = {name: tuple(c.shape) for name, c in curves.items()}
+    if len({*lengths.values()}) > 1 or any(len(shape) != 1 for shape in lengths.values()):
+        raise ValueError(f"mse and energy must be (steps + 1,) vectors alike, got {lengths}")
+    if curves and max(steps) >= len(next(iter(curves.values()))):
+        raise ValueError(
+            f"the curves have {len(next(iter(curves.values())))} steps but a column shows"
+            f" step {max(steps)}"
+        )
+    if references and mse is None:
+        raise ValueError("references are levels of the MSE curve: give mse too")
+    n, columns = frames.shape[0], len(steps) + 1
+    fig = plt.figure(figsize=(1.05 * columns + 1.0, 1.1 * n + (2.6 if curves else 0.4)))
+    # The images sit close together; the curve panel gets room for its tick labels.
+    outer = fig.add_gridspec(
+        2 if curves else 1, 1, height_ratios=[n, 2.2] if curves else [1], hspace=0.12
+    )
+    grid = outer[0].subgridspec(n, columns, wspace=0.04, hspace=0.06)
+    shown = [_as_display(frames[:, c]) for c in range(len(steps))] + [_as_display(original)]
+    labels = [f"t = {step}" for step in steps] + ["original"]
+    for r in range(n):
+        for c in range(columns):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(shown[c][r], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if r == 0:
+                ax.set_title(labels[c], fontsize=9)
+    if curves:
+        ax = fig.add_subplot(outer[1])
+        t = np.arange(len(next(iter(curves.values()))))
+        lines = []
+        if mse is not None:
+            lines += ax.plot(
+                t,
+                mse.detach().double().cpu().numpy(),
+                color="#059669",
+                marker="o",
+                markersize=3.5,
+                linewidth=2,
+                label="masked-pixel MSE",
+            )
+            ax.set_ylabel("masked MSE", color="#059669")
+            for (name, level), style in zip(
+                (references or {}).items(), (":", "-.", (0, (1, 3))), strict=False
+            ):
+                lines.append(
+                    ax.axhline(
+                        level,
+                        color="#6b7280",
+                        linestyle=style,
+                        linewidth=1.5,
+                        label=f"{name}'s MSE",
+                    )
+                )
+        if energy is not None:
+            twin = ax.twinx() if mse is not None else ax
+            lines += twin.plot(
+                t,
+                energy.detach().double().cpu().numpy(),
+                color=TERM_COLOURS["total"],
+                marker="o",
+                markersize=3.5,
+                linewidth=2,
+                linestyle="--",
+                label="$E(t) - E(0)$",
+            )
+            twin.set_ylabel("$E(t) - E(0)$")
+            twin.spines[["top"]].set_visible(False)
+        ax.set_xlabel("descent step $t$")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.spines[["top"]].set_visible(False)
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=11, fontweight="bold", y=0.94)
     return _save(fig, path)
 
 

@@ -81,6 +81,8 @@ def test_energy_descent_draws_each_samples_change_from_step_zero(tmp_path, monke
     one = EnergyTerms(attention=total[:, :1], hopfield=total[:, :1], total=total[:, :1])
     plots.plot_energy_descent(one, tmp_path / "one.png")
     assert closed[1].axes[0].get_ylabel() == "$E(t) - E(0)$"
+    plots.plot_energy_descent(terms, tmp_path / "nodes.png", unit="nodes")
+    assert closed[2].axes[0].get_ylabel() == "$E(t) - E(0)$ per node\n(mean ± std over 2 nodes)"
 
 
 def test_masked_view_paints_the_patches_in_row_major_order():
@@ -196,3 +198,38 @@ def test_reconstructions_show_the_baselines_between_the_model_and_the_original(
         ValueError, match=r"got \(3, 1, 8, 8\), \(3, 1, 8, 8\), \(3, 1, 8, 8\), \(2"
     ):
         plots.plot_reconstructions(images, images, images, path, baselines={"flat": flat[:2]})
+
+
+def test_descent_figure(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    frames, original = torch.rand(3, 4, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    mse, energy = torch.tensor([0.3, 0.2, 0.15, 0.1, 0.1]), torch.tensor([0.0, -1, -2, -2.5, -3])
+    levels = {"interpolation": 0.12}
+    path = plots.plot_descent(
+        frames, [0, 1, 2, 4], original, tmp_path / "d.png", "t", mse, energy, levels
+    )
+    assert _is_png(path)
+    axes = closed[0].axes
+    assert len(axes) == 3 * 5 + 2  # 3 rows of 4 steps + the original, the curve and its twin
+    assert [ax.get_title() for ax in axes[:5]] == ["t = 0", "t = 1", "t = 2", "t = 4", "original"]
+    shown = axes[6].images[0].get_array()  # row 1, step 1
+    assert torch.equal(torch.from_numpy(shown.data), frames[1, 1, 0])
+    assert axes[-2].lines[0].get_ydata().tolist() == pytest.approx(mse.tolist())
+    assert axes[-1].lines[0].get_ydata().tolist() == energy.tolist()
+    assert list(axes[-2].lines[1].get_ydata()) == [0.12, 0.12]  # the reference's level
+    assert axes[-2].get_legend().texts[1].get_text() == "interpolation's MSE"
+    assert _is_png(plots.plot_descent(frames, [0, 1, 2, 3], original, tmp_path / "bare.png"))
+    assert len(closed[1].axes) == 15  # no curves, no curve panel
+    with pytest.raises(ValueError, match=r"frames must be \(n, 3 steps, C, H, W\)"):
+        plots.plot_descent(frames, [0, 1, 2], original, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"original must be \(3, 1, 8, 8\)"):
+        plots.plot_descent(frames, [0, 1, 2, 3], original[:2], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="mse and energy must be"):
+        plots.plot_descent(
+            frames, [0, 1, 2, 3], original, tmp_path / "x.png", mse=mse, energy=mse[:4]
+        )
+    with pytest.raises(ValueError, match="references are levels of the MSE curve: give mse"):
+        plots.plot_descent(frames, [0, 1, 2, 3], original, tmp_path / "x.png", references=levels)
+    with pytest.raises(ValueError, match="the curves have 5 steps but a column shows step 7"):
+        plots.plot_descent(frames, [0, 1, 2, 7], original, tmp_path / "x.png", mse=mse)

@@ -296,10 +296,26 @@ class MaskedImageModel(nn.Module):
         mask = self._check_mask(mask, images.shape[0])
         out = self.process(self.embed(images, mask), **kwargs)
         tokens, trajectory = out if isinstance(out, tuple) else (out, None)
+        filled, prediction = self.fill(images, mask, tokens)
+        return Completion(filled, prediction, mask, trajectory)
+
+    def fill(self, images: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Decode ``tokens`` to pixels and paste them into the ``mask`` patches of ``images``.
+
+        Any state of the descent can be decoded this way (e.g. ``trajectory.tokens[t]``), which is
+        how the pictures show the holes filling in step by step.
+
+        Returns:
+            ``(filled, prediction)``: the images with their masked patches replaced, and the
+            decoded prediction of every patch, both ``(batch, C, H, W)`` in pixel units.
+
+        Shapes:
+            - ``images``: ``(batch, C, H, W)``; ``mask``: ``(batch, patches)`` bool
+            - ``tokens``: ``(batch, patches + 1, dim)``, CLS first
+        """
         prediction = self.denormalize(self.unpatchify(self.decode(tokens)))
         pixel_mask = patch_mask_to_pixels(mask, self.patch_size, self.channels)
-        filled = torch.where(pixel_mask, prediction, images)
-        return Completion(filled, prediction, mask, trajectory)
+        return torch.where(pixel_mask, prediction, images), prediction
 
 
 class ImageEnergyTransformer(MaskedImageModel):

@@ -426,6 +426,7 @@ def figures(run_dir: Path, out: Path, data_root: Path | None = None) -> list[Pat
             energies,
             out / "energy_descent.png",
             f"ET energy of each test node over descent steps ({name})",
+            unit="nodes",
         )
     ]
     scores = {

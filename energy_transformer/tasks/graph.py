@@ -505,7 +505,7 @@ def plot_energy(
         block = f", block {i + 1} of {len(trajectories)}" if len(trajectories) > 1 else ""
         steps = f"{model.steps} step" + ("s" if model.steps != 1 else "")
         title = f"graph ET{block} (alpha {model.alpha:g}, {steps}): {len(graphs)} {what}"
-        paths.append(plot_energy_descent(trajectory.energies, out / name, title))
+        paths.append(plot_energy_descent(trajectory.energies, out / name, title, unit="graphs"))
     return paths
 
 

@@ -36,7 +36,7 @@ from energy_transformer.models.image import (
 )
 from energy_transformer.models.interpolation import PatchInterpolation
 from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit_config
-from energy_transformer.nn.block import GRADIENTS
+from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.tasks import preset_values
@@ -176,13 +176,20 @@ def masked_mse(
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)
-        out = model.complete(x, m)
-        hidden = patch_mask_to_pixels(m, model.patch_size, x.shape[1]).to(x.dtype)
-        err = (out.prediction - x).pow(2) * hidden
-        sums.append(err.sum(dim=(1, 2, 3)).double().cpu())
-        counts.append(hidden.sum(dim=(1, 2, 3)).double().cpu())
+        total, count = _masked_error(model.complete(x, m).prediction, x, m, model.patch_size)
+        sums.append(total)
+        counts.append(count)
     total, count = torch.cat(sums), torch.cat(counts)
     return float(total.sum() / count.sum()), (total / count).float()
+
+
+def _masked_error(
+    prediction: Tensor, images: Tensor, mask: Tensor, patch_size: int
+) -> tuple[Tensor, Tensor]:
+    """Each image's sum of squared errors over its masked pixels and their count, float64."""
+    hidden = patch_mask_to_pixels(mask, patch_size, images.shape[1]).to(images.dtype)
+    err = (prediction - images).pow(2) * hidden
+    return err.sum(dim=(1, 2, 3)).double().cpu(), hidden.sum(dim=(1, 2, 3)).double().cpu()
 
 
 # -- et train image ---------------------------------------------------------------------------
@@ -515,14 +522,19 @@ def write_pictures(
 
     device = next(model.parameters()).device
     n = min(12, len(images))
-    x, m = images[:n].to(device), mask[:n].to(device)
-    completion = model.complete(x, m)
-    interpolated = PatchInterpolation(model.patch_size).complete(x.cpu(), m.cpu()).images
+    energy_model = isinstance(model, ImageEnergyTransformer)
+    # One completion serves every picture: ET's 64 images carry the trajectory of the descent.
+    batch = images[: 64 if energy_model else n].to(device)
+    batch_mask = mask[: len(batch)].to(device)
+    options = {"return_trajectory": True} if energy_model else {}
+    completion = model.complete(batch, batch_mask, **options)
+    x, m = batch[:n].cpu(), batch_mask[:n].cpu()
+    interpolated = PatchInterpolation(model.patch_size).complete(x, m).images
     paths = [
         plots.plot_reconstructions(
-            plots.masked_view(x.cpu(), m.cpu(), model.patch_size),
-            completion.images.cpu(),
-            x.cpu(),
+            plots.masked_view(x, m, model.patch_size),
+            completion.images[:n].cpu(),
+            x,
             out / "reconstructions.png",
             title=f"{int(m[0].sum())} of {model.patches} patches masked"
             " (numbers: the model's masked-pixel MSE)",
@@ -531,20 +543,19 @@ def write_pictures(
             label=ARCH_NAMES[model_config_of(model)["arch"]][1],
         )
     ]
-    if not isinstance(model, ImageEnergyTransformer):
+    if not energy_model:
         return paths
-    batch = images[:64].to(device)
-    batch_mask = mask[:64].to(device)
-    out_ = model.complete(batch, batch_mask, return_trajectory=True)
-    trajectory = out_.trajectory
+    trajectory = completion.trajectory
     paths.append(
         plots.plot_energy_descent(
             trajectory.energies,
             out / "energy.png",
             title=f"Energy descent over {model.steps} steps (alpha = {model.alpha}),"
             f" {len(batch)} masked test images",
+            unit="images",
         )
     )
+    paths.append(plot_descent(model, batch, batch_mask, trajectory, out / "descent.png"))
     xi_patches = model.memory_patches()
     order = xi_patches.flatten(1).norm(dim=1).argsort(descending=True)[:144]
     paths.append(
@@ -577,6 +588,52 @@ def write_pictures(
         )
     )
     return paths
+
+
+def descent_columns(steps: int, most: int = 13) -> list[int]:
+    """The steps a picture shows: every one of ``0..steps`` when they fit, else ``most`` spread
+    evenly, first and last included."""
+    if steps + 1 <= most:
+        return list(range(steps + 1))
+    return sorted({round(i * steps / (most - 1)) for i in range(most)})
+
+
+@torch.no_grad()
+def plot_descent(
+    model: ImageEnergyTransformer,
+    images: Tensor,
+    mask: Tensor,
+    trajectory: Trajectory,
+    path: Path,
+    rows: int = 6,
+) -> Path:
+    """``descent.png``: the first ``rows`` images completed from the tokens of each step, and the
+    masked-pixel MSE and the energy of all ``images`` at every step."""
+    from energy_transformer import plots
+
+    errors, frames = [], []
+    for tokens in trajectory.tokens:  # (batch, N + 1, dim) at steps 0..T
+        filled, prediction = model.fill(images, mask, tokens)
+        total, count = _masked_error(prediction, images, mask, model.patch_size)
+        errors.append(total.sum() / count.sum())
+        frames.append(filled[:rows].cpu())
+    shown = descent_columns(model.steps)
+    energy = trajectory.energies.total.double()
+    return plots.plot_descent(
+        torch.stack([frames[t] for t in shown], dim=1),
+        shown,
+        images[:rows].cpu(),
+        path,
+        title=f"Completion along the descent (alpha = {model.alpha}); curves: mean over"
+        f" {len(images)} masked test images",
+        mse=torch.stack(errors),
+        energy=(energy - energy[:1]).mean(dim=1).cpu(),
+        references={
+            "interpolation": masked_mse(
+                PatchInterpolation(model.patch_size), images.cpu(), mask.cpu()
+            )[0]
+        },
+    )
 
 
 # -- et demo / et complete / et convert-official -----------------------------------------------

@@ -422,11 +422,14 @@ def test_the_energy_figure_follows_each_test_node(data_root, tmp_path, monkeypat
 
     drawn = []
     monkeypatch.setattr(
-        plots, "plot_energy_descent", lambda energies, path, title: drawn.append(energies) or path
+        plots,
+        "plot_energy_descent",
+        lambda energies, path, title, unit: drawn.append((energies, unit)) or path,
     )
     out = tmp_path / "run"
     assert main(train_args(data_root, out, "--model", "et", "--seeds", "1")) == 0
-    (energies,) = drawn
+    ((energies, unit),) = drawn
+    assert unit == "nodes"
     model, data, split, _ = anomaly._load_model_run(out / "et" / "seed0", None)
     steps = model.steps
     assert energies.total.shape == (steps + 1, len(split.test))  # one column per test node

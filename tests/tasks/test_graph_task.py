@@ -746,7 +746,9 @@ def test_the_energy_plot_title_names_the_graphs_and_the_descent(monkeypatch, tmp
 
     titles = []
     monkeypatch.setattr(
-        plots, "plot_energy_descent", lambda energies, path, title: titles.append(title) or path
+        plots,
+        "plot_energy_descent",
+        lambda energies, path, title, unit: titles.append(title) or path,
     )
     graphs = [LaplacianPE(4)(ring_or_star(5, i % 2 == 0)) for i in range(3)]
     for g in graphs:
@@ -799,7 +801,9 @@ def test_train_and_eval_titles_name_the_dataset_and_fold_of_the_plotted_graphs(
 
     titles = []
     monkeypatch.setattr(
-        plots, "plot_energy_descent", lambda energies, path, title: titles.append(title) or path
+        plots,
+        "plot_energy_descent",
+        lambda energies, path, title, unit: titles.append(title) or path,
     )
     out = tmp_path / "run"
     args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "et"]

@@ -123,7 +123,7 @@ def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert metrics["test_images"] == 12 and metrics["masked_patches_per_image"] == 20
     assert metrics["masked_psnr"] == pytest.approx(-10 * np.log10(metrics["masked_mse"]))
-    for name in ("reconstructions", "energy", "memories", "updates", "positions"):
+    for name in ("reconstructions", "energy", "descent", "memories", "updates", "positions"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     assert "| Energy Transformer |" in (tmp_path / "eval_metrics.md").read_text()
     printed = capsys.readouterr().out
@@ -563,3 +563,47 @@ def test_the_reconstructions_name_the_model_beside_the_interpolation(
     monkeypatch.setattr(plots, "plot_reconstructions", spy)
     main(["eval", str(run), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
     assert seen == [("ET", ["interpolation"])]
+
+
+def test_the_descent_picture_follows_the_completion_step_by_step(run, tmp_path, monkeypatch):
+    from energy_transformer import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_descent", lambda *args, **kw: drawn.update(kw, args=args))
+    model, _ = load_model(run)
+    images = torch.from_numpy(fake_images(10, seed=3)).float()[:, None] / 255
+    mask = fixed_masks(model, 10)[1]
+    image.plot_descent(
+        model,
+        images,
+        mask,
+        model.complete(images, mask, return_trajectory=True).trajectory,
+        tmp_path / "d.png",
+        rows=4,
+    )
+    frames, steps, originals, _ = drawn["args"]
+    assert steps == [0, 1, 2] and frames.shape == (4, 3, 1, 28, 28)  # 2 steps: all of 0..T
+    assert torch.equal(originals, images[:4])
+    # the last column is the completion itself, the first one the MASK tokens decoded
+    torch.testing.assert_close(frames[:, -1], model.complete(images[:4], mask[:4]).images)
+    with torch.no_grad():
+        start = model.fill(images, mask, model.embed(images, mask))[0]
+    torch.testing.assert_close(frames[:, 0], start[:4])
+    # the curve: the masked MSE of all 10 images at every step, the last one eval's number
+    assert drawn["mse"].shape == (3,)
+    assert drawn["mse"][-1].item() == pytest.approx(masked_mse(model, images, mask)[0], rel=1e-5)
+    first, _ = loop_masked_mse(start, images, mask, model.patch_size)
+    assert drawn["mse"][0].item() == pytest.approx(first, rel=1e-5)
+    energies = model.complete(images, mask, return_trajectory=True).trajectory.energies.total
+    torch.testing.assert_close(drawn["energy"], (energies - energies[0]).double().mean(1))
+    assert drawn["energy"][0] == 0 and drawn["energy"][-1] < 0  # the descent goes down
+    interpolation, _ = masked_mse(PatchInterpolation(model.patch_size), images, mask)
+    assert drawn["references"] == {"interpolation": interpolation}
+
+
+def test_descent_columns_show_every_step_that_fits_and_spread_the_rest():
+    assert image.descent_columns(12) == list(range(13))
+    assert image.descent_columns(0) == [0]
+    wide = image.descent_columns(100)
+    assert len(wide) == 13 and wide[0] == 0 and wide[-1] == 100 and wide == sorted(set(wide))
+    assert image.descent_columns(24, most=5) == [0, 6, 12, 18, 24]
