@@ -11,6 +11,8 @@ train on every graph and score the same graphs, so they are training-set accurac
     python benchmarks/bench_graph.py --models et:paper et:released gin mlp --jobs 16 \\
         --device cuda --deadline 400                       # folds spread over processes
     python benchmarks/bench_graph.py --collect runs/a runs/b   # table of finished runs only
+    python benchmarks/bench_graph.py --select runs/s/MUTAG-et runs/a/MUTAG-et runs/b/MUTAG-et
+                                    # per fold, the run with the best validation accuracy
 
 A model is ``et``, ``et:PRESET`` (an ET preset of energy_transformer.models.graph.PRESETS),
 ``gin``, ``mlp`` or ``wl``. Prints a markdown table (and writes it to --out/results.md), then
@@ -33,8 +35,9 @@ from typing import Any
 import torch
 
 from energy_transformer.data.tu import TUDataset, load_tu
-from energy_transformer.models.graph import PRESETS, GraphEnergyTransformer
+from energy_transformer.models.graph import PRESETS
 from energy_transformer.protocols.kfold import (
+    CVSummary,
     load_results,
     majority_accuracy,
     paired,
@@ -43,9 +46,11 @@ from energy_transformer.protocols.kfold import (
     summarize,
 )
 from energy_transformer.tasks.graph import (
+    NEURAL,
     PAPER_TRAIN_SET_ACC,
     cross_validate,
     prepare_dataset,
+    select_runs,
 )
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ENZYMES", "DD", "IMDB-BINARY")
@@ -65,14 +70,14 @@ def parse_model(spec: str, preset: str) -> tuple[str, str]:
     return name, chosen or preset
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], option: str = "--et-set") -> dict[str, Any]:
     """``["qk_init_std=0.05", "adjacency=soft"]`` -> ``{"qk_init_std": 0.05, ...}``; values
     are read as JSON (numbers, booleans) and otherwise kept as strings."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--et-set takes KEY=VALUE, got {item!r}")
+            raise ValueError(f"{option} takes KEY=VALUE, got {item!r}")
         try:
             overrides[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -125,13 +130,15 @@ def run(
     device: str = "auto",
     batch_size: int | None = None,
     lr: float | None = None,
-    et_overrides: dict[str, Any] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Cross-validate every model on every dataset in this process; one row per pair."""
+    """Cross-validate every model on every dataset in this process; one row per pair.
+    ``overrides``: model name (et, gin, mlp) -> its constructor overrides (a variant)."""
     caps = MAX_NODES if max_nodes is None else max_nodes
+    overrides = overrides or {}
     rows = []
     for name in datasets:
-        dataset = prepared(name, root, caps.get(name), preset, et_overrides)
+        dataset = prepared(name, root, caps.get(name), preset, overrides.get("et"))
         for spec in models:
             model, model_preset = parse_model(spec, preset)
             summary = cross_validate(
@@ -150,7 +157,7 @@ def run(
                 dataset=dataset,
                 batch_size=batch_size,
                 lr=lr,
-                overrides=et_overrides,
+                overrides=overrides.get(model),
             )
             rows.append({"dataset": name, "model": spec, "summary": summary})
             print(f"{name:12s} {spec:12s} {summary.describe()}", flush=True)
@@ -167,7 +174,11 @@ def _one_fold(task: dict[str, Any]) -> str:
     model, preset = parse_model(task["spec"], task["preset"])
     # Forked workers inherit the parent's datasets; a spawned one prepares each once.
     dataset = prepared(
-        task["dataset"], task["root"], task["max_nodes"], task["preset"], task["et_overrides"]
+        task["dataset"],
+        task["root"],
+        task["max_nodes"],
+        task["preset"],
+        task["overrides"].get("et"),
     )
     start = time.perf_counter()
     summary = cross_validate(
@@ -186,7 +197,7 @@ def _one_fold(task: dict[str, Any]) -> str:
         dataset=dataset,
         batch_size=task["batch_size"],
         lr=task["lr"],
-        overrides=task["et_overrides"],
+        overrides=task["overrides"].get(model),
     )
     acc = 100 * summary.folds[0].test_acc
     took = time.perf_counter() - start
@@ -208,7 +219,7 @@ def run_parallel(
     max_nodes: dict[str, int],
     max_folds: int | None = None,
     lr: float | None = None,
-    et_overrides: dict[str, Any] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
@@ -216,9 +227,10 @@ def run_parallel(
     # CUDA does not survive a fork once anything has initialised it, and on a GPU machine the
     # optimiser's graph-capture check touches CUDA even in a CPU run: fork only where no GPU is.
     fork = device == "cpu" and not torch.cuda.is_available()
+    overrides = overrides or {}
     if fork:  # prepared once, before forking
         for name in datasets:
-            prepared(name, root, max_nodes.get(name), preset, et_overrides)
+            prepared(name, root, max_nodes.get(name), preset, overrides.get("et"))
             print(f"prepared {name}", flush=True)
     stop = time.time() + deadline
     tasks = [
@@ -236,7 +248,7 @@ def run_parallel(
             batch_size=batch_size,
             max_nodes=max_nodes.get(d),
             lr=lr,
-            et_overrides=et_overrides,
+            overrides=overrides,
         )
         for f in range(max_folds or folds)
         for d in datasets
@@ -277,7 +289,7 @@ def collect(outs: list[str]) -> list[dict[str, Any]]:
                     "model": spec,
                     "summary": summary,
                     "k": meta["k"],
-                    "epochs": meta.get("train", {}).get("epochs"),
+                    "epochs": (meta.get("train") or {}).get("epochs"),
                     "max_nodes": meta.get("max_nodes"),
                 }
             )
@@ -407,6 +419,21 @@ def floors(datasets: list[str], folds: int, root: str | None) -> str:
     return "\n".join(lines)
 
 
+def selection_table(summary: CVSummary) -> str:
+    """Which run each fold selected, with every candidate's validation and the chosen test
+    accuracy, then the selection's mean."""
+    names = list(summary.folds[0].extra["val_accs"])
+    lines = [
+        "| fold | selected | " + " | ".join(f"val {n}" for n in names) + " | test |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for r in summary.folds:
+        vals = " | ".join(f"{100 * float(r.extra['val_accs'][n]):.1f}" for n in names)
+        lines.append(f"| {r.fold} | {r.extra['selected']} | {vals} | {100 * r.test_acc:.1f} |")
+    lines += ["", f"selected: {summary.describe()} over {len(summary.folds)} folds"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -423,6 +450,14 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="ET constructor overrides, e.g. qk_init_std=0.05 steps=8 (a variant of the preset)",
     )
+    for name, cls in (("gin", "GINClassifier"), ("mlp", "SumMLP")):
+        parser.add_argument(
+            f"--{name}-set",
+            nargs="+",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"{cls} overrides, e.g. hidden=32 (a variant of the baseline)",
+        )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--data", default=None, help="data root (default $ET_DATA)")
     parser.add_argument("--out", default="runs/bench_graph")
@@ -436,20 +471,36 @@ def main() -> None:
     parser.add_argument(
         "--floors", action="store_true", help="only print each dataset's majority-class floor"
     )
+    parser.add_argument(
+        "--select",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="OUT RUN RUN...: fold by fold, keep the run with the best validation accuracy"
+        " (default configuration first: it wins ties) and write the selection to OUT",
+    )
     args = parser.parse_args()
     if args.floors:
         print(floors(args.datasets, args.folds, args.data))
+        return
+    if args.select is not None:
+        if len(args.select) < 3:
+            parser.error("--select needs OUT and at least two runs to select among")
+        summary = select_runs(args.select[0], args.select[1:])
+        print(selection_table(summary))
         return
     torch.set_num_threads(args.threads)
     try:
         for spec in args.models:
             parse_model(spec, args.preset)
-        et_overrides = parse_overrides(args.et_set)
+        overrides = {
+            name: parse_overrides(getattr(args, f"{name}_set"), f"--{name}-set") for name in NEURAL
+        }
     except ValueError as err:
         parser.error(str(err))
-    known = inspect.signature(GraphEnergyTransformer).parameters
-    if unknown := sorted(set(et_overrides) - set(known)):
-        parser.error(f"--et-set: {unknown} are not options of GraphEnergyTransformer")
+    for name, cls in NEURAL.items():
+        if unknown := sorted(set(overrides[name]) - set(inspect.signature(cls).parameters)):
+            parser.error(f"--{name}-set: {unknown} are not options of {cls.__name__}")
     if args.folds < 2 or args.jobs < 1:
         parser.error(f"need --folds >= 2 and --jobs >= 1, got {args.folds} and {args.jobs}")
     MAX_NODES["DD"] = args.dd_max_nodes
@@ -459,17 +510,19 @@ def main() -> None:
             run_parallel(
                 args.datasets, args.models, args.folds, args.epochs, args.preset, args.data,
                 args.out, args.jobs, args.deadline, args.device, args.batch_size,
-                {"DD": args.dd_max_nodes}, args.max_folds, args.lr, et_overrides,
+                {"DD": args.dd_max_nodes}, args.max_folds, args.lr, overrides,
             )  # fmt: skip
         else:
             run(
                 args.datasets, args.models, args.folds, args.max_folds, args.epochs, args.preset,
                 args.data, args.out, max_nodes={"DD": args.dd_max_nodes}, device=args.device,
-                batch_size=args.batch_size, lr=args.lr, et_overrides=et_overrides,
+                batch_size=args.batch_size, lr=args.lr, overrides=overrides,
             )  # fmt: skip
     rows = collect(args.collect or [args.out])
     folds = f"{args.max_folds} of {args.folds}" if args.max_folds else f"{args.folds}"
-    variant = "".join(f", {k}={v}" for k, v in et_overrides.items())
+    variant = "".join(
+        f", {NAMES[name]} {k}={v}" for name, items in overrides.items() for k, v in items.items()
+    )
     lr = f", lr {args.lr:g}" if args.lr else ""
     budget = args.budget or (
         f"{folds} folds, {args.epochs} epochs{lr}, ET preset {args.preset}{variant}"

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +324,49 @@ def _read_folds_csv(path: Path) -> list[FoldResult]:
                 f"{', '.join(numbers)} ({err})"
             ) from None
     return results
+
+
+def select_on_validation(candidates: dict[str, Sequence[FoldResult]]) -> list[FoldResult]:
+    """Model selection inside each round: of several configurations run on the same splits,
+    keep, fold by fold, the one with the best validation accuracy, and report its test accuracy.
+
+    The choice sees validation graphs only, so the selected column is an honest estimate of
+    "this model, with its configuration chosen on held-out data" (the nested selection of
+    Errica et al., 2020). Ties go to the lower validation loss when every tied candidate
+    recorded one (``extra["val_loss"]``), else to the candidate named first: list the default
+    configuration first. A selected round costs every candidate's training, so its ``seconds``
+    are their sum. Only rounds that every candidate finished are kept.
+
+    Args:
+        candidates: configuration name -> its per-fold results, all on the same splits.
+
+    Returns:
+        One result per shared round: the chosen candidate's, with ``extra["selected"]`` naming
+        it and ``extra["val_accs"]`` giving every candidate's validation accuracy.
+    """
+    if len(candidates) < 2:
+        raise ValueError(f"selection needs at least two candidates, got {len(candidates)}")
+    by_fold = {name: {r.fold: r for r in results} for name, results in candidates.items()}
+    shared = sorted(set.intersection(*(set(folds) for folds in by_fold.values())))
+    if not shared:
+        raise ValueError(f"the candidates {sorted(candidates)} share no finished fold")
+    selected = []
+    for fold in shared:
+        rows = {name: folds[fold] for name, folds in by_fold.items()}
+        floors = {r.majority_acc for r in rows.values()}
+        if len(floors) > 1:  # another split would give another majority class share
+            raise ValueError(f"fold {fold}: the candidates were not run on the same splits")
+        best = max(r.val_acc for r in rows.values())
+        tied = [name for name, r in rows.items() if np.isclose(r.val_acc, best, atol=1e-12)]
+        losses = [rows[name].extra.get("val_loss") for name in tied]
+        if None not in losses and len(tied) > 1:
+            tied = [tied[int(np.argmin([float(v) for v in losses]))]]
+        chosen = rows[tied[0]]
+        extra = {
+            **chosen.extra,
+            "selected": tied[0],
+            "val_accs": {name: r.val_acc for name, r in rows.items()},
+        }
+        seconds = sum(r.seconds for r in rows.values())
+        selected.append(replace(chosen, seconds=seconds, extra=extra))
+    return selected

@@ -43,7 +43,10 @@ from energy_transformer.protocols.kfold import (
     CVSummary,
     Fold,
     FoldResult,
+    load_results,
     run_kfold,
+    save_results,
+    select_on_validation,
     summarize,
 )
 from energy_transformer.tasks import option_names, preset_values
@@ -257,13 +260,16 @@ def make_fit_neural(
         model.load_state_dict(result.best_state)
         test_acc = accuracy(model, eval_loader(graphs, fold.test), device)
         train_acc = accuracy(model, eval_loader(graphs, fold.train), device)
+        recorded = {"best_epoch": result.best_epoch, "epochs": train_cfg.epochs}
+        if "val_loss" in result.best_metrics:  # breaks ties of val_acc in a model selection
+            recorded["val_loss"] = float(result.best_metrics["val_loss"])
         return FoldResult(
             fold.index,
             test_acc,
             float(result.best_metrics["val_acc"]),
             train_acc,
             result.seconds + time.perf_counter() - scoring,  # a resumed fold: every session's
-            {"best_epoch": result.best_epoch, "epochs": train_cfg.epochs},
+            recorded,
         )
 
     return fit_fold
@@ -336,7 +342,8 @@ def cross_validate(
         max_nodes: keep only the first ``max_nodes`` nodes of larger graphs (dense attention
             on DD); recorded in the results.
         val_fraction: validation share of each training fold.
-        overrides: ET constructor overrides (``blocks``, ``adjacency`` ...).
+        overrides: constructor overrides of the neural model (ET: ``blocks``, ``adjacency``
+            ...; GIN: ``hidden``, ``layers`` ...), e.g. to cross-validate a variant.
         dataset: an already prepared dataset (:func:`prepare_dataset`), to share across models.
     """
     if model not in MODELS:
@@ -346,13 +353,14 @@ def cross_validate(
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     hp = TRAIN_PRESETS[preset]
-    et_overrides = overrides if model == "et" else None
+    if model == "wl" and overrides:
+        raise ValueError(f"wl takes no constructor overrides, got {sorted(overrides)}")
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:  # before the data are read: a refused folder costs nothing
         check_not_part_of_run(out_dir, "graph")
         check_new_run(out_dir, resume, task="graph")
     if dataset is None:
-        pe_dim = {**PRESETS[preset], **(overrides or {})}["pe_dim"]
+        pe_dim = {**PRESETS[preset], **(overrides if model == "et" else {})}["pe_dim"]
         dataset = prepare_dataset(dataset_name, root, model, max_nodes, pe_dim)
     meta: dict[str, Any] = {
         "dataset": dataset.name,
@@ -370,9 +378,7 @@ def cross_validate(
         rounds = 1 if protocol == "train-on-all" else len(only or []) or max_folds or folds
         fit_fold = make_fit_wl(dataset, rounds)
     else:
-        config = model_config(
-            model, dataset.num_features, dataset.num_classes, preset, et_overrides
-        )
+        config = model_config(model, dataset.num_features, dataset.num_classes, preset, overrides)
         # `None` means the preset's value; 0 is passed on, for TrainConfig to reject.
         n_epochs = hp["epochs"] if epochs is None else epochs
         n_batch = hp["batch_size"] if batch_size is None else batch_size
@@ -450,6 +456,70 @@ def _check_same_setting(out_dir: Path, meta: dict[str, Any]) -> None:
             f"{out_dir} holds a run with other settings ({describe_changes(changed)}): resume it"
             " with the same settings, or give another out folder"
         )
+
+
+# What fixes a run's splits: runs that agree on these can be compared, or selected among, fold
+# by fold.
+_SPLIT_KEYS = ("dataset", "protocol", "k", "max_nodes", "seed", "val_fraction")
+
+
+def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
+    """Model selection across finished cross-validation runs: fold by fold, the run with the
+    best validation accuracy (:func:`~energy_transformer.protocols.kfold.select_on_validation`),
+    written to ``out`` as a run of its own (``config.json``, ``folds.csv``, ``summary.json``).
+
+    The candidates must share their splits (dataset, k, seed, validation share, node cap); list
+    the default configuration first, it wins ties.
+    """
+    out, folders = Path(out), [Path(c) for c in candidates]
+    held = [name for name in ("config.json", "folds.csv") if (out / name).exists()]
+    if held:
+        raise ValueError(f"{out} already holds a run ({', '.join(held)}): give another folder")
+    # Each candidate by its folder's name, with its parent's where two names are alike
+    # (base/MUTAG-et and variant/MUTAG-et).
+    names = [f.name for f in folders]
+    if len(set(names)) < len(names):
+        names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
+    if len(set(names)) < len(names):
+        raise ValueError(f"the candidates {names} are not distinct run folders")
+    metas, results = {}, {}
+    for name, folder in zip(names, folders, strict=True):
+        config = folder / "config.json"
+        try:
+            meta = json.loads(config.read_text())["extra"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{folder} is not a graph run folder ({config}: {err})") from None
+        if meta.get("protocol") != "cv":
+            raise ValueError(f"{folder} is a {meta.get('protocol')} run: select among cv runs")
+        metas[name], results[name] = meta, load_results(folder)
+    first, *others = metas
+    for name in others:
+        changed = config_changes(metas[first], metas[name], _SPLIT_KEYS)
+        if changed:
+            raise ValueError(
+                f"{name} and {first} were not run on the same splits ({describe_changes(changed)})"
+            )
+    selected = select_on_validation(results)
+    meta = {key: metas[first].get(key) for key in _SPLIT_KEYS}
+    trains = [m.get("train") for m in metas.values()]
+    meta |= {
+        "model": "selected",
+        "train": trains[0] if all(t == trains[0] for t in trains) else None,
+        "selected_from": {
+            name: {
+                "path": str(Path(c).resolve()),
+                "model": m.get("model"),
+                "model_config": m.get("model_config"),
+            }
+            for (name, m), c in zip(metas.items(), folders, strict=True)
+        },
+    }
+    summary = summarize(selected)
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {"task": "graph", "model": {"name": "selected"}, "extra": meta}
+    write_text_atomic(out / "config.json", json.dumps(run_config, indent=2, default=str))
+    save_results(out, summary, meta)
+    return summary
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -765,6 +835,18 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     return plot_energy(model, [dataset[i] for i in test], out, what)
 
 
+def _refuse_selection(run_dir: Path) -> None:
+    """A folder written by :func:`select_runs` holds no weights: say where they are."""
+    try:
+        sources = json.loads((run_dir / "config.json").read_text())["extra"]["selected_from"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    raise ValueError(
+        f"{run_dir} is a selection among runs ({', '.join(sources)}) and holds no weights:"
+        " evaluate those runs; its folds.csv names the run each fold chose"
+    )
+
+
 def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``et eval RUN``: re-score every saved fold's selected model on its test split.
 
@@ -781,6 +863,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         out = run_dir
         fold_dirs = sorted(p for p in run_dir.glob("fold-*") if (p / "split.json").is_file())
     if not fold_dirs:
+        _refuse_selection(run_dir)
         raise FileNotFoundError(f"no finished folds (fold-XX/split.json) under {run_dir}")
     dataset, meta = _run_dataset(out, args.data)
     device = resolve_device(args.device)

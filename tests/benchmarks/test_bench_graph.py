@@ -114,6 +114,9 @@ def test_markdown_puts_et_first_whichever_dataset_sorts_first(toy_root, tmp_path
         (["--models", "foo"], "bad model 'foo'"),
         (["--folds", "1"], "need --folds >= 2 and --jobs >= 1"),
         (["--et-set", "bogus=1"], "['bogus'] are not options of GraphEnergyTransformer"),
+        (["--gin-set", "heads=2"], "--gin-set: ['heads'] are not options of GINClassifier"),
+        (["--mlp-set", "hidden"], "--mlp-set takes KEY=VALUE, got 'hidden'"),
+        (["--select", "out", "a"], "--select needs OUT and at least two runs"),
     ],
 )
 def test_bad_options_end_in_one_argparse_line(monkeypatch, capsys, args, message):
@@ -293,3 +296,49 @@ def test_floors_flag_prints_the_floors_and_trains_nothing(tmp_path, monkeypatch,
         "| HALF | 22 | 2 | 45.5 |",
     ]
     assert not out.exists()
+
+
+def test_select_prints_which_run_each_fold_chose(
+    toy_root, tmp_path, one_thread, monkeypatch, capsys
+):
+    bench = _bench_graph()
+    overrides = {"gin": {"layers": 2}, "mlp": {"hidden": 8}}
+    bench.run(["TOY"], ["gin", "mlp"], folds=2, epochs=1, root=toy_root, out=tmp_path / "a")
+    bench.run(
+        ["TOY"],
+        ["gin", "mlp"],
+        folds=2,
+        epochs=1,
+        root=toy_root,
+        out=tmp_path / "b",
+        overrides=overrides,
+    )
+    configs = {
+        m: json.loads((tmp_path / "b" / f"TOY-{m}" / "config.json").read_text())
+        for m in ("gin", "mlp")
+    }
+    assert configs["gin"]["extra"]["model_config"]["layers"] == 2  # each model its own variant
+    assert configs["mlp"]["extra"]["model_config"]["hidden"] == 8
+    out = tmp_path / "selected" / "TOY-gin"
+    argv = [
+        "bench_graph.py",
+        "--select",
+        str(out),
+        str(tmp_path / "a" / "TOY-gin"),
+        str(tmp_path / "b" / "TOY-gin"),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    printed = capsys.readouterr().out
+    assert "| fold | selected | val a/TOY-gin | val b/TOY-gin | test |" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [
+        line for line in printed.splitlines() if line.startswith("| 0 ") or line.startswith("| 1 ")
+    ]
+    assert len(rows) == 2
+    for row, fold in zip(rows, summary["folds"], strict=True):
+        assert row.split("|")[2].strip() == fold["extra"]["selected"]
+        assert row.split("|")[-2].strip() == f"{100 * fold['test_acc']:.1f}"
+    # the selection is a run like any other for --collect (the gin column)
+    table = bench.markdown(bench.collect([str(tmp_path / "selected")]), "toy")
+    assert "| TOY |" in table and "GIN" in table

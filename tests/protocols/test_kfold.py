@@ -16,6 +16,7 @@ from energy_transformer.protocols.kfold import (
     load_results,
     paired,
     run_kfold,
+    select_on_validation,
     stratified_folds,
     summarize,
 )
@@ -387,3 +388,56 @@ def test_one_folds_floor_is_its_summary_mean(tmp_path):
 
     save_results(tmp_path, summarize([FoldResult(0, 0.5, 0.5, 1.0, 1.0, {}, 0.625)]))
     assert json.loads((tmp_path / "summary.json").read_text())["majority_acc_mean"] == 0.625
+
+
+def _candidate(vals, tests, losses=None, majority=0.5):
+    return [
+        FoldResult(
+            i,
+            t,
+            v,
+            1.0,
+            10.0 * (i + 1),
+            {} if losses is None else {"val_loss": losses[i]},
+            majority,
+        )
+        for i, (v, t) in enumerate(zip(vals, tests, strict=True))
+    ]
+
+
+def test_selection_keeps_each_folds_best_validation_run_and_its_test_accuracy():
+    plain = _candidate([0.8, 0.6, 0.7], [0.75, 0.70, 0.65])
+    degree = _candidate([0.7, 0.9, 0.7], [0.95, 0.60, 0.90])
+    chosen = select_on_validation({"plain": plain, "degree": degree})
+    # fold 0: plain (0.8 > 0.7); fold 1: degree (0.9); fold 2: a tie with no losses -> plain,
+    # named first, although degree's test accuracy is higher: the test split never chooses
+    assert [r.extra["selected"] for r in chosen] == ["plain", "degree", "plain"]
+    assert [r.test_acc for r in chosen] == [0.75, 0.60, 0.65]
+    assert [r.val_acc for r in chosen] == [0.8, 0.9, 0.7]
+    assert chosen[1].extra["val_accs"] == {"plain": 0.6, "degree": 0.9}
+    assert [r.seconds for r in chosen] == [20.0, 40.0, 60.0]  # every candidate was trained
+    assert summarize(chosen).mean == pytest.approx((0.75 + 0.60 + 0.65) / 3)
+
+
+def test_selection_breaks_ties_on_validation_loss_and_keeps_shared_folds_only():
+    a = _candidate([0.7, 0.7], [0.1, 0.2], losses=[0.50, 0.40])
+    b = _candidate([0.7, 0.7, 0.9], [0.3, 0.4, 0.5], losses=[0.45, 0.60, 0.1])
+    chosen = select_on_validation({"a": a, "b": b})
+    assert [r.fold for r in chosen] == [0, 1]  # b's fold 2 has no partner
+    assert [r.extra["selected"] for r in chosen] == ["b", "a"]  # the lower loss of each tie
+    assert chosen[0].extra["val_loss"] == 0.45
+    # a loss missing on one side: back to the first named
+    c = _candidate([0.7, 0.7], [0.5, 0.6])
+    assert [r.extra["selected"] for r in select_on_validation({"c": c, "a": a})] == ["c", "c"]
+
+
+def test_selection_refuses_what_it_cannot_choose_among():
+    one = _candidate([0.5], [0.5])
+    with pytest.raises(ValueError, match="at least two candidates, got 1"):
+        select_on_validation({"one": one})
+    other = [FoldResult(3, 0.5, 0.5, 0.5, 1.0, {})]
+    with pytest.raises(ValueError, match="share no finished fold"):
+        select_on_validation({"one": one, "other": other})
+    shifted = _candidate([0.5], [0.5], majority=0.6)
+    with pytest.raises(ValueError, match="fold 0: the candidates were not run on the same splits"):
+        select_on_validation({"one": one, "shifted": shifted})

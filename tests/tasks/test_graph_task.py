@@ -824,3 +824,49 @@ def test_wl_names_every_training_option_it_does_not_use(toy_root, tmp_path, caps
         "note: --epochs, --batch-size, --lr, --weight-decay not used: WL+SVM has no training"
         " loop (h, C chosen on val)\n" in capsys.readouterr().out
     )
+
+
+def test_selecting_among_runs_writes_a_run_of_the_best_validation_folds(
+    toy_root, tmp_path, one_thread, capsys
+):
+    from energy_transformer.protocols.kfold import load_results
+    from energy_transformer.tasks.graph import select_runs
+
+    common = dict(folds=3, epochs=1, root=toy_root, progress=False)
+    cross_validate("TOY", "mlp", out=tmp_path / "base" / "TOY-mlp", **common)
+    cross_validate(
+        "TOY", "mlp", out=tmp_path / "wide" / "TOY-mlp", overrides={"hidden": 8}, **common
+    )
+    config = json.loads((tmp_path / "wide" / "TOY-mlp" / "config.json").read_text())
+    assert config["extra"]["model_config"]["hidden"] == 8  # a baseline's variant
+    runs = [tmp_path / "base" / "TOY-mlp", tmp_path / "wide" / "TOY-mlp"]
+    summary = select_runs(tmp_path / "sel" / "TOY-mlp", runs)
+    base, wide = (load_results(r) for r in runs)
+    for chosen, a, b in zip(summary.folds, base, wide, strict=True):
+        assert "val_loss" in a.extra  # recorded by every neural fold
+        name = chosen.extra["selected"]
+        assert name in ("base/TOY-mlp", "wide/TOY-mlp")  # alike names: the parent's added
+        pick, other = (a, b) if name == "base/TOY-mlp" else (b, a)
+        assert chosen.test_acc == pick.test_acc and pick.val_acc >= other.val_acc
+    saved = load_results(tmp_path / "sel" / "TOY-mlp")
+    assert [r.test_acc for r in saved] == [r.test_acc for r in summary.folds]
+    meta = json.loads((tmp_path / "sel" / "TOY-mlp" / "config.json").read_text())["extra"]
+    assert (
+        meta["dataset"] == "TOY"
+        and meta["k"] == 3
+        and set(meta["selected_from"]) == {"base/TOY-mlp", "wide/TOY-mlp"}
+    )
+    # another seed is another split: no fold-by-fold choice between them
+    cross_validate("TOY", "mlp", out=tmp_path / "seed1" / "TOY-mlp", seed=1, **common)
+    with pytest.raises(ValueError, match=r"not run on the same splits \(seed 0 -> 1\)"):
+        select_runs(tmp_path / "x", [runs[0], tmp_path / "seed1" / "TOY-mlp"])
+    with pytest.raises(ValueError, match="is not a graph run folder"):
+        select_runs(tmp_path / "x", [runs[0], tmp_path])
+    with pytest.raises(ValueError, match=r"TOY-mlp already holds a run \(config.json, folds.csv\)"):
+        select_runs(tmp_path / "sel" / "TOY-mlp", runs)
+    assert main(["eval", str(tmp_path / "sel" / "TOY-mlp"), "--data", str(toy_root)]) == 2
+    assert "is a selection among runs (base/TOY-mlp, wide/TOY-mlp) and holds no weights" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(ValueError, match="wl takes no constructor overrides"):
+        cross_validate("TOY", "wl", overrides={"hidden": 8}, **common)
