@@ -233,3 +233,26 @@ def test_descent_figure(tmp_path, monkeypatch):
         plots.plot_descent(frames, [0, 1, 2, 3], original, tmp_path / "x.png", references=levels)
     with pytest.raises(ValueError, match="the curves have 5 steps but a column shows step 7"):
         plots.plot_descent(frames, [0, 1, 2, 7], original, tmp_path / "x.png", mse=mse)
+
+
+def test_graph_attention_figure_colours_each_node_by_its_weight(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    ring = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
+    pair = torch.tensor([[0], [1]])
+    weights = [torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.tensor([0.5, 0.25])]
+    titles = ["class 0, predicted 0 (p 0.90)", "class 1, predicted 0 (p 0.60)"]
+    path = plots.plot_graph_attention([(ring, 4), (pair, 2)], weights, tmp_path / "a", titles, "t")
+    assert path == tmp_path / "a.png" and _is_png(path)
+    panels = [ax for ax in closed[0].axes if ax.get_title() in titles]
+    assert [ax.get_title() for ax in panels] == titles
+    for ax, w in zip(panels, weights, strict=True):
+        nodes = ax.collections[-1]  # drawn after the edges
+        assert list(nodes.get_array()) == pytest.approx(w.tolist())
+        assert nodes.norm.vmin == 0 and nodes.norm.vmax == pytest.approx(0.5)  # one scale
+    with pytest.raises(ValueError, match="one weight vector"):
+        plots.plot_graph_attention([(ring, 4)], weights, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"graph 0 has 4 nodes but weights of shape \(2,\)"):
+        plots.plot_graph_attention([(ring, 4)], weights[1:], tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"graph 0: edge_index refers to nodes outside 0..2"):
+        plots.plot_graph_attention([(ring, 3)], [torch.ones(3)], tmp_path / "x.png")

@@ -29,7 +29,7 @@ what it is batched with.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -309,8 +309,12 @@ class ReleasedAdjacencyKeySets:
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1) * self.has_keys
         return -(lse.sum(dim=-1) / beta).sum(dim=-1)
 
+    def weights(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        r""":math:`\Omega_g`, ``(batch, heads, N, N)``, rows of queries without keys at 0."""
+        return torch.softmax(self._scores(q, k, beta), dim=-1) * self.has_keys[..., None]
+
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-        omega = torch.softmax(self._scores(q, k, beta), dim=-1) * self.has_keys[..., None]
+        omega = self.weights(q, k, beta)
         pull = torch.einsum("bgcn,hg->bhcn", self.weight * omega / beta[:, None, None], self.mixing)
         pull = pull * beta[:, None, None]  # P: (batch, heads, C, B)
         return torch.matmul(pull, k), torch.matmul(pull.transpose(-1, -2), q)
@@ -555,6 +559,50 @@ class GraphEnergyTransformer(nn.Module):
         x = torch.cat([self.cls[0].expand(num_graphs, -1), h]).unsqueeze(0)
         return x, edge_index
 
+    def _dense_keysets(self, x: Tensor, allowed: Tensor, padding: Tensor) -> list[dict[str, Any]]:
+        """Each block's attention structure in the dense layout, as keyword arguments of the
+        block (a mask, or key sets for the soft and released adjacencies)."""
+        if self.adjacency == "soft":
+            return [
+                dict(keysets=SoftAdjacencyKeySets(allowed, w, padding, b.exclude_self))
+                for w, b in zip(self.edge_weight, self.blocks, strict=True)
+            ]
+        if self.adjacency == "released":
+            weight = self.pair_weights(x, allowed)
+            return [
+                dict(keysets=ReleasedAdjacencyKeySets(weight, m, padding, b.exclude_self))
+                for m, b in zip(self.head_mixing, self.blocks, strict=True)
+            ]
+        return [dict(mask=allowed)] * len(self.blocks)
+
+    @torch.no_grad()
+    def cls_attention(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """What the class is read from: the attention of the CLS query over the nodes at the
+        end of the descent (the last block's final tokens, mean over heads), and the logits.
+
+        Runs the dense layout (the same result as the edge list), in eval mode.
+
+        Returns:
+            ``(weights, logits)``: ``weights: (graphs, max_nodes)``, each graph's row summing
+            to 1 over its nodes and CLS itself (so a row may sum to less than 1 over the nodes;
+            0 at padding), and ``logits: (graphs, num_classes)``.
+        """
+        if isinstance(batch, Data) and not isinstance(batch, Batch):
+            batch = Batch.from_data_list([batch])
+        # Eval mode: no sign flips nor noise, so that the two passes see the same tokens.
+        layout, training, self.attention = self.attention, self.training, "dense"
+        self.eval()
+        try:
+            logits, trajectories = self(batch, return_trajectory=True)
+            x, allowed, padding = self.tokens(batch)
+            kw = self._dense_keysets(x, allowed, padding)[-1]
+        finally:
+            self.attention = layout
+            self.train(training)
+        final = trajectories[-1].tokens[-1]  # (graphs, 1 + N, D)
+        omega = self.blocks[-1].attention_weights(final, padding_mask=padding, **kw)
+        return omega[:, :, 0, 1:].mean(dim=1), logits
+
     def forward(
         self, batch: Batch, return_trajectory: bool = False
     ) -> Tensor | tuple[Tensor, list[Trajectory]]:
@@ -576,19 +624,7 @@ class GraphEnergyTransformer(nn.Module):
             kws = [dict(keysets=k) for k in keysets]
         else:
             x, allowed, padding = self.tokens(batch)
-            if self.adjacency == "soft":
-                kws = [
-                    dict(keysets=SoftAdjacencyKeySets(allowed, w, padding, b.exclude_self))
-                    for w, b in zip(self.edge_weight, self.blocks, strict=True)
-                ]
-            elif self.adjacency == "released":
-                weight = self.pair_weights(x, allowed)
-                kws = [
-                    dict(keysets=ReleasedAdjacencyKeySets(weight, m, padding, b.exclude_self))
-                    for m, b in zip(self.head_mixing, self.blocks, strict=True)
-                ]
-            else:
-                kws = [dict(mask=allowed)] * len(self.blocks)
+            kws = self._dense_keysets(x, allowed, padding)
         trajectories = []
         for block, kw in zip(self.blocks, kws, strict=True):
             out = block(

@@ -96,6 +96,13 @@ class DenseKeySets:
         scores = scaled_scores(q, k, beta)
         return scores if self.bias is None else scores.add_(self.bias)
 
+    def weights(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        r"""The attention matrix :math:`\Omega_{hCB} = \mathrm{softmax}_{B \in S(C)}(\beta_h
+        K_{hB} \cdot Q_{hC})`, ``(batch, heads, N, N)``, rows = queries; the rows of queries that
+        do not count (padding, an empty key set) are 0."""
+        omega = torch.softmax(self._scores(q, k, beta), dim=-1)
+        return omega if self.query_weight is None else omega * self.query_weight[..., None]
+
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1)  # (batch, heads, N)
         if self.query_weight is not None:
@@ -267,6 +274,18 @@ class EnergyAttention(nn.Module):
         return torch.einsum("bhny,hyd->bnd", dq, self.wq) + torch.einsum(
             "bhny,hyd->bnd", dk, self.wk
         )
+
+    def weights(self, g: Tensor, keysets: KeySets) -> Tensor:
+        r"""The attention matrix :math:`\Omega` of ``g: (batch, tokens, dim)``, ``(batch, heads,
+        tokens, tokens)``, rows = queries: where each token looks (key sets with a dense
+        layout)."""
+        if not hasattr(keysets, "weights"):
+            raise TypeError(
+                f"{type(keysets).__name__} gives no attention matrix: use a dense layout"
+                " (DenseKeySets, a mask)"
+            )
+        q, k = self.project(g)
+        return keysets.weights(q, k, self.beta)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"

@@ -215,6 +215,19 @@ class EnergyTransformer(nn.Module):
         """Total energy :math:`E(\\mathrm{LN}(x))` per sample: ``(batch, N, dim) -> (batch,)``."""
         return self.energy_terms(x, mask, padding_mask, keysets).total
 
+    def attention_weights(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        keysets: KeySets | None = None,
+    ) -> Tensor:
+        r"""Where each token looks: the attention matrix :math:`\Omega` of :math:`\mathrm{LN}(x)`,
+        ``(batch, N, dim) -> (batch, heads, N, N)``, rows = queries (0 for padding queries).
+        Dense key sets only (a mask, or none)."""
+        keysets, _ = self._context(x, mask, padding_mask, keysets)
+        return self.attention.weights(self.norm(x), keysets)
+
     # -- gradient ---------------------------------------------------------------------------
 
     def _back_weights(self, weight: Tensor, scale: float, inplace: bool) -> list[Tensor]:

@@ -579,6 +579,40 @@ def plot_energy(
     return paths
 
 
+def plot_attention(
+    model: GraphEnergyTransformer,
+    graphs: Sequence[Data],
+    out: Path,
+    what: str = "graphs",
+    shown: int = 6,
+) -> Path:
+    """``attention.png``: the first ``shown`` graphs drawn with every node coloured by the CLS
+    token's attention to it at the end of the descent (what the class is read from), each
+    with its true and predicted class; ``what`` names the graphs in the title."""
+    from energy_transformer.plots import plot_graph_attention
+
+    graphs = list(graphs)[:shown]
+    device = next(model.parameters()).device
+    weights, logits = model.cls_attention(Batch.from_data_list(graphs).to(device))
+    probs = logits.softmax(dim=-1).cpu()
+    panels, rows, titles = [], [], []
+    for i, graph in enumerate(graphs):
+        panels.append((graph.edge_index, graph.num_nodes))
+        rows.append(weights[i, : graph.num_nodes].cpu())
+        guess = int(probs[i].argmax())
+        truth = int(graph.y.view(-1)[0])
+        titles.append(f"class {truth}, predicted {guess} (p {float(probs[i, guess]):.2f})")
+    title = f"Where the CLS token looks after the descent: {len(graphs)} {what}"
+    return plot_graph_attention(panels, rows, out / "attention.png", titles, title)
+
+
+def pictures(
+    model: GraphEnergyTransformer, graphs: Sequence[Data], out: Path, what: str
+) -> list[Path]:
+    """The energy descent on up to 32 of ``graphs`` and the CLS attention on 6 of them."""
+    return [*plot_energy(model, graphs[:32], out, what), plot_attention(model, graphs, out, what)]
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 
 
@@ -785,7 +819,7 @@ def train(args: argparse.Namespace) -> Path:
     print(table)
     if args.model == "et":
         for path in _plot_run(out, args.data, args.device):
-            print(f"energy descent: {path}")
+            print(f"picture: {path}")
     print(f"run folder: {out}")
     return out
 
@@ -824,7 +858,7 @@ def _run_dataset(out: Path, data: Path | None) -> tuple[TUDataset, dict[str, Any
 
 
 def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 32) -> list[Path]:
-    """Energy descent of fold 0's selected model on (up to) ``graphs`` of its test graphs."""
+    """Pictures of fold 0's selected model on (up to) ``graphs`` of its test graphs."""
     fold_dir = out / "fold-00"
     if not (fold_dir / "split.json").is_file():
         return []
@@ -832,7 +866,7 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     model = _load_fold_model(fold_dir, resolve_device(device))
     test = json.loads((fold_dir / "split.json").read_text())["test"][:graphs]
     what = f"test graphs of {meta['dataset']}, fold 0"
-    return plot_energy(model, [dataset[i] for i in test], out, what)
+    return pictures(model, [dataset[i] for i in test], out, what)
 
 
 def _refuse_selection(run_dir: Path) -> None:
@@ -909,6 +943,6 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         model = _load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())
         what = f"test graphs of {meta['dataset']}, {fold_dirs[0].name}"
-        for path in plot_energy(model, [dataset[i] for i in split["test"][:32]], dest, what):
-            print(f"energy descent: {path}")
+        for path in pictures(model, [dataset[i] for i in split["test"][:32]], dest, what):
+            print(f"picture: {path}")
     return report

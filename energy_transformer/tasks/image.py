@@ -584,7 +584,7 @@ def write_pictures(
             model.pos_embed[1:].detach().cpu(),
             model.grid,
             out / "positions.png",
-            title="Positional embeddings: cosine similarity of each patch with every other",
+            title="Positional embeddings:\ncosine similarity of each patch with every other",
         )
     )
     return paths

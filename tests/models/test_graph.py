@@ -673,3 +673,38 @@ def test_presets_are_the_specs():
     assert train["label_smoothing"] == 0.05
     model = build_graph_et(3, 2, "cpu", dim=32, heads=2, head_dim=8)
     assert model.embed.out_features == 32 and model.blocks[0].attention.wq.shape == (2, 8, 32)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(exclude_self=True),
+        dict(adjacency="soft"),
+        dict(adjacency="released", blocks=2, steps=2),
+    ],
+)
+def test_cls_attention_is_the_last_blocks_cls_row_after_the_descent(kw):
+    model = small_model(qk_init_std=0.3, **kw).train()  # cls_attention runs in eval mode
+    small, big = graph(cycle(5), 5), graph(path(11), 11, seed=3)
+    weights, logits = model.cls_attention(Batch.from_data_list([small, big]))
+    assert model.training and model.attention == "edges"  # left as they were
+    assert weights.shape == (2, 11) and (weights[0, 5:] == 0).all()  # padding gets nothing
+    model.eval()
+    torch.testing.assert_close(logits, model(Batch.from_data_list([small, big])))
+    # by hand: the last block's attention matrix of the final tokens, CLS row, mean over heads
+    dense = small_model(qk_init_std=0.3, attention="dense", **kw).eval()
+    batch = Batch.from_data_list([small])
+    _, trajectories = dense(batch, return_trajectory=True)
+    x, allowed, padding = dense.tokens(batch)
+    block, final = dense.blocks[-1], trajectories[-1].tokens[-1]
+    kws = dense._dense_keysets(x, allowed, padding)[-1]
+    omega = block.attention_weights(final, padding_mask=padding, **kws)  # (1, heads, 6, 6)
+    torch.testing.assert_close(weights[0, :5], omega[0, :, 0, 1:].mean(0))
+    alone, _ = model.cls_attention(small)  # one Data, batched alone: the same weights
+    torch.testing.assert_close(alone[0], weights[0, :5])
+    # CLS attends to every node and (unless excluded) itself: its row sums to 1
+    cls_self = omega[0, :, 0, 0].mean().detach()
+    assert float(weights[0].sum() + cls_self) == pytest.approx(1.0, abs=1e-5)
+    if kw.get("exclude_self"):
+        assert float(cls_self) == 0.0

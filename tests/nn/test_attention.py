@@ -216,3 +216,53 @@ def test_neg_grad_backward_runs_under_the_forwards_autocast(monkeypatch):
     for low, full in zip(grads(True), grads(False), strict=True):
         assert low.dtype == torch.float32
         assert rel_err(low, full) < 0.05
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    tokens=st.integers(1, 6),
+    exclude_self=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_attention_weights_are_the_softmax_over_each_key_set_and_give_the_gradient(
+    tokens, exclude_self, seed
+):
+    batch, heads, head_dim, dim = 2, 2, 3, 5
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(batch, tokens, tokens, generator=gen) > 0.4
+    padding = torch.zeros(batch, tokens, dtype=torch.bool)
+    padding[1, tokens // 2 :] = tokens > 1  # the second sample's last tokens are padding
+    attention = EnergyAttention(dim, heads, head_dim, init_std=0.5).double()
+    g = torch.randn(batch, tokens, dim, generator=gen, dtype=DTYPE, requires_grad=True)
+    keysets = DenseKeySets(tokens, mask, padding, exclude_self, DTYPE)
+    omega = attention.weights(g, keysets)
+    assert omega.shape == (batch, heads, tokens, tokens)
+    allowed = allowed_keys(batch, tokens, mask, padding, exclude_self)
+    q, k = attention.project(g)
+    for b in range(batch):
+        for h in range(heads):
+            for c in range(tokens):
+                keys = allowed[b, c].nonzero().flatten()
+                expected = torch.zeros(tokens, dtype=DTYPE)
+                if len(keys):  # padding queries and empty key sets: a row of zeros
+                    expected[keys] = torch.softmax(
+                        attention.beta[h] * k[b, h, keys] @ q[b, h, c], 0
+                    )
+                torch.testing.assert_close(omega[b, h, c], expected.detach())
+    # Spec §1.2: -dE/dg = sum_h (Omega_h K_h W^Q_h + Omega_h^T Q_h W^K_h)
+    (grad,) = torch.autograd.grad(attention.energy(g, keysets).sum(), g)
+    pull = torch.einsum("bhcn,bhny,hyd->bcd", omega, k, attention.wq) + torch.einsum(
+        "bhnc,bhny,hyd->bcd", omega, q, attention.wk
+    )
+    torch.testing.assert_close(pull, -grad, rtol=1e-10, atol=1e-12)
+
+
+def test_edge_key_sets_give_no_attention_matrix():
+    from energy_transformer import EdgeKeySets
+
+    attention = EnergyAttention(4, 1, 2)
+    keysets = EdgeKeySets(torch.tensor([[0, 1], [1, 0]]), 2)
+    with pytest.raises(
+        TypeError, match="EdgeKeySets gives no attention matrix: use a dense layout"
+    ):
+        attention.weights(torch.randn(1, 2, 4), keysets)

@@ -71,6 +71,9 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
             assert (out / fold / "metrics.csv").is_file()
     if model == "et" and not extra:
         assert (out / "energy_descent.png").stat().st_size > 0
+    if model == "et":  # every adjacency gives its attention picture
+        assert (out / "attention.png").stat().st_size > 0
+        assert f"picture: {out / 'attention.png'}" in capsys.readouterr().out
     if extra:  # the options reach the model and its saved config (et eval rebuilds it below)
         config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
     if extra == ["--adjacency", "soft"]:
