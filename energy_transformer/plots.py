@@ -532,19 +532,23 @@ def plot_graph_attention(
     titles: list[str] | None = None,
     title: str = "",
     label: str = "CLS attention (mean over heads)",
+    center: float | None = None,
 ) -> Path:
     """Graphs drawn with every node coloured by a weight, e.g. how much the CLS token, from
     which the class is read, attends to it; one panel per graph, one colour scale for all.
 
     Args:
         graphs: ``(edge_index, num_nodes)`` of each graph, ``edge_index: (2, edges)``.
-        weights: each graph's ``(num_nodes,)`` weights (>= 0).
+        weights: each graph's ``(num_nodes,)`` weights.
         path: where to write the PNG.
         titles: optional panel titles (e.g. true and predicted class).
         title: figure title.
         label: the colour bar's label.
+        center: None: a sequential scale from 0 (weights >= 0); a value: a diverging scale
+            centred on it (e.g. 1 for weights relative to a uniform share).
     """
     import networkx as nx
+    from matplotlib.colors import Normalize, TwoSlopeNorm
 
     if not graphs or len(graphs) != len(weights) or (titles and len(titles) != len(graphs)):
         raise ValueError(
@@ -556,11 +560,18 @@ def plot_graph_attention(
             raise ValueError(f"graph {i} has {nodes} nodes but weights of shape {tuple(w.shape)}")
         if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= nodes):
             raise ValueError(f"graph {i}: edge_index refers to nodes outside 0..{nodes - 1}")
-    top = (
-        max(float(w.max()) for w in weights if w.numel())
-        if any(w.numel() for w in weights)
-        else 1.0
-    )
+    values = torch.cat([w.detach().float().cpu().flatten() for w in weights])
+    if values.numel() == 0:
+        raise ValueError("the graphs have no nodes to colour")
+    low, high = float(values.min()), float(values.max())
+    if center is None:
+        norm, cmap = Normalize(0.0, high or 1.0), plt.get_cmap("viridis")
+    else:  # symmetric about the centre, so that equal colours mean equal distances from it
+        spread = max(high - center, center - low, 1e-3)
+        norm, cmap = (
+            TwoSlopeNorm(center, center - spread, center + spread),
+            plt.get_cmap("coolwarm"),
+        )
     columns = min(3, len(graphs))
     rows = math.ceil(len(graphs) / columns)
     fig, axes = plt.subplots(
@@ -568,7 +579,6 @@ def plot_graph_attention(
     )
     for ax in axes.flat:
         ax.axis("off")
-    cmap = plt.get_cmap("viridis")
     for i, ((edge_index, nodes), w) in enumerate(zip(graphs, weights, strict=True)):
         ax = axes.flat[i]
         graph = nx.Graph()
@@ -583,15 +593,15 @@ def plot_graph_attention(
             ax=ax,
             node_color=w.detach().float().cpu().numpy(),
             cmap=cmap,
-            vmin=0.0,
-            vmax=top or 1.0,
+            vmin=norm.vmin,
+            vmax=norm.vmax,
             node_size=max(30.0, 300.0 / math.sqrt(max(nodes, 1))),
             edgecolors="#374151",
             linewidths=0.6,
         )
         if titles:
             ax.set_title(titles[i], fontsize=9)
-    scale = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0.0, top or 1.0))
+    scale = plt.cm.ScalarMappable(cmap=cmap, norm=norm)
     fig.colorbar(scale, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label=label)
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")

@@ -256,3 +256,19 @@ def test_graph_attention_figure_colours_each_node_by_its_weight(tmp_path, monkey
         plots.plot_graph_attention([(ring, 4)], weights[1:], tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"graph 0: edge_index refers to nodes outside 0..2"):
         plots.plot_graph_attention([(ring, 3)], [torch.ones(3)], tmp_path / "x.png")
+
+
+def test_graph_attention_figure_centres_a_diverging_scale(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    ring = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    relative = [torch.tensor([0.7, 1.0, 1.3]), torch.tensor([0.9, 1.1, 1.0])]
+    plots.plot_graph_attention([(ring, 3), (ring, 3)], relative, tmp_path / "a.png", center=1.0)
+    nodes = closed[0].axes[0].collections[-1]
+    # symmetric about 1: the farthest weight (0.7 or 1.3, 0.3 away) sets both ends
+    assert (nodes.norm.vmin, nodes.norm.vmax) == pytest.approx((0.7, 1.3))
+    assert nodes.cmap.name == "coolwarm"
+    with pytest.raises(ValueError, match="no nodes to colour"):
+        plots.plot_graph_attention(
+            [(torch.zeros(2, 0, dtype=torch.long), 0)], [torch.ones(0)], tmp_path / "x.png"
+        )

@@ -587,7 +587,8 @@ def plot_attention(
     shown: int = 6,
 ) -> Path:
     """``attention.png``: the first ``shown`` graphs drawn with every node coloured by the CLS
-    token's attention to it at the end of the descent (what the class is read from), each
+    token's attention to it at the end of the descent (what the class is read from) over the
+    graph's mean (1: an average node; a graph's size would otherwise set its colour), each
     with its true and predicted class; ``what`` names the graphs in the title."""
     from energy_transformer.plots import plot_graph_attention
 
@@ -598,12 +599,14 @@ def plot_attention(
     panels, rows, titles = [], [], []
     for i, graph in enumerate(graphs):
         panels.append((graph.edge_index, graph.num_nodes))
-        rows.append(weights[i, : graph.num_nodes].cpu())
+        share = weights[i, : graph.num_nodes].cpu()
+        rows.append(share / share.mean())  # 1 = the graph's mean: size drops out
         guess = int(probs[i].argmax())
         truth = int(graph.y.view(-1)[0])
         titles.append(f"class {truth}, predicted {guess} (p {float(probs[i, guess]):.2f})")
     title = f"Where the CLS token looks after the descent: {len(graphs)} {what}"
-    return plot_graph_attention(panels, rows, out / "attention.png", titles, title)
+    label = "CLS attention to the node / the graph's mean\n(mean over heads; red: more)"
+    return plot_graph_attention(panels, rows, out / "attention.png", titles, title, label, 1.0)
 
 
 def pictures(

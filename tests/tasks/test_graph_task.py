@@ -873,3 +873,32 @@ def test_selecting_among_runs_writes_a_run_of_the_best_validation_folds(
     )
     with pytest.raises(ValueError, match="wl takes no constructor overrides"):
         cross_validate("TOY", "wl", overrides={"hidden": 8}, **common)
+
+
+def test_the_attention_picture_shows_each_nodes_share_over_its_graphs_mean(tmp_path, monkeypatch):
+    from torch_geometric.data import Batch
+
+    from energy_transformer import plots
+    from energy_transformer.models.graph import LaplacianPE, build_graph_et
+    from energy_transformer.tasks.graph import plot_attention
+
+    drawn = {}
+    monkeypatch.setattr(
+        plots, "plot_graph_attention", lambda *args: drawn.update(args=args) or args[2]
+    )
+    graphs = [LaplacianPE(4)(ring_or_star(n, n % 2 == 0)) for n in (4, 5, 6)]
+    for i, g in enumerate(graphs):
+        g.x, g.y = torch.ones(g.num_nodes, 1), torch.tensor([i % 2])
+    model = build_graph_et(1, 2, "cpu", pe_dim=4, steps=2, qk_init_std=0.3).eval()
+    plot_attention(model, graphs, tmp_path, "toy graphs", shown=2)
+    panels, rows, path, titles, title, _, center = drawn["args"]
+    assert path == tmp_path / "attention.png" and center == 1.0
+    assert [n for _, n in panels] == [4, 5]  # the first `shown` graphs
+    weights, logits = model.cls_attention(Batch.from_data_list(graphs[:2]))
+    for i, row in enumerate(rows):
+        n = graphs[i].num_nodes
+        torch.testing.assert_close(row, weights[i, :n] / weights[i, :n].mean())
+        guess = int(logits[i].argmax())
+        p = float(logits[i].softmax(-1)[guess])
+        assert titles[i] == f"class {i % 2}, predicted {guess} (p {p:.2f})"
+    assert title == "Where the CLS token looks after the descent: 2 toy graphs"
