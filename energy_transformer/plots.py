@@ -1,5 +1,5 @@
-"""Shared pictures: energy descent, reconstructions, memories, updates, positional embeddings,
-anomaly score distributions.
+"""Shared pictures: energy descent, completion along the descent, reconstructions, memories,
+updates, positional embeddings, graph attention, anomaly score distributions.
 
 Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns its path.
 Task modules reuse :func:`plot_energy_descent`; the image-specific figures take plain tensors so

@@ -272,3 +272,31 @@ def test_graph_attention_figure_centres_a_diverging_scale(tmp_path, monkeypatch)
         plots.plot_graph_attention(
             [(torch.zeros(2, 0, dtype=torch.long), 0)], [torch.ones(0)], tmp_path / "x.png"
         )
+
+
+def test_descent_figure_checks_the_last_step_the_rows_and_the_curves_shape(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    frames, original = torch.rand(2, 3, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    mse = torch.tensor([0.3, 0.2, 0.1])  # steps 0, 1, 2
+    # a column at step 3 has no point on curves of steps 0..2 (len 3): refused, not drawn
+    with pytest.raises(ValueError, match="the curves have 3 steps but a column shows step 3"):
+        plots.plot_descent(frames, [0, 1, 3], original, tmp_path / "x.png", mse=mse)
+    # the last step itself is fine
+    assert _is_png(plots.plot_descent(frames, [0, 1, 2], original, tmp_path / "ok.png", mse=mse))
+    # no rows: refused as such, before the original is looked at
+    with pytest.raises(ValueError, match=r"frames must be \(n, 3 steps, C, H, W\) with n >= 1"):
+        plots.plot_descent(frames[:0], [0, 1, 2], original[:0], tmp_path / "x.png")
+    # curves must be vectors, one value per step, even when both have the same shape
+    column = mse[:, None]  # (3, 1)
+    with pytest.raises(ValueError, match="mse and energy must be"):
+        plots.plot_descent(
+            frames, [0, 1, 2], original, tmp_path / "x.png", mse=column, energy=column
+        )
+    # energy alone is drawn on the curve panel itself: no twin axis, no MSE axis
+    energy = torch.tensor([0.0, -1.0, -1.5])
+    plots.plot_descent(frames, [0, 1, 2], original, tmp_path / "e.png", energy=energy)
+    axes = closed[-1].axes
+    assert len(axes) == 2 * 4 + 1  # 2 rows of 3 steps + the original, one curve panel
+    assert axes[-1].lines[0].get_ydata().tolist() == energy.tolist()
+    assert axes[-1].get_ylabel() == "$E(t) - E(0)$"

@@ -357,8 +357,9 @@ def select_on_validation(candidates: dict[str, Sequence[FoldResult]]) -> list[Fo
         if len(floors) > 1:  # another split would give another majority class share
             raise ValueError(f"fold {fold}: the candidates were not run on the same splits")
         best = max(r.val_acc for r in rows.values())
-        tied = [name for name, r in rows.items() if np.isclose(r.val_acc, best, atol=1e-12)]
-        losses = [rows[name].extra.get("val_loss") for name in tied]
+        tied = [name for name, r in rows.items() if abs(r.val_acc - best) <= 1e-9]
+        # A fold read back from folds.csv without a loss has "" there, not None.
+        losses = [rows[name].extra.get("val_loss") or None for name in tied]
         if None not in losses and len(tied) > 1:
             tied = [tied[int(np.argmin([float(v) for v in losses]))]]
         chosen = rows[tied[0]]

@@ -360,7 +360,7 @@ def cross_validate(
         check_not_part_of_run(out_dir, "graph")
         check_new_run(out_dir, resume, task="graph")
     if dataset is None:
-        pe_dim = {**PRESETS[preset], **(overrides if model == "et" else {})}["pe_dim"]
+        pe_dim = {**PRESETS[preset], **((overrides or {}) if model == "et" else {})}["pe_dim"]
         dataset = prepare_dataset(dataset_name, root, model, max_nodes, pe_dim)
     meta: dict[str, Any] = {
         "dataset": dataset.name,

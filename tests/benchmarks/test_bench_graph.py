@@ -342,3 +342,97 @@ def test_select_prints_which_run_each_fold_chose(
     # the selection is a run like any other for --collect (the gin column)
     table = bench.markdown(bench.collect([str(tmp_path / "selected")]), "toy")
     assert "| TOY |" in table and "GIN" in table
+
+
+def test_selection_table_gives_every_candidates_validation_accuracy_in_percent():
+    bench = _bench_graph()
+    rows = [
+        FoldResult(
+            0,
+            0.75,
+            0.8,
+            1.0,
+            2.0,
+            {"selected": "plain", "val_accs": {"plain": 0.8, "degree": 0.7}},
+            0.5,
+        ),
+        FoldResult(
+            1,
+            0.6,
+            0.9,
+            1.0,
+            2.0,
+            {"selected": "degree", "val_accs": {"plain": 0.6, "degree": 0.9}},
+            0.5,
+        ),
+    ]
+    assert bench.selection_table(summarize(rows)).splitlines() == [
+        "| fold | selected | val plain | val degree | test |",  # the candidates' own order
+        "|---|---|---|---|---|",
+        "| 0 | plain | 80.0 | 70.0 | 75.0 |",
+        "| 1 | degree | 60.0 | 90.0 | 60.0 |",
+        "",
+        "selected: 67.5 +- 7.5 over 2 folds",  # mean of 75 and 60, population std
+    ]
+
+
+def test_a_parallel_fold_gives_each_model_its_own_overrides(toy_root, tmp_path, one_thread):
+    import time
+
+    bench = _bench_graph()
+    overrides = {"et": {}, "gin": {"hidden": 8}, "mlp": {"hidden": 16}}
+    for spec in ("gin", "mlp"):
+        task = dict(
+            dataset="TOY",
+            spec=spec,
+            fold=0,
+            folds=2,
+            epochs=1,
+            preset="cpu",
+            root=str(toy_root),
+            out=str(tmp_path),
+            device="cpu",
+            deadline=time.time() + 600,
+            batch_size=None,
+            max_nodes=None,
+            lr=None,
+            overrides=overrides,
+        )
+        assert bench._one_fold(task).startswith(f"TOY {spec} fold 0: ")
+        config = json.loads((tmp_path / f"TOY-{spec}" / "config.json").read_text())
+        assert config["extra"]["model_config"]["hidden"] == overrides[spec]["hidden"]
+
+
+def test_the_budget_line_names_the_model_of_each_override(
+    toy_root, tmp_path, monkeypatch, one_thread
+):
+    bench = _bench_graph()
+    out = tmp_path / "runs"
+    argv = ["bench_graph.py", "--datasets", "TOY", "--models", "gin", "--folds", "2"]
+    argv += ["--epochs", "1", "--threads", "1", "--data", str(toy_root), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--gin-set", "hidden=8", "--mlp-set", "dropout=0"])
+    bench.main()
+    table = (out / "results.md").read_text()
+    assert "Budget: 2 folds, 1 epochs, ET preset cpu, GIN hidden=8, MLP (sum) dropout=0." in table
+    config = json.loads((out / "TOY-gin" / "config.json").read_text())
+    assert config["extra"]["model_config"]["hidden"] == 8
+
+
+def test_run_computes_the_positional_encodings_an_et_variant_reads(toy_root, tmp_path, one_thread):
+    bench = _bench_graph()
+    assert bench.PRESETS["cpu"]["pe_dim"] != 3
+    overrides = {"et": {"pe_dim": 3}}
+    [row] = bench.run(
+        ["TOY"],
+        ["et"],
+        folds=2,
+        max_folds=1,
+        epochs=1,
+        root=toy_root,
+        out=tmp_path,
+        overrides=overrides,
+    )
+    assert len(row["summary"].folds) == 1
+    assert bench._DATA["TOY"].graphs[0].pe.shape[1] == 3  # 3 Laplacian eigenvectors per node
+    config = json.loads((tmp_path / "TOY-et" / "config.json").read_text())
+    assert config["extra"]["model_config"]["pe_dim"] == 3

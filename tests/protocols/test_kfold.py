@@ -441,3 +441,36 @@ def test_selection_refuses_what_it_cannot_choose_among():
     shifted = _candidate([0.5], [0.5], majority=0.6)
     with pytest.raises(ValueError, match="fold 0: the candidates were not run on the same splits"):
         select_on_validation({"one": one, "shifted": shifted})
+
+
+def test_selection_counts_validation_accuracies_equal_to_rounding_as_a_tie():
+    # 0.1 + 0.2 != 0.3 in floating point, yet the two are the same accuracy: the tie goes to
+    # the lower validation loss, not to the accuracy larger by one ulp
+    exact = [FoldResult(0, 0.25, 0.3, 1.0, 1.0, {"val_loss": 0.2}, 0.5)]
+    rounded = [FoldResult(0, 0.75, 0.1 + 0.2, 1.0, 1.0, {"val_loss": 0.4}, 0.5)]
+    (chosen,) = select_on_validation({"rounded": rounded, "exact": exact})
+    assert chosen.extra["selected"] == "exact" and chosen.test_acc == 0.25
+    # a real difference in accuracy is not a tie, whatever the losses
+    better = [FoldResult(0, 0.5, 0.3 + 1e-3, 1.0, 1.0, {"val_loss": 0.9}, 0.5)]
+    (chosen,) = select_on_validation({"exact": exact, "better": better})
+    assert chosen.extra["selected"] == "better" and chosen.test_acc == 0.5
+
+
+def test_selection_reads_a_missing_loss_from_folds_csv_as_missing(tmp_path):
+    from energy_transformer.protocols.kfold import save_results
+
+    # A run resumed across the change: fold 0 has a loss, fold 1 an empty cell in folds.csv.
+    old = [
+        FoldResult(0, 0.5, 0.7, 1.0, 1.0, {"val_loss": 0.3}, 0.5),
+        FoldResult(1, 0.6, 0.7, 1.0, 1.0, {}, 0.5),
+    ]
+    save_results(tmp_path / "old", summarize(old))
+    read = load_results(tmp_path / "old")
+    assert read[1].extra.get("val_loss") == ""
+    new = _candidate([0.7, 0.7], [0.9, 0.8], losses=[0.2, 0.1])
+    chosen = select_on_validation({"new": new, "old": read})
+    # fold 0: both losses known, the lower (new, 0.2 < 0.3) wins; fold 1: a loss is missing,
+    # so the first named wins
+    assert [r.extra["selected"] for r in chosen] == ["new", "new"]
+    chosen = select_on_validation({"old": read, "new": new})
+    assert [r.extra["selected"] for r in chosen] == ["new", "old"]

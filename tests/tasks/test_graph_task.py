@@ -902,3 +902,93 @@ def test_the_attention_picture_shows_each_nodes_share_over_its_graphs_mean(tmp_p
         p = float(logits[i].softmax(-1)[guess])
         assert titles[i] == f"class {i % 2}, predicted {guess} (p {p:.2f})"
     assert title == "Where the CLS token looks after the descent: 2 toy graphs"
+
+
+def test_each_neural_fold_records_the_validation_loss_of_its_selected_epoch(
+    toy_root, tmp_path, one_thread
+):
+    import csv
+
+    from energy_transformer.protocols.kfold import load_results
+
+    out = tmp_path / "run"
+    cross_validate("TOY", "mlp", folds=2, epochs=3, root=toy_root, out=out, progress=False)
+    for result in load_results(out):
+        with open(out / f"fold-{result.fold:02d}" / "metrics.csv", newline="") as f:
+            epochs = {int(row["epoch"]): row for row in csv.DictReader(f)}
+        best = epochs[result.extra["best_epoch"]]
+        assert result.val_acc == pytest.approx(float(best["val_acc"]))
+        assert result.extra["val_loss"] == pytest.approx(float(best["val_loss"]))
+
+
+def test_select_runs_checks_every_candidates_splits_and_records_what_it_chose(
+    tmp_path, monkeypatch
+):
+    from energy_transformer.protocols.kfold import FoldResult, save_results, summarize
+    from energy_transformer.tasks.graph import select_runs
+
+    def fake_run(folder, vals, tests, **changes):
+        """A finished 2-fold cv run written by hand: config.json and folds.csv."""
+        meta = {
+            "dataset": "TOY",
+            "model": "mlp",
+            "protocol": "cv",
+            "k": 2,
+            "max_nodes": None,
+            "seed": 0,
+            "val_fraction": 0.1,
+            "train": {"epochs": 1},
+            **changes,
+        }
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"task": "graph", "extra": meta}))
+        results = [
+            FoldResult(i, t, v, 1.0, 1.0, {}, 0.5)
+            for i, (v, t) in enumerate(zip(vals, tests, strict=True))
+        ]
+        save_results(folder, summarize(results), meta)
+        return folder
+
+    monkeypatch.chdir(tmp_path)
+    base = fake_run(tmp_path / "TOY-mlp", [0.8, 0.6], [0.7, 0.6])
+    wide = fake_run(tmp_path / "TOY-mlp-wide", [0.7, 0.9], [0.9, 0.8], train={"epochs": 2})
+    # names that differ are kept as they are (no parent added); relative paths are resolved
+    summary = select_runs(tmp_path / "sel", [Path("TOY-mlp"), Path("TOY-mlp-wide")])
+    assert [r.extra["selected"] for r in summary.folds] == ["TOY-mlp", "TOY-mlp-wide"]
+    assert [r.test_acc for r in summary.folds] == [0.7, 0.8]
+    assert summary.mean == pytest.approx(0.75)
+    meta = json.loads((tmp_path / "sel" / "config.json").read_text())["extra"]
+    assert meta["selected_from"]["TOY-mlp-wide"]["path"] == str(wide.resolve())
+    assert meta["k"] == 2 and meta["val_fraction"] == 0.1 and meta["model"] == "selected"
+    assert meta["train"] is None  # the candidates trained differently: no one setting
+    same = fake_run(tmp_path / "same" / "TOY-mlp", [0.9, 0.1], [0.1, 0.1])
+    select_runs(tmp_path / "sel2", [base, same])
+    meta = json.loads((tmp_path / "sel2" / "config.json").read_text())["extra"]
+    assert meta["train"] == {"epochs": 1}
+    # every split key of every candidate, second or third, is compared with the first's
+    for key, value, said in [
+        ("val_fraction", 0.2, "val_fraction 0.1 -> 0.2"),
+        ("max_nodes", 50, "max_nodes None -> 50"),
+        ("dataset", "OTHER", "dataset 'TOY' -> 'OTHER'"),
+        ("k", 3, "k 2 -> 3"),
+    ]:
+        other = fake_run(tmp_path / key / "TOY-mlp-x", [0.5, 0.5], [0.5, 0.5], **{key: value})
+        for candidates in ([base, wide, other], [base, other, wide]):
+            with pytest.raises(ValueError, match=re.escape(f"same splits ({said})")):
+                select_runs(tmp_path / "x", candidates)
+    with pytest.raises(ValueError, match="are not distinct run folders"):
+        select_runs(tmp_path / "x", [base, base])
+    held = fake_run(tmp_path / "held", [0.5, 0.5], [0.5, 0.5], protocol="train-on-all")
+    with pytest.raises(ValueError, match="is a train-on-all run: select among cv runs"):
+        select_runs(tmp_path / "x", [base, held])
+    # a folder holding only a table of folds already holds a run
+    (tmp_path / "table").mkdir()
+    shutil.copy(base / "folds.csv", tmp_path / "table" / "folds.csv")
+    with pytest.raises(ValueError, match=r"already holds a run \(folds.csv\)"):
+        select_runs(tmp_path / "table", [base, wide])
+    assert not (tmp_path / "x").exists()  # nothing written by a refused selection
+
+
+def test_cross_validate_et_without_overrides_reads_its_presets_encodings(toy_root, one_thread):
+    summary = cross_validate("TOY", "et", folds=2, max_folds=1, epochs=1, root=toy_root)
+    assert len(summary.folds) == 1 and 0 <= summary.mean <= 1

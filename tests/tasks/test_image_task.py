@@ -607,3 +607,79 @@ def test_descent_columns_show_every_step_that_fits_and_spread_the_rest():
     wide = image.descent_columns(100)
     assert len(wide) == 13 and wide[0] == 0 and wide[-1] == 100 and wide == sorted(set(wide))
     assert image.descent_columns(24, most=5) == [0, 6, 12, 18, 24]
+
+
+def test_descent_columns_spread_by_rounding_and_never_exceed_most():
+    # 100 steps over 13 columns: i * 100 / 12 rounded (8.33 -> 8, 16.67 -> 17, ...)
+    assert image.descent_columns(100) == [0, 8, 17, 25, 33, 42, 50, 58, 67, 75, 83, 92, 100]
+    # one step more than fits: spread, still 13 columns, first and last included
+    thirteen = image.descent_columns(13)
+    assert len(thirteen) == 13 and thirteen[0] == 0 and thirteen[-1] == 13
+    assert image.descent_columns(5, most=3) == [0, 2, 5]  # 2.5 rounds to even; 5 / 2 * 2 = 5
+
+
+def test_the_descent_picture_decodes_the_steps_it_shows_and_pools_the_error(
+    run, tmp_path, monkeypatch
+):
+    from energy_transformer import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_descent", lambda *args, **kw: drawn.update(kw, args=args))
+    model, _ = load_model(run)
+    model.steps = 14  # more steps than columns: 13 of 0..14 are shown
+    images = torch.from_numpy(fake_images(6, seed=5)).float()[:, None] / 255
+    mask = hide([1, 2, 4, 8, 12, 16], patches=model.patches)  # holes of unequal size
+    trajectory = model.complete(images, mask, return_trajectory=True).trajectory
+    image.plot_descent(model, images, mask, trajectory, tmp_path / "d.png", rows=3)
+    frames, steps, _, _ = drawn["args"]
+    assert steps == image.descent_columns(14) and len(steps) == 13 and steps[-1] == 14
+    with torch.no_grad():  # each column is the step it is labelled with
+        for column, step in enumerate(steps):
+            filled = model.fill(images, mask, trajectory.tokens[step])[0]
+            torch.testing.assert_close(frames[:, column], filled[:3])
+    torch.testing.assert_close(frames[:, -1], model.complete(images[:3], mask[:3]).images)
+    # every step's error pools all masked pixels of the 6 images, as eval's masked MSE does
+    assert drawn["mse"].shape == (15,)
+    pooled, per_image = masked_mse(model, images, mask)
+    assert pooled != pytest.approx(float(per_image.mean()), rel=1e-3)  # the two differ here
+    assert drawn["mse"][-1].item() == pytest.approx(pooled, rel=1e-5)
+
+
+def test_write_pictures_gives_each_picture_its_images_from_one_completion(
+    run, tmp_path, monkeypatch
+):
+    from energy_transformer import plots
+
+    seen = {}
+
+    def spy(name):
+        def record(*args, **kw):
+            seen[name] = (args, kw)
+            return tmp_path / f"{name}.png"
+
+        return record
+
+    for name in (
+        "plot_reconstructions",
+        "plot_energy_descent",
+        "plot_memories",
+        "plot_updates",
+        "plot_position_similarity",
+    ):
+        monkeypatch.setattr(plots, name, spy(name))
+    monkeypatch.setattr(image, "plot_descent", spy("plot_descent"))
+    model, _ = load_model(run)
+    images = torch.from_numpy(fake_images(20, seed=4)).float()[:, None] / 255
+    mask = hide([1 + i % 16 for i in range(20)], patches=model.patches)
+    per_image = masked_mse(model, images, mask)[1]
+    image.write_pictures(model, images, mask, per_image, tmp_path)
+    # the grid: the first 12 images, completed with their own masks
+    _, completed, originals, _ = seen["plot_reconstructions"][0]
+    assert completed.shape == (12, 1, 28, 28) and torch.equal(originals, images[:12])
+    torch.testing.assert_close(completed, model.complete(images[:12], mask[:12]).images)
+    # the energy and the descent: all 20 images (up to 64), the energy per image
+    (energies, path), options = seen["plot_energy_descent"]
+    assert energies.total.shape == (model.steps + 1, 20) and options["unit"] == "images"
+    _, shown, hidden, trajectory, path = seen["plot_descent"][0]
+    assert torch.equal(shown, images) and torch.equal(hidden, mask) and path.name == "descent.png"
+    assert trajectory.tokens.shape[:2] == (model.steps + 1, 20)
