@@ -37,7 +37,6 @@ import torch
 from energy_transformer.data.tu import TUDataset, load_tu
 from energy_transformer.models.graph import PRESETS
 from energy_transformer.protocols.kfold import (
-    CVSummary,
     load_results,
     majority_accuracy,
     paired,
@@ -51,6 +50,7 @@ from energy_transformer.tasks.graph import (
     cross_validate,
     prepare_dataset,
     select_runs,
+    selection_table,
 )
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ENZYMES", "DD", "IMDB-BINARY")
@@ -416,21 +416,6 @@ def floors(datasets: list[str], folds: int, root: str | None) -> str:
         rounds = stratified_folds(labels, folds, 0.1, seed=0)
         floor = 100 * sum(majority_accuracy(labels, f) for f in rounds) / len(rounds)
         lines.append(f"| {name} | {labels.size} | {len(set(labels.tolist()))} | {floor:.1f} |")
-    return "\n".join(lines)
-
-
-def selection_table(summary: CVSummary) -> str:
-    """Which run each fold selected, with every candidate's validation and the chosen test
-    accuracy, then the selection's mean."""
-    names = list(summary.folds[0].extra["val_accs"])
-    lines = [
-        "| fold | selected | " + " | ".join(f"val {n}" for n in names) + " | test |",
-        "|---|---|" + "---|" * len(names) + "---|",
-    ]
-    for r in summary.folds:
-        vals = " | ".join(f"{100 * float(r.extra['val_accs'][n]):.1f}" for n in names)
-        lines.append(f"| {r.fold} | {r.extra['selected']} | {vals} | {100 * r.test_acc:.1f} |")
-    lines += ["", f"selected: {summary.describe()} over {len(summary.folds)} folds"]
     return "\n".join(lines)
 
 

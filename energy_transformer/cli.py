@@ -94,7 +94,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Energy Transformer: train, evaluate and look at ET models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  et train image --preset fashion-mnist\n  et eval runs/image\n"
-        "  et train graph --dataset PROTEINS\n  et train anomaly --dataset tolokers",
+        "  et train graph --dataset PROTEINS\n"
+        "  et select runs/graph-a runs/graph-b --out runs/graph-sel\n"
+        "  et train anomaly --dataset tolokers",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model for a task")
@@ -119,6 +121,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     ev.set_defaults(func=_evaluate)
 
+    sel = commands.add_parser(
+        "select",
+        help="model selection: per fold, the cross-validated graph run with the best validation"
+        " accuracy",
+        description="Among `et train graph` runs on the same splits (other models or settings),"
+        " keep on each fold the one with the best validation accuracy and report its test"
+        " accuracy: the configuration is chosen without looking at the test folds.",
+    )
+    sel.add_argument(
+        "runs", nargs="+", type=Path, help="two or more run folders; the first wins ties"
+    )
+    sel.add_argument("--out", type=Path, required=True, help="folder for the selection")
+    sel.set_defaults(func=_select)
+
     for name in COMMAND_TASKS:
         _import_task(name, parser).add_commands(commands)
     return parser
@@ -126,6 +142,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def _evaluate(args: argparse.Namespace) -> None:
     _task_module(run_task_of(args.run)).evaluate(args.run, args)
+
+
+def _select(args: argparse.Namespace) -> None:
+    _task_module("graph").select(args)
 
 
 # What a user can fix (an option's value, a missing or malformed file): one line naming the

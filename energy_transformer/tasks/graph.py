@@ -522,6 +522,29 @@ def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
     return summary
 
 
+def selection_table(summary: CVSummary) -> str:
+    """Which run each fold selected, with every candidate's validation and the chosen test
+    accuracy, then the selection's mean."""
+    names = list(summary.folds[0].extra["val_accs"])
+    lines = [
+        "| fold | selected | " + " | ".join(f"val {n}" for n in names) + " | test |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for r in summary.folds:
+        vals = " | ".join(f"{100 * float(r.extra['val_accs'][n]):.1f}" for n in names)
+        lines.append(f"| {r.fold} | {r.extra['selected']} | {vals} | {100 * r.test_acc:.1f} |")
+    lines += ["", f"selected: {summary.describe()} over {len(summary.folds)} folds"]
+    return "\n".join(lines)
+
+
+def select(args: argparse.Namespace) -> CVSummary:
+    """``et select RUN RUN ... --out OUT``: :func:`select_runs`, and which run each fold chose."""
+    summary = select_runs(args.out, args.runs)
+    print(selection_table(summary))
+    print(f"selection written to {args.out} (folds.csv, summary.json)")
+    return summary
+
+
 # -- reporting --------------------------------------------------------------------------------
 
 

@@ -992,3 +992,25 @@ def test_select_runs_checks_every_candidates_splits_and_records_what_it_chose(
 def test_cross_validate_et_without_overrides_reads_its_presets_encodings(toy_root, one_thread):
     summary = cross_validate("TOY", "et", folds=2, max_folds=1, epochs=1, root=toy_root)
     assert len(summary.folds) == 1 and 0 <= summary.mean <= 1
+
+
+def test_et_select_chooses_among_trained_runs_from_the_command_line(
+    toy_root, tmp_path, one_thread, capsys
+):
+    common = ["--dataset", "TOY", "--data", str(toy_root), "--folds", "2", "--epochs", "1"]
+    for name, extra in (("a", ["--model", "gin"]), ("b", ["--model", "mlp"])):
+        out = ["--out", str(tmp_path / name), "--no-progress"]
+        assert main(["train", "graph", *common, *extra, *out]) == 0
+    capsys.readouterr()
+    sel = tmp_path / "sel"
+    assert main(["select", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(sel)]) == 0
+    printed = capsys.readouterr().out
+    assert "| fold | selected | val a | val b | test |" in printed
+    summary = json.loads((sel / "summary.json").read_text())
+    chosen = [f["extra"]["selected"] for f in summary["folds"]]
+    for fold, name in zip(summary["folds"], chosen, strict=True):
+        own = json.loads((tmp_path / name / "summary.json").read_text())["folds"][fold["fold"]]
+        assert fold["test_acc"] == own["test_acc"]  # the chosen run's test accuracy, as it was
+    assert f"selected: {100 * summary['test_acc_mean']:.1f}" in printed
+    assert main(["select", str(tmp_path / "a"), "--out", str(tmp_path / "one")]) == 2
+    assert "selection needs at least two candidates, got 1" in capsys.readouterr().err
