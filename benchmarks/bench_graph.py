@@ -154,6 +154,7 @@ def run(
                 max_nodes=caps.get(name),
                 device=device,
                 progress=progress,
+                resume=True,  # as in run_parallel: finished folds are read back, not refused
                 dataset=dataset,
                 batch_size=batch_size,
                 lr=lr,
@@ -274,6 +275,14 @@ def collect(outs: list[str]) -> list[dict[str, Any]]:
                 continue
             meta = json.loads(config.read_text())["extra"]
             spec = folder.name[len(meta["dataset"]) + 1 :].replace("-", ":", 1)
+            if not folder.name.startswith(f"{meta['dataset']}-") or spec.split(":")[0] not in (
+                MODELS
+            ):
+                raise ValueError(
+                    f"{folder} holds a {meta['dataset']} run but is not named"
+                    f" {meta['dataset']}-MODEL[-VARIANT] with MODEL one of {', '.join(MODELS)}:"
+                    " the table reads the column from the name (link it under such a name)"
+                )
             cell = (meta["dataset"], spec)
             if cell in seen:
                 raise ValueError(
@@ -451,7 +460,13 @@ def main() -> None:
     parser.add_argument("--dd-max-nodes", type=int, default=MAX_NODES["DD"])
     parser.add_argument("--jobs", type=int, default=1, help="processes, one fold per task")
     parser.add_argument("--deadline", type=float, default=1e9, help="seconds (with --jobs)")
-    parser.add_argument("--collect", nargs="+", default=None, help="only tabulate these outs")
+    parser.add_argument(
+        "--collect",
+        nargs="+",
+        default=None,
+        help="train nothing: tabulate the DATASET-MODEL run folders under these outs (their"
+        " summary.json is rewritten, the table written to --out/results.md)",
+    )
     parser.add_argument("--budget", default=None, help="budget text for the table header")
     parser.add_argument(
         "--floors", action="store_true", help="only print each dataset's majority-class floor"
@@ -460,9 +475,16 @@ def main() -> None:
         "--select",
         nargs="+",
         default=None,
-        metavar="DIR",
+        metavar="OUT RUN",
         help="OUT RUN RUN...: fold by fold, keep the run with the best validation accuracy"
-        " (default configuration first: it wins ties) and write the selection to OUT",
+        " (ties: the lower validation loss, else the first named) and write the selection to"
+        " OUT; name OUT DATASET-MODEL (e.g. sel/MUTAG-et) for --collect to put it in MODEL's"
+        " column",
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="with --select: over the folds every run finished (refused by default)",
     )
     args = parser.parse_args()
     if args.floors:
@@ -471,7 +493,10 @@ def main() -> None:
     if args.select is not None:
         if len(args.select) < 3:
             parser.error("--select needs OUT and at least two runs to select among")
-        summary = select_runs(args.select[0], args.select[1:])
+        try:
+            summary = select_runs(args.select[0], args.select[1:], args.partial)
+        except ValueError as err:
+            parser.error(f"--select: {err}")
         print(selection_table(summary))
         return
     torch.set_num_threads(args.threads)
@@ -486,6 +511,13 @@ def main() -> None:
     for name, cls in NEURAL.items():
         if unknown := sorted(set(overrides[name]) - set(inspect.signature(cls).parameters)):
             parser.error(f"--{name}-set: {unknown} are not options of {cls.__name__}")
+        if overrides[name] and not any(parse_model(m, args.preset)[0] == name for m in args.models):
+            parser.error(f"--{name}-set is given but --models has no {name}")
+        if overrides[name]:
+            try:  # a bad value fails here, not folds into the run
+                cls(**{"in_features": 1, "num_classes": 2, **overrides[name]})
+            except (TypeError, ValueError) as err:
+                parser.error(f"--{name}-set: {err}")
     if args.folds < 2 or args.jobs < 1:
         parser.error(f"need --folds >= 2 and --jobs >= 1, got {args.folds} and {args.jobs}")
     MAX_NODES["DD"] = args.dd_max_nodes
@@ -503,7 +535,10 @@ def main() -> None:
                 args.data, args.out, max_nodes={"DD": args.dd_max_nodes}, device=args.device,
                 batch_size=args.batch_size, lr=args.lr, overrides=overrides,
             )  # fmt: skip
-    rows = collect(args.collect or [args.out])
+    try:
+        rows = collect(args.collect or [args.out])
+    except ValueError as err:
+        parser.error(str(err))
     folds = f"{args.max_folds} of {args.folds}" if args.max_folds else f"{args.folds}"
     variant = "".join(
         f", {NAMES[name]} {k}={v}" for name, items in overrides.items() for k, v in items.items()

@@ -130,9 +130,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         " accuracy: the configuration is chosen without looking at the test folds.",
     )
     sel.add_argument(
-        "runs", nargs="+", type=Path, help="two or more run folders; the first wins ties"
+        "runs",
+        nargs="+",
+        type=Path,
+        help="two or more run folders (ties: the lower validation loss, else the first named)",
     )
     sel.add_argument("--out", type=Path, required=True, help="folder for the selection")
+    sel.add_argument(
+        "--partial",
+        action="store_true",
+        help="select over the folds every run finished (refused by default when some lack one)",
+    )
     sel.set_defaults(func=_select)
 
     for name in COMMAND_TASKS:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
+from energy_transformer.nn.checks import check_sizes
 from energy_transformer.nn.sparse_attention import check_edge_index
 
 __all__ = [
@@ -55,19 +56,6 @@ def _check_graph(x: Tensor, edge_index: Tensor | None) -> None:
     if edge_index is None:
         return
     check_edge_index(edge_index, x.shape[0])
-
-
-def _check_sizes(in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float) -> None:
-    for name, value, low in (
-        ("in_dim", in_dim, 1),
-        ("hidden", hidden, 1),
-        ("num_classes", num_classes, 2),
-        ("layers", layers, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
 
 
 def _widths(in_dim: int, hidden: int, layers: int) -> list[tuple[int, int]]:
@@ -170,7 +158,7 @@ class _NodeClassifier(nn.Module):
         adjacency: Callable[[Tensor, int, torch.dtype], Tensor] | None = None,
     ) -> None:
         super().__init__()
-        _check_sizes(in_dim, hidden, num_classes, layers, dropout)
+        check_sizes(in_dim, hidden, num_classes, layers, dropout)
         self.layers = nn.ModuleList(make_layer(a, b) for a, b in _widths(in_dim, hidden, layers))
         self.head = nn.Linear(hidden, num_classes)
         self.dropout = dropout
@@ -446,7 +434,7 @@ class BWGNN(nn.Module):
         order: int = 2,
     ) -> None:
         super().__init__()
-        _check_sizes(in_dim, hidden, num_classes, layers, dropout)
+        check_sizes(in_dim, hidden, num_classes, layers, dropout)
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in _widths(in_dim, hidden, layers))
         self.wavelets = BetaWavelet(order)
         self.mix = nn.Linear((order + 1) * hidden, hidden)

@@ -23,6 +23,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GIN, global_add_pool
 
 from energy_transformer.models.features import FeatureScaler
+from energy_transformer.nn.checks import check_sizes
 
 
 class GINClassifier(nn.Module):
@@ -53,6 +54,7 @@ class GINClassifier(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        check_sizes(in_features, hidden, num_classes, layers, dropout)
         self.scaler = FeatureScaler(in_features)
         self.encoder = GIN(in_features, hidden, layers, norm="batch_norm", jk="cat", train_eps=True)
         self.head = nn.Sequential(
@@ -85,6 +87,7 @@ class SumMLP(nn.Module):
         self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5
     ) -> None:
         super().__init__()
+        check_sizes(in_features, hidden, num_classes, 1, dropout)
         self.scaler = FeatureScaler(in_features)
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden),

@@ -33,3 +33,17 @@ def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     check_real("alpha", alpha)
     check_real("noise_std", noise_std, allow_zero=True)
+
+
+def check_sizes(in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float) -> None:
+    """A baseline network's sizes: whole numbers (``num_classes`` >= 2), dropout in [0, 1)."""
+    for name, value, low in (
+        ("in_dim", in_dim, 1),
+        ("hidden", hidden, 1),
+        ("num_classes", num_classes, 2),
+        ("layers", layers, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")

@@ -342,7 +342,8 @@ def select_on_validation(candidates: dict[str, Sequence[FoldResult]]) -> list[Fo
 
     Returns:
         One result per shared round: the chosen candidate's, with ``extra["selected"]`` naming
-        it and ``extra["val_accs"]`` giving every candidate's validation accuracy.
+        it, ``extra["val_accs"]`` giving every candidate's validation accuracy and
+        ``extra["tie"]`` how a tie was broken (``"loss"``, ``"order"``, or None: no tie).
     """
     if len(candidates) < 2:
         raise ValueError(f"selection needs at least two candidates, got {len(candidates)}")
@@ -360,12 +361,14 @@ def select_on_validation(candidates: dict[str, Sequence[FoldResult]]) -> list[Fo
         tied = [name for name, r in rows.items() if abs(r.val_acc - best) <= 1e-9]
         # A fold read back from folds.csv without a loss has "" there, not None.
         losses = [rows[name].extra.get("val_loss") or None for name in tied]
-        if None not in losses and len(tied) > 1:
+        tie = None if len(tied) == 1 else "loss" if None not in losses else "order"
+        if tie == "loss":
             tied = [tied[int(np.argmin([float(v) for v in losses]))]]
         chosen = rows[tied[0]]
         extra = {
             **chosen.extra,
             "selected": tied[0],
+            "tie": tie,
             "val_accs": {name: r.val_acc for name, r in rows.items()},
         }
         seconds = sum(r.seconds for r in rows.values())

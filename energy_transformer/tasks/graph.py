@@ -463,13 +463,17 @@ def _check_same_setting(out_dir: Path, meta: dict[str, Any]) -> None:
 _SPLIT_KEYS = ("dataset", "protocol", "k", "max_nodes", "seed", "val_fraction")
 
 
-def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
+def select_runs(
+    out: str | Path, candidates: Sequence[str | Path], partial: bool = False
+) -> CVSummary:
     """Model selection across finished cross-validation runs: fold by fold, the run with the
     best validation accuracy (:func:`~energy_transformer.protocols.kfold.select_on_validation`),
     written to ``out`` as a run of its own (``config.json``, ``folds.csv``, ``summary.json``).
 
-    The candidates must share their splits (dataset, k, seed, validation share, node cap); list
-    the default configuration first, it wins ties.
+    The candidates must share their splits (dataset, k, seed, validation share, node cap).
+    Ties go to the lower validation loss, else to the candidate named first. A fold that some
+    candidate has not finished is refused, unless ``partial``: then the selection covers the
+    folds every candidate finished (and says how many).
     """
     out, folders = Path(out), [Path(c) for c in candidates]
     held = [name for name in ("config.json", "folds.csv") if (out / name).exists()]
@@ -486,9 +490,12 @@ def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
     for name, folder in zip(names, folders, strict=True):
         config = folder / "config.json"
         try:
-            meta = json.loads(config.read_text())["extra"]
+            saved = json.loads(config.read_text())
+            meta = saved["extra"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{folder} is not a graph run folder ({config}: {err})") from None
+        if saved.get("task") != "graph":
+            raise ValueError(f"{folder} is not a graph run (task {saved.get('task')!r})")
         if meta.get("protocol") != "cv":
             raise ValueError(f"{folder} is a {meta.get('protocol')} run: select among cv runs")
         metas[name], results[name] = meta, load_results(folder)
@@ -496,9 +503,17 @@ def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
     for name in others:
         changed = config_changes(metas[first], metas[name], _SPLIT_KEYS)
         if changed:
-            raise ValueError(
-                f"{name} and {first} were not run on the same splits ({describe_changes(changed)})"
-            )
+            values = ", ".join(f"{k} {a!r} in {first}, {b!r} in {name}" for k, a, b in changed)
+            raise ValueError(f"{first} and {name} were not run on the same splits: {values}")
+    finished = {name: {r.fold for r in folds} for name, folds in results.items()}
+    every = set.union(*finished.values())
+    lacking = {name: sorted(every - done) for name, done in finished.items() if every - done}
+    if lacking and not partial:
+        missing = "; ".join(f"{name} lacks fold(s) {folds}" for name, folds in lacking.items())
+        raise ValueError(
+            f"{missing}: finish them (the same training command with --resume), or select over"
+            " the folds every run finished (--partial)"
+        )
     selected = select_on_validation(results)
     meta = {key: metas[first].get(key) for key in _SPLIT_KEYS}
     trains = [m.get("train") for m in metas.values()]
@@ -522,9 +537,13 @@ def select_runs(out: str | Path, candidates: Sequence[str | Path]) -> CVSummary:
     return summary
 
 
+# How a selection table names the way a tie of validation accuracy was broken.
+_TIES = {"loss": " (tie: lower val loss)", "order": " (tie: named first)"}
+
+
 def selection_table(summary: CVSummary) -> str:
-    """Which run each fold selected, with every candidate's validation and the chosen test
-    accuracy, then the selection's mean."""
+    """Which run each fold selected (and how a tie was broken), with every candidate's
+    validation and the chosen test accuracy, then the selection's mean."""
     names = list(summary.folds[0].extra["val_accs"])
     lines = [
         "| fold | selected | " + " | ".join(f"val {n}" for n in names) + " | test |",
@@ -532,14 +551,15 @@ def selection_table(summary: CVSummary) -> str:
     ]
     for r in summary.folds:
         vals = " | ".join(f"{100 * float(r.extra['val_accs'][n]):.1f}" for n in names)
-        lines.append(f"| {r.fold} | {r.extra['selected']} | {vals} | {100 * r.test_acc:.1f} |")
+        chosen = r.extra["selected"] + _TIES.get(r.extra.get("tie"), "")
+        lines.append(f"| {r.fold} | {chosen} | {vals} | {100 * r.test_acc:.1f} |")
     lines += ["", f"selected: {summary.describe()} over {len(summary.folds)} folds"]
     return "\n".join(lines)
 
 
 def select(args: argparse.Namespace) -> CVSummary:
     """``et select RUN RUN ... --out OUT``: :func:`select_runs`, and which run each fold chose."""
-    summary = select_runs(args.out, args.runs)
+    summary = select_runs(args.out, args.runs, args.partial)
     print(selection_table(summary))
     print(f"selection written to {args.out} (folds.csv, summary.json)")
     return summary

@@ -337,7 +337,8 @@ def test_select_prints_which_run_each_fold_chose(
     ]
     assert len(rows) == 2
     for row, fold in zip(rows, summary["folds"], strict=True):
-        assert row.split("|")[2].strip() == fold["extra"]["selected"]
+        tie = {"loss": " (tie: lower val loss)", "order": " (tie: named first)", None: ""}
+        assert row.split("|")[2].strip() == fold["extra"]["selected"] + tie[fold["extra"]["tie"]]
         assert row.split("|")[-2].strip() == f"{100 * fold['test_acc']:.1f}"
     # the selection is a run like any other for --collect (the gin column)
     table = bench.markdown(bench.collect([str(tmp_path / "selected")]), "toy")
@@ -408,7 +409,7 @@ def test_the_budget_line_names_the_model_of_each_override(
 ):
     bench = _bench_graph()
     out = tmp_path / "runs"
-    argv = ["bench_graph.py", "--datasets", "TOY", "--models", "gin", "--folds", "2"]
+    argv = ["bench_graph.py", "--datasets", "TOY", "--models", "gin", "mlp", "--folds", "2"]
     argv += ["--epochs", "1", "--threads", "1", "--data", str(toy_root), "--out", str(out)]
     monkeypatch.setattr(sys, "argv", [*argv, "--gin-set", "hidden=8", "--mlp-set", "dropout=0"])
     bench.main()
@@ -436,3 +437,39 @@ def test_run_computes_the_positional_encodings_an_et_variant_reads(toy_root, tmp
     assert bench._DATA["TOY"].graphs[0].pe.shape[1] == 3  # 3 Laplacian eigenvectors per node
     config = json.loads((tmp_path / "TOY-et" / "config.json").read_text())
     assert config["extra"]["model_config"]["pe_dim"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gin-set", "layers=0"], "--gin-set: layers must be an int >= 1, got 0"),
+        (["--mlp-set", "hidden=-5"], "--mlp-set: hidden must be an int >= 1, got -5"),
+        (["--mlp-set", "dropout=1.5"], "--mlp-set: dropout must lie in [0, 1), got 1.5"),
+        (["--models", "et", "--gin-set", "layers=2"], "--gin-set is given but --models has no gin"),
+        (["--select", "out", "nowhere", "nothere"], "--select: nowhere is not a graph run folder"),
+    ],
+)
+def test_bad_values_end_in_one_argparse_line(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["bench_graph.py", *args])
+    with pytest.raises(SystemExit):
+        load_script("bench_graph").main()
+    assert message in capsys.readouterr().err
+
+
+def test_collect_names_a_folder_it_cannot_place_in_a_column(toy_root, tmp_path, one_thread):
+    bench = _bench_graph()
+    bench.run(["TOY"], ["mlp"], folds=2, epochs=1, root=toy_root, out=tmp_path / "a")
+    (tmp_path / "a" / "TOY-mlp").rename(tmp_path / "a" / "three")
+    with pytest.raises(ValueError, match="three holds a TOY run but is not named TOY-MODEL"):
+        bench.collect([str(tmp_path / "a")])
+
+
+def test_running_the_same_command_again_reads_the_finished_folds_back(
+    toy_root, tmp_path, one_thread
+):
+    bench = _bench_graph()
+    first = bench.run(["TOY"], ["mlp"], folds=2, epochs=1, root=toy_root, out=tmp_path)
+    again = bench.run(["TOY"], ["mlp"], folds=2, epochs=1, root=toy_root, out=tmp_path)
+    assert [r.test_acc for r in again[0]["summary"].folds] == [
+        r.test_acc for r in first[0]["summary"].folds
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
@@ -297,3 +298,20 @@ def test_wl_svm_picks_c_on_validation():
     chosen = wl.fit(labels, train, val)
     assert (chosen["C"], chosen["val_acc"]) == (1.0, 1.0)
     assert (wl.predict(val) == labels[val]).all()
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(hidden=0), "hidden must be an int >= 1, got 0"),
+        (dict(layers=0), "layers must be an int >= 1, got 0"),
+        (dict(dropout=1.0), r"dropout must lie in \[0, 1\), got 1.0"),
+        (dict(hidden="8"), "hidden must be an int >= 1, got '8'"),
+    ],
+)
+def test_baselines_refuse_sizes_they_cannot_be_built_with(kw, message):
+    with pytest.raises(ValueError, match=message):
+        GINClassifier(3, 2, **kw)
+    if "layers" not in kw:
+        with pytest.raises(ValueError, match=message):
+            SumMLP(3, 2, **kw)

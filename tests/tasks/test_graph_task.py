@@ -861,7 +861,7 @@ def test_selecting_among_runs_writes_a_run_of_the_best_validation_folds(
     )
     # another seed is another split: no fold-by-fold choice between them
     cross_validate("TOY", "mlp", out=tmp_path / "seed1" / "TOY-mlp", seed=1, **common)
-    with pytest.raises(ValueError, match=r"not run on the same splits \(seed 0 -> 1\)"):
+    with pytest.raises(ValueError, match="same splits: seed 0 in base/TOY-mlp, 1 in seed1/TOY-mlp"):
         select_runs(tmp_path / "x", [runs[0], tmp_path / "seed1" / "TOY-mlp"])
     with pytest.raises(ValueError, match="is not a graph run folder"):
         select_runs(tmp_path / "x", [runs[0], tmp_path])
@@ -967,14 +967,14 @@ def test_select_runs_checks_every_candidates_splits_and_records_what_it_chose(
     assert meta["train"] == {"epochs": 1}
     # every split key of every candidate, second or third, is compared with the first's
     for key, value, said in [
-        ("val_fraction", 0.2, "val_fraction 0.1 -> 0.2"),
-        ("max_nodes", 50, "max_nodes None -> 50"),
-        ("dataset", "OTHER", "dataset 'TOY' -> 'OTHER'"),
-        ("k", 3, "k 2 -> 3"),
+        ("val_fraction", 0.2, "val_fraction 0.1 in TOY-mlp, 0.2 in TOY-mlp-x"),
+        ("max_nodes", 50, "max_nodes None in TOY-mlp, 50 in TOY-mlp-x"),
+        ("dataset", "OTHER", "dataset 'TOY' in TOY-mlp, 'OTHER' in TOY-mlp-x"),
+        ("k", 3, "k 2 in TOY-mlp, 3 in TOY-mlp-x"),
     ]:
         other = fake_run(tmp_path / key / "TOY-mlp-x", [0.5, 0.5], [0.5, 0.5], **{key: value})
         for candidates in ([base, wide, other], [base, other, wide]):
-            with pytest.raises(ValueError, match=re.escape(f"same splits ({said})")):
+            with pytest.raises(ValueError, match=re.escape(f"same splits: {said}")):
                 select_runs(tmp_path / "x", candidates)
     with pytest.raises(ValueError, match="are not distinct run folders"):
         select_runs(tmp_path / "x", [base, base])
@@ -1014,3 +1014,40 @@ def test_et_select_chooses_among_trained_runs_from_the_command_line(
     assert f"selected: {100 * summary['test_acc_mean']:.1f}" in printed
     assert main(["select", str(tmp_path / "a"), "--out", str(tmp_path / "one")]) == 2
     assert "selection needs at least two candidates, got 1" in capsys.readouterr().err
+
+
+def test_selection_refuses_runs_with_unfinished_folds_unless_partial(tmp_path, capsys):
+    from energy_transformer.protocols.kfold import FoldResult, save_results, summarize
+    from energy_transformer.tasks.graph import select_runs
+
+    def run(folder, folds, task="graph"):
+        meta = {
+            "dataset": "TOY",
+            "model": "mlp",
+            "protocol": "cv",
+            "k": 4,
+            "max_nodes": None,
+            "seed": 0,
+            "val_fraction": 0.1,
+        }
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"task": task, "extra": meta}))
+        results = [FoldResult(i, 0.5 + i / 10, 0.5, 1.0, 1.0, {}, 0.5) for i in folds]
+        save_results(folder, summarize(results), meta)
+        return folder
+
+    full, short = run(tmp_path / "TOY-mlp", [0, 1, 2, 3]), run(tmp_path / "TOY-gin", [0, 1])
+    with pytest.raises(ValueError, match=r"TOY-gin lacks fold\(s\) \[2, 3\]: finish them"):
+        select_runs(tmp_path / "sel", [full, short])
+    assert not (tmp_path / "sel").exists()
+    summary = select_runs(tmp_path / "sel", [full, short], partial=True)
+    assert [r.fold for r in summary.folds] == [0, 1]
+    # equal validation accuracies, no losses: the first named, and the table says why
+    assert [r.extra["tie"] for r in summary.folds] == ["order", "order"]
+    assert main(["select", str(full), str(short), "--out", str(tmp_path / "s2"), "--partial"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | TOY-mlp (tie: named first) | 50.0 | 50.0 | 50.0 |" in printed
+    assert "over 2 folds" in printed
+    image = run(tmp_path / "img", [0, 1, 2, 3], task="image")
+    with pytest.raises(ValueError, match=r"img is not a graph run \(task 'image'\)"):
+        select_runs(tmp_path / "s3", [full, image])
