@@ -104,7 +104,7 @@ def plot_energy_descent(
         ax.text(
             0.97,
             0.95,
-            f"$E(0)$ = {start:.4g}\n$\\Delta E$ = {end - start:+.3g}",
+            f"mean $E(0)$ = {start:.4g}\nmean $\\Delta E$ = {end - start:+.4g}",
             transform=ax.transAxes,
             ha="right",
             va="top",
@@ -350,6 +350,7 @@ def plot_descent(
     mse: Tensor | None = None,
     energy: Tensor | None = None,
     references: dict[str, float] | None = None,
+    masked: Tensor | None = None,
 ) -> Path:
     """The holes filling in along the descent: one row per image, one column per step, the
     original last; below, optionally, the masked-pixel MSE and the energy at every step, so that
@@ -366,6 +367,7 @@ def plot_descent(
         energy: optional ``(steps + 1,)`` mean change of the total energy from step 0, same steps.
         references: optional name -> another method's masked MSE on the same images, drawn as a
             dotted level on the MSE axis (e.g. the interpolation baseline's).
+        masked: optional ``(n, C, H, W)`` the inputs with their holes drawn, a first column.
 
     Shapes:
         - ``frames``: ``(n, S, C, H, W)`` with ``S = len(steps)``; ``original``: ``(n, C, H, W)``
@@ -392,71 +394,68 @@ def plot_descent(
         )
     if references and mse is None:
         raise ValueError("references are levels of the MSE curve: give mse too")
-    n, columns = frames.shape[0], len(steps) + 1
+    if masked is not None and masked.shape != original.shape:
+        raise ValueError(
+            f"masked must be {tuple(original.shape)} like original, got {tuple(masked.shape)}"
+        )
+    first = [] if masked is None else [(_as_display(masked), "masked")]
+    panels = [
+        *first,
+        *((_as_display(frames[:, c]), f"t = {step}") for c, step in enumerate(steps)),
+        (_as_display(original), "original"),
+    ]
+    n, columns = frames.shape[0], len(panels)
     fig = plt.figure(figsize=(1.05 * columns + 1.0, 1.1 * n + (2.6 if curves else 0.4)))
-    # The images sit close together; the curve panel gets room for its tick labels.
+    # The images sit close together; the curve panels get room for their tick labels.
     outer = fig.add_gridspec(
         2 if curves else 1, 1, height_ratios=[n, 2.2] if curves else [1], hspace=0.12
     )
     grid = outer[0].subgridspec(n, columns, wspace=0.04, hspace=0.06)
-    shown = [_as_display(frames[:, c]) for c in range(len(steps))] + [_as_display(original)]
-    labels = [f"t = {step}" for step in steps] + ["original"]
     for r in range(n):
-        for c in range(columns):
+        for c, (shown, label) in enumerate(panels):
             ax = fig.add_subplot(grid[r, c])
-            ax.imshow(shown[c][r], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(shown[r], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if r == 0:
-                ax.set_title(labels[c], fontsize=9)
+                ax.set_title(label, fontsize=9)
     if curves:
-        ax = fig.add_subplot(outer[1])
+        # One panel per curve: on one pair of axes, two scales would make both start and end
+        # together whatever they do.
+        row = outer[1].subgridspec(1, len(curves), wspace=0.25)
         t = np.arange(len(next(iter(curves.values()))))
-        lines = []
-        if mse is not None:
-            lines += ax.plot(
+        for i, (name, values) in enumerate(curves.items()):
+            ax = fig.add_subplot(row[0, i])
+            colour = "#059669" if name == "mse" else TERM_COLOURS["total"]
+            label = "masked-pixel MSE" if name == "mse" else "$E(t) - E(0)$"
+            ax.plot(
                 t,
-                mse.detach().double().cpu().numpy(),
-                color="#059669",
+                values.detach().double().cpu().numpy(),
+                color=colour,
                 marker="o",
                 markersize=3.5,
                 linewidth=2,
-                label="masked-pixel MSE",
+                label=label,
             )
-            ax.set_ylabel("masked MSE", color="#059669")
-            for (name, level), style in zip(
-                (references or {}).items(), (":", "-.", (0, (1, 3))), strict=False
-            ):
-                lines.append(
+            if name == "mse":
+                for (other, level), style in zip(
+                    (references or {}).items(), (":", "-.", (0, (1, 3))), strict=False
+                ):
                     ax.axhline(
                         level,
                         color="#6b7280",
                         linestyle=style,
                         linewidth=1.5,
-                        label=f"{name}'s MSE",
+                        label=f"{other}'s MSE",
                     )
-                )
-        if energy is not None:
-            twin = ax.twinx() if mse is not None else ax
-            lines += twin.plot(
-                t,
-                energy.detach().double().cpu().numpy(),
-                color=TERM_COLOURS["total"],
-                marker="o",
-                markersize=3.5,
-                linewidth=2,
-                linestyle="--",
-                label="$E(t) - E(0)$",
-            )
-            twin.set_ylabel("$E(t) - E(0)$")
-            twin.spines[["top"]].set_visible(False)
-        ax.set_xlabel("descent step $t$")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.spines[["top"]].set_visible(False)
-        ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper right")
+            ax.set_ylabel(label)
+            ax.set_xlabel("descent step $t$")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.legend(fontsize=8, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold", y=0.94)
     return _save(fig, path)

@@ -74,8 +74,8 @@ def test_energy_descent_draws_each_samples_change_from_step_zero(tmp_path, monke
     assert panels[1].lines[0].get_ydata().tolist() == [0.0, -5.0, -7.0]
     assert panels[2].lines[0].get_ydata().tolist() == [0.0, -2.5, -3.5]  # a shift changes nothing
     # the mean start energy and its mean change: (3 + 5) / 2 = 4, then (0 + 1) / 2 - 4 = -3.5
-    assert panels[0].texts[0].get_text() == "$E(0)$ = 4\n$\\Delta E$ = -3.5"
-    assert panels[2].texts[0].get_text() == "$E(0)$ = 0\n$\\Delta E$ = -3.5"
+    assert panels[0].texts[0].get_text() == "mean $E(0)$ = 4\nmean $\\Delta E$ = -3.5"
+    assert panels[2].texts[0].get_text() == "mean $E(0)$ = 0\nmean $\\Delta E$ = -3.5"
     assert panels[0].get_ylabel() == "$E(t) - E(0)$ per sample\n(mean ± std over 2 samples)"
     # one sample (a whole graph's energy): no spread to speak of
     one = EnergyTerms(attention=total[:, :1], hopfield=total[:, :1], total=total[:, :1])
@@ -211,7 +211,7 @@ def test_descent_figure(tmp_path, monkeypatch):
     )
     assert _is_png(path)
     axes = closed[0].axes
-    assert len(axes) == 3 * 5 + 2  # 3 rows of 4 steps + the original, the curve and its twin
+    assert len(axes) == 3 * 5 + 2  # 3 rows of 4 steps + the original, the MSE and energy panels
     assert [ax.get_title() for ax in axes[:5]] == ["t = 0", "t = 1", "t = 2", "t = 4", "original"]
     shown = axes[6].images[0].get_array()  # row 1, step 1
     assert torch.equal(torch.from_numpy(shown.data), frames[1, 1, 0])
@@ -300,3 +300,25 @@ def test_descent_figure_checks_the_last_step_the_rows_and_the_curves_shape(tmp_p
     assert len(axes) == 2 * 4 + 1  # 2 rows of 3 steps + the original, one curve panel
     assert axes[-1].lines[0].get_ydata().tolist() == energy.tolist()
     assert axes[-1].get_ylabel() == "$E(t) - E(0)$"
+
+
+def test_descent_figure_shows_the_masked_input_first(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    frames, original = torch.rand(2, 3, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    masked = plots.masked_view(original, torch.tensor([[True, False, False, False]] * 2), 4)
+    plots.plot_descent(frames, [0, 1, 2], original, tmp_path / "d.png", masked=masked)
+    axes = closed[0].axes
+    assert [ax.get_title() for ax in axes[:5]] == ["masked", "t = 0", "t = 1", "t = 2", "original"]
+    assert torch.equal(torch.from_numpy(axes[5].images[0].get_array().data), masked[1, 0])
+    with pytest.raises(ValueError, match=r"masked must be \(2, 1, 8, 8\) like original"):
+        plots.plot_descent(frames, [0, 1, 2], original, tmp_path / "x.png", masked=masked[:1])
+
+
+def test_energy_descent_prints_start_and_change_alike(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    total = torch.tensor([[-5446.0], [-9062.0]])  # one sample: start -5446, change -3616
+    plots.plot_energy_descent(EnergyTerms(total, total, total), tmp_path / "e.png")
+    text = closed[0].axes[0].texts[0].get_text()
+    assert text == "mean $E(0)$ = -5446\nmean $\\Delta E$ = -3616"  # not -3.62e+03

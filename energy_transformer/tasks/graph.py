@@ -629,13 +629,24 @@ def plot_attention(
     what: str = "graphs",
     shown: int = 6,
 ) -> Path:
-    """``attention.png``: the first ``shown`` graphs drawn with every node coloured by the CLS
+    """``attention.png``: ``shown`` graphs (the first of each class in turn) drawn with every
+    node coloured by the CLS
     token's attention to it at the end of the descent (what the class is read from) over the
     graph's mean (1: an average node; a graph's size would otherwise set its colour), each
     with its true and predicted class; ``what`` names the graphs in the title."""
     from energy_transformer.plots import plot_graph_attention
 
-    graphs = list(graphs)[:shown]
+    # Every class in turn, so that the picture is not six graphs of the commonest class.
+    queues: dict[int, list[Data]] = {}
+    for graph in graphs:
+        queues.setdefault(int(graph.y.view(-1)[0]), []).append(graph)
+    order = [
+        queue[i]
+        for i in range(len(graphs))
+        for _, queue in sorted(queues.items())
+        if i < len(queue)
+    ]
+    graphs = order[:shown]
     device = next(model.parameters()).device
     weights, logits = model.cls_attention(Batch.from_data_list(graphs).to(device))
     probs = logits.softmax(dim=-1).cpu()
@@ -646,7 +657,7 @@ def plot_attention(
         rows.append(share / share.mean())  # 1 = the graph's mean: size drops out
         guess = int(probs[i].argmax())
         truth = int(graph.y.view(-1)[0])
-        titles.append(f"class {truth}, predicted {guess} (p {float(probs[i, guess]):.2f})")
+        titles.append(f"true {truth}, predicted {guess} (prob. {float(probs[i, guess]):.2f})")
     title = f"Where the CLS token looks after the descent: {len(graphs)} {what}"
     label = "CLS attention to the node / the graph's mean\n(mean over heads; red: more)"
     return plot_graph_attention(panels, rows, out / "attention.png", titles, title, label, 1.0)

@@ -633,6 +633,7 @@ def plot_descent(
                 PatchInterpolation(model.patch_size), images.cpu(), mask.cpu()
             )[0]
         },
+        masked=plots.masked_view(images[:rows].cpu(), mask[:rows].cpu(), model.patch_size),
     )
 
 

@@ -900,8 +900,15 @@ def test_the_attention_picture_shows_each_nodes_share_over_its_graphs_mean(tmp_p
         torch.testing.assert_close(row, weights[i, :n] / weights[i, :n].mean())
         guess = int(logits[i].argmax())
         p = float(logits[i].softmax(-1)[guess])
-        assert titles[i] == f"class {i % 2}, predicted {guess} (p {p:.2f})"
+        assert titles[i] == f"true {i % 2}, predicted {guess} (prob. {p:.2f})"
     assert title == "Where the CLS token looks after the descent: 2 toy graphs"
+    # classes in turn: with labels 0, 0, 1 the two graphs shown are the first 0 and the 1
+    graphs[1].y = torch.tensor([0])
+    graphs[2].y = torch.tensor([1])
+    plot_attention(model, graphs, tmp_path, "toy graphs", shown=2)
+    assert [n for _, n in drawn["args"][0]] == [4, 6]
+    plot_attention(model, graphs, tmp_path, "toy graphs", shown=5)  # all three: 0, 1, then 0
+    assert [n for _, n in drawn["args"][0]] == [4, 6, 5]
 
 
 def test_each_neural_fold_records_the_validation_loss_of_its_selected_epoch(
