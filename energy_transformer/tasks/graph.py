@@ -897,17 +897,23 @@ def _row(out: Path, summary: CVSummary) -> dict[str, Any]:
     }
 
 
-def _load_fold_model(fold: Path, device: torch.device) -> nn.Module:
-    """A fold's model: its selected weights, or those of the checkpoint file ``fold``."""
-    state, config = load_run(fold)
+def load_fold_model(fold: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A trained fold's model in eval mode: the weights selected on validation of the fold
+    folder ``fold`` (e.g. ``runs/graph/fold-00``), or those of the checkpoint file ``fold``."""
+    state, config = load_run(Path(fold))
     kwargs = dict(config["model"])
     model = build_model(kwargs.pop("name"), kwargs)
     model.load_state_dict(state)
     return model.to(device).eval()
 
 
-def _run_dataset(out: Path, data: Path | None) -> tuple[TUDataset, dict[str, Any]]:
-    meta = json.loads((out / "config.json").read_text())["extra"]
+def run_dataset(
+    out: str | Path, data: str | Path | None = None
+) -> tuple[TUDataset, dict[str, Any]]:
+    """The dataset of the cross-validation run ``out``, prepared as it was for training
+    (Laplacian encodings, node cap), and the run's record; ``data``: where the files are, if
+    not where the run read them."""
+    meta = json.loads((Path(out) / "config.json").read_text())["extra"]
     root = data if data is not None else meta.get("data")
     pe_dim = meta.get("model_config", {}).get("pe_dim", 15)
     dataset = prepare_dataset(meta["dataset"], root, meta["model"], meta["max_nodes"], pe_dim)
@@ -919,8 +925,8 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     fold_dir = out / "fold-00"
     if not (fold_dir / "split.json").is_file():
         return []
-    dataset, meta = _run_dataset(out, data)
-    model = _load_fold_model(fold_dir, resolve_device(device))
+    dataset, meta = run_dataset(out, data)
+    model = load_fold_model(fold_dir, resolve_device(device))
     test = json.loads((fold_dir / "split.json").read_text())["test"][:graphs]
     what = f"test graphs of {meta['dataset']}, fold 0"
     return pictures(model, [dataset[i] for i in test], out, what)
@@ -956,7 +962,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     if not fold_dirs:
         _refuse_selection(run_dir)
         raise FileNotFoundError(f"no finished folds (fold-XX/split.json) under {run_dir}")
-    dataset, meta = _run_dataset(out, args.data)
+    dataset, meta = run_dataset(out, args.data)
     device = resolve_device(args.device)
     results = []
     rescored = meta["model"] != "wl"
@@ -971,7 +977,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         if not rescored:
             results.append(saved)
             continue
-        model = _load_fold_model(weights or fold_dir, device)
+        model = load_fold_model(weights or fold_dir, device)
         saved.test_acc = accuracy(model, eval_loader(dataset.graphs, split["test"]), device)
         if weights is not None:  # the saved val acc is the selected epoch's, not these weights'
             saved.val_acc = accuracy(model, eval_loader(dataset.graphs, split["val"]), device)
@@ -997,7 +1003,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {dest / 'eval.json'}")
     if meta["model"] == "et":
-        model = _load_fold_model(weights or fold_dirs[0], device)
+        model = load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())
         what = f"test graphs of {meta['dataset']}, {fold_dirs[0].name}"
         for path in pictures(model, [dataset[i] for i in split["test"][:32]], dest, what):
