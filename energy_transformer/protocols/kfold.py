@@ -210,7 +210,12 @@ def paired(a: list[FoldResult], b: list[FoldResult]) -> Paired:
 
 def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = None) -> None:
     """``out/folds.csv`` (one row per fold) and ``out/summary.json``."""
-    rows = [{k: v for k, v in asdict(r).items() if k != "extra"} | r.extra for r in summary.folds]
+    # Nested values (a selection's val_accs) as JSON, not Python's repr.
+    rows = [
+        {k: v for k, v in asdict(r).items() if k != "extra"}
+        | {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.extra.items()}
+        for r in summary.folds
+    ]
     keys = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(out / "folds.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

@@ -16,6 +16,7 @@ from energy_transformer.protocols.kfold import (
     load_results,
     paired,
     run_kfold,
+    save_results,
     select_on_validation,
     stratified_folds,
     summarize,
@@ -371,8 +372,6 @@ def test_no_floor_mean_when_a_later_fold_lacks_it():
 
 
 def test_a_table_of_folds_without_the_floor_reads_back_without_it(tmp_path):
-    from energy_transformer.protocols.kfold import save_results
-
     old = [FoldResult(0, 0.5, 0.25, 1.0, 1.0, {}), FoldResult(1, 0.75, 0.5, 1.0, 1.0, {})]
     save_results(tmp_path, summarize(old))
     with open(tmp_path / "folds.csv") as f:
@@ -384,8 +383,6 @@ def test_a_table_of_folds_without_the_floor_reads_back_without_it(tmp_path):
 
 
 def test_one_folds_floor_is_its_summary_mean(tmp_path):
-    from energy_transformer.protocols.kfold import save_results
-
     save_results(tmp_path, summarize([FoldResult(0, 0.5, 0.5, 1.0, 1.0, {}, 0.625)]))
     assert json.loads((tmp_path / "summary.json").read_text())["majority_acc_mean"] == 0.625
 
@@ -457,8 +454,6 @@ def test_selection_counts_validation_accuracies_equal_to_rounding_as_a_tie():
 
 
 def test_selection_reads_a_missing_loss_from_folds_csv_as_missing(tmp_path):
-    from energy_transformer.protocols.kfold import save_results
-
     # A run resumed across the change: fold 0 has a loss, fold 1 an empty cell in folds.csv.
     old = [
         FoldResult(0, 0.5, 0.7, 1.0, 1.0, {"val_loss": 0.3}, 0.5),
@@ -474,3 +469,11 @@ def test_selection_reads_a_missing_loss_from_folds_csv_as_missing(tmp_path):
     assert [r.extra["selected"] for r in chosen] == ["new", "new"]
     chosen = select_on_validation({"old": read, "new": new})
     assert [r.extra["selected"] for r in chosen] == ["new", "old"]
+
+
+def test_folds_csv_writes_nested_values_as_json(tmp_path):
+    results = [FoldResult(0, 0.5, 0.6, 1.0, 1.0, {"val_accs": {"a": 0.6, "b": 0.5}}, 0.5)]
+    save_results(tmp_path, summarize(results))
+    with open(tmp_path / "folds.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert json.loads(row["val_accs"]) == {"a": 0.6, "b": 0.5}
