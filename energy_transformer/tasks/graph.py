@@ -630,10 +630,9 @@ def plot_attention(
     shown: int = 6,
 ) -> Path:
     """``attention.png``: ``shown`` graphs (the first of each class in turn) drawn with every
-    node coloured by the CLS
-    token's attention to it at the end of the descent (what the class is read from) over the
-    graph's mean (1: an average node; a graph's size would otherwise set its colour), each
-    with its true and predicted class; ``what`` names the graphs in the title."""
+    node coloured by the CLS token's attention to it at the end of the descent (what the class
+    is read from) over the graph's mean (1: an average node; a graph's size would otherwise set
+    its colour), each with its true and predicted class; ``what`` names the graphs."""
     from energy_transformer.plots import plot_graph_attention
 
     # Every class in turn, so that the picture is not six graphs of the commonest class.
