@@ -318,7 +318,7 @@ def plot_updates(
             ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"step {step}", fontsize=9)
+            ax.set_title(f"t = {step}", fontsize=9)
         axes[0, 0].set_ylabel("decoded $x(t)$", fontsize=10)
     for r, name in enumerate(names, start=offset):
         images = updates[name].detach().float().cpu()
@@ -332,7 +332,7 @@ def plot_updates(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"step {step}", fontsize=9)
+                ax.set_title(f"t = {step} \u2192 {step + 1}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{name}\n(±{limit:.2g})", fontsize=10)
     if title:

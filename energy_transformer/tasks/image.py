@@ -575,7 +575,8 @@ def write_pictures(
                 {k: v.cpu() for k, v in updates.items()},
                 steps,
                 out / "updates.png",
-                title="Each module's update, decoded to pixels (red: brighter, blue: darker)",
+                title="Each module's update x(t) \u2192 x(t + 1), decoded to pixels"
+                " (red: brighter, blue: darker)",
                 states=states.cpu(),
             )
         )
