@@ -135,6 +135,15 @@ def _check_pictures(name: str, images: Tensor, square: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, n >= 1 and C 1 or 3, got {shape}")
 
 
+def _picture(ax: plt.Axes, image: np.ndarray) -> None:
+    """One image in [0, 1] on ``ax``, grey where it has one channel, with no ticks or frame."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def _as_display(images: Tensor) -> np.ndarray:
     """``(n, C, H, W)`` images in [0, 1] -> ``(n, H, W)`` or ``(n, H, W, 3)`` for imshow.
 
@@ -188,11 +197,7 @@ def plot_reconstructions(
         shown = _as_display(images)
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            _picture(ax, shown[c])
             if c == 0:
                 ax.set_ylabel(label, fontsize=10)
             if r == len(rows) - 1 and errors is not None:
@@ -414,11 +419,7 @@ def plot_descent(
     for r in range(n):
         for c, (shown, label) in enumerate(panels):
             ax = fig.add_subplot(grid[r, c])
-            ax.imshow(shown[r], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            _picture(ax, shown[r])
             if r == 0:
                 ax.set_title(label, fontsize=9)
     if curves:
