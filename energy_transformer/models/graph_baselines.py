@@ -54,7 +54,7 @@ class GINClassifier(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        check_sizes(in_features, hidden, num_classes, layers, dropout)
+        check_sizes(in_features, hidden, num_classes, layers, dropout, "in_features")
         self.scaler = FeatureScaler(in_features)
         self.encoder = GIN(in_features, hidden, layers, norm="batch_norm", jk="cat", train_eps=True)
         self.head = nn.Sequential(
@@ -87,7 +87,7 @@ class SumMLP(nn.Module):
         self, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5
     ) -> None:
         super().__init__()
-        check_sizes(in_features, hidden, num_classes, 1, dropout)
+        check_sizes(in_features, hidden, num_classes, 1, dropout, "in_features")
         self.scaler = FeatureScaler(in_features)
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden),

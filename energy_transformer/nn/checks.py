@@ -35,10 +35,18 @@ def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None
     check_real("noise_std", noise_std, allow_zero=True)
 
 
-def check_sizes(in_dim: int, hidden: int, num_classes: int, layers: int, dropout: float) -> None:
-    """A baseline network's sizes: whole numbers (``num_classes`` >= 2), dropout in [0, 1)."""
+def check_sizes(
+    in_dim: int,
+    hidden: int,
+    num_classes: int,
+    layers: int,
+    dropout: float,
+    in_name: str = "in_dim",
+) -> None:
+    """A baseline network's sizes: whole numbers (``num_classes`` >= 2), dropout in [0, 1);
+    ``in_name``: what the network calls its input size, for the message."""
     for name, value, low in (
-        ("in_dim", in_dim, 1),
+        (in_name, in_dim, 1),
         ("hidden", hidden, 1),
         ("num_classes", num_classes, 2),
         ("layers", layers, 1),

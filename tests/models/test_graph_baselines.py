@@ -307,11 +307,13 @@ def test_wl_svm_picks_c_on_validation():
         (dict(layers=0), "layers must be an int >= 1, got 0"),
         (dict(dropout=1.0), r"dropout must lie in \[0, 1\), got 1.0"),
         (dict(hidden="8"), "hidden must be an int >= 1, got '8'"),
+        (dict(in_features=0), "in_features must be an int >= 1, got 0"),
     ],
 )
 def test_baselines_refuse_sizes_they_cannot_be_built_with(kw, message):
+    sizes = {"in_features": 3, "num_classes": 2, **kw}
     with pytest.raises(ValueError, match=message):
-        GINClassifier(3, 2, **kw)
+        GINClassifier(**sizes)
     if "layers" not in kw:
         with pytest.raises(ValueError, match=message):
-            SumMLP(3, 2, **kw)
+            SumMLP(**sizes)
