@@ -475,7 +475,7 @@ def main() -> None:
         "--select",
         nargs="+",
         default=None,
-        metavar="OUT RUN",
+        metavar="PATH",
         help="OUT RUN RUN...: fold by fold, keep the run with the best validation accuracy"
         " (ties: the lower validation loss, else the first named) and write the selection to"
         " OUT; name OUT DATASET-MODEL (e.g. sel/MUTAG-et) for --collect to put it in MODEL's"
