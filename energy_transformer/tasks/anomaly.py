@@ -483,7 +483,6 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
             )
         if config["model"]["name"] == "et":
             where = out / "figures" / seed if whole_run else out / "figures"
-            for path in figures(run, where, args.data):
-                print(f"figure: {path}")
+            print("pictures: " + ", ".join(str(p) for p in figures(run, where, args.data)))
     _write_json(out / "eval.json", rows)
-    print(f"wrote {out / 'eval.json'}")
+    print(f"metrics: {out / 'eval.json'}")

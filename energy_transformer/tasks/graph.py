@@ -873,9 +873,8 @@ def train(args: argparse.Namespace) -> Path:
     table = results_table([_row(out, summary)])
     (out / "results.md").write_text(table + "\n")
     print(table)
-    if args.model == "et":
-        for path in _plot_run(out, args.data, args.device):
-            print(f"picture: {path}")
+    if args.model == "et" and (paths := _plot_run(out, args.data, args.device)):
+        print("pictures: " + ", ".join(str(p) for p in paths))
     print(f"run folder: {out}")
     return out
 
@@ -1000,11 +999,11 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "val_folds": {r.fold: r.val_acc for r in results},
     }
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {dest / 'eval.json'}")
+    print(f"metrics: {dest / 'eval.json'}")
     if meta["model"] == "et":
         model = load_fold_model(weights or fold_dirs[0], device)
         split = json.loads((fold_dirs[0] / "split.json").read_text())
         what = f"test graphs of {meta['dataset']}, {fold_dirs[0].name}"
-        for path in pictures(model, [dataset[i] for i in split["test"][:32]], dest, what):
-            print(f"picture: {path}")
+        paths = pictures(model, [dataset[i] for i in split["test"][:32]], dest, what)
+        print("pictures: " + ", ".join(str(p) for p in paths))
     return report

@@ -73,7 +73,7 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         assert (out / "energy_descent.png").stat().st_size > 0
     if model == "et":  # every adjacency gives its attention picture
         assert (out / "attention.png").stat().st_size > 0
-        assert f"picture: {out / 'attention.png'}" in capsys.readouterr().out
+        assert f"{out / 'attention.png'}" in capsys.readouterr().out.split("pictures: ")[1]
     if extra:  # the options reach the model and its saved config (et eval rebuilds it below)
         config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
     if extra == ["--adjacency", "soft"]:
@@ -102,7 +102,7 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
     saved = {f["fold"]: f["test_acc"] for f in summary["folds"]}
     assert {int(k): v for k, v in report["folds"].items()} == pytest.approx(saved)
     printed = capsys.readouterr().out
-    assert "| TOY |" in printed and f"wrote {out / 'eval.json'}" in printed
+    assert "| TOY |" in printed and f"metrics: {out / 'eval.json'}" in printed
     assert report["rescored"] == (model != "wl")
     if model != "wl":  # each fold's line names the weights it scored: the selected epoch's
         assert f"fold-01: test acc {100 * saved[1]:.2f}% (best.safetensors)" in printed
@@ -794,7 +794,7 @@ def test_eval_of_a_checkpoint_file_names_that_file(toy_root, tmp_path, one_threa
     acc = json.loads((dest / "eval.json").read_text())["folds"]["1"]
     printed = capsys.readouterr().out
     assert f"fold-01: test acc {100 * acc:.2f}% (last.safetensors)\n" in printed
-    assert f"wrote {dest / 'eval.json'}\n" in printed
+    assert f"metrics: {dest / 'eval.json'}\n" in printed
 
 
 def test_train_and_eval_titles_name_the_dataset_and_fold_of_the_plotted_graphs(
