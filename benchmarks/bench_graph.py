@@ -509,14 +509,16 @@ def main() -> None:
     except ValueError as err:
         parser.error(str(err))
     for name, cls in NEURAL.items():
-        if unknown := sorted(set(overrides[name]) - set(inspect.signature(cls).parameters)):
+        # The input and class counts are the dataset's, not options.
+        options = set(inspect.signature(cls).parameters) - {"in_features", "num_classes"}
+        if unknown := sorted(set(overrides[name]) - options):
             parser.error(f"--{name}-set: {unknown} are not options of {cls.__name__}")
         if overrides[name] and not any(parse_model(m, args.preset)[0] == name for m in args.models):
             parser.error(f"--{name}-set is given but --models has no {name}")
         if overrides[name]:
             try:  # a bad value fails here, not folds into the run
                 cls(**{"in_features": 1, "num_classes": 2, **overrides[name]})
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, RuntimeError) as err:
                 parser.error(f"--{name}-set: {err}")
     if args.folds < 2 or args.jobs < 1:
         parser.error(f"need --folds >= 2 and --jobs >= 1, got {args.folds} and {args.jobs}")

@@ -576,16 +576,16 @@ class GraphEnergyTransformer(nn.Module):
         return [dict(mask=allowed)] * len(self.blocks)
 
     @torch.no_grad()
-    def cls_attention(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def cls_attention(self, batch: Batch | Data) -> tuple[Tensor, Tensor]:
         """What the class is read from: the attention of the CLS query over the nodes at the
         end of the descent (the last block's final tokens, mean over heads), and the logits.
 
         Runs the dense layout (the same result as the edge list), in eval mode.
 
         Returns:
-            ``(weights, logits)``: ``weights: (graphs, max_nodes)``, each graph's row summing
-            to 1 over its nodes and CLS itself (so a row may sum to less than 1 over the nodes;
-            0 at padding), and ``logits: (graphs, num_classes)``.
+            ``(weights, logits)``: ``weights: (graphs, N)``, N the batch's largest graph, each
+            graph's row summing to 1 over its nodes and CLS itself (so a row may sum to less
+            than 1 over the nodes; 0 at padding), and ``logits: (graphs, num_classes)``.
         """
         if isinstance(batch, Data) and not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])

@@ -299,6 +299,7 @@ class MaskedImageModel(nn.Module):
         filled, prediction = self.fill(images, mask, tokens)
         return Completion(filled, prediction, mask, trajectory)
 
+    @torch.no_grad()
     def fill(self, images: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Decode ``tokens`` to pixels and paste them into the ``mask`` patches of ``images``.
 

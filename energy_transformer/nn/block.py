@@ -224,7 +224,8 @@ class EnergyTransformer(nn.Module):
     ) -> Tensor:
         r"""Where each token looks: the attention matrix :math:`\Omega` of :math:`\mathrm{LN}(x)`,
         ``(batch, N, dim) -> (batch, heads, N, N)``, rows = queries (0 for padding queries).
-        Dense key sets only (a mask, or none)."""
+        Key sets with a dense layout only (a mask, none, or key sets that give ``weights``;
+        an edge list gives no ``(N, N)`` matrix)."""
         keysets, _ = self._context(x, mask, padding_mask, keysets)
         return self.attention.weights(self.norm(x), keysets)
 

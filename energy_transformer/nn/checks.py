@@ -1,5 +1,6 @@
-"""Argument checks shared by the modules of :mod:`energy_transformer.nn`: a bad size or scale
-fails at construction with its name, not later as a shape error or a NaN energy."""
+"""Argument checks shared by the modules of :mod:`energy_transformer.nn` and the baselines of
+:mod:`energy_transformer.models`: a bad size or scale fails at construction with its name, not
+later as a shape error or a NaN energy."""
 
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None
 
 
 def check_sizes(
-    in_dim: int,
-    hidden: int,
-    num_classes: int,
-    layers: int,
-    dropout: float,
+    in_dim: object,
+    hidden: object,
+    num_classes: object,
+    layers: object,
+    dropout: object,
     in_name: str = "in_dim",
 ) -> None:
     """A baseline network's sizes: whole numbers (``num_classes`` >= 2), dropout in [0, 1);
@@ -51,7 +52,7 @@ def check_sizes(
         ("num_classes", num_classes, 2),
         ("layers", layers, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")

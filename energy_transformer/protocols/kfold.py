@@ -359,16 +359,18 @@ def select_on_validation(candidates: dict[str, Sequence[FoldResult]]) -> list[Fo
     selected = []
     for fold in shared:
         rows = {name: folds[fold] for name, folds in by_fold.items()}
-        floors = {r.majority_acc for r in rows.values()}
-        if len(floors) > 1:  # another split would give another majority class share
+        # Another split would give another majority class share (older folds may lack it).
+        floors = {r.majority_acc for r in rows.values()} - {None}
+        if len(floors) > 1:
             raise ValueError(f"fold {fold}: the candidates were not run on the same splits")
         best = max(r.val_acc for r in rows.values())
         tied = [name for name, r in rows.items() if abs(r.val_acc - best) <= 1e-9]
         # A fold read back from folds.csv without a loss has "" there, not None.
-        losses = [rows[name].extra.get("val_loss") or None for name in tied]
+        losses = [rows[name].extra.get("val_loss") for name in tied]
+        losses = [None if v in (None, "") else float(v) for v in losses]
         tie = None if len(tied) == 1 else "loss" if None not in losses else "order"
         if tie == "loss":
-            tied = [tied[int(np.argmin([float(v) for v in losses]))]]
+            tied = [tied[int(np.argmin(losses))]]
         chosen = rows[tied[0]]
         extra = {
             **chosen.extra,

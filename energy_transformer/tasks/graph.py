@@ -485,7 +485,9 @@ def select_runs(
     if len(set(names)) < len(names):
         names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
     if len(set(names)) < len(names):
-        raise ValueError(f"the candidates {names} are not distinct run folders")
+        raise ValueError(
+            f"the candidates {names} have alike folder names: give each run a name of its own"
+        )
     metas, results = {}, {}
     for name, folder in zip(names, folders, strict=True):
         config = folder / "config.json"

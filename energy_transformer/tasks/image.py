@@ -517,7 +517,8 @@ def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
 def write_pictures(
     model: MaskedImageModel, images: Tensor, mask: Tensor, per_image: Tensor, out: Path
 ) -> list[Path]:
-    """Reconstruction grid; for ET also energy descent, memories, updates, positions."""
+    """Reconstruction grid; for ET also the energy descent, the completion along the descent
+    (``descent.png``), memories, updates and positions."""
     from energy_transformer import plots
 
     device = next(model.parameters()).device

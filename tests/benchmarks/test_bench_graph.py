@@ -473,3 +473,17 @@ def test_running_the_same_command_again_reads_the_finished_folds_back(
     assert [r.test_acc for r in again[0]["summary"].folds] == [
         r.test_acc for r in first[0]["summary"].folds
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gin-set", "in_features=5"], "--gin-set: ['in_features'] are not options of GIN"),
+        (["--models", "et", "--et-set", "dim=-1"], "--et-set: "),
+    ],
+)
+def test_dataset_sizes_and_values_torch_rejects_end_in_one_line(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["bench_graph.py", *args])
+    with pytest.raises(SystemExit):
+        load_script("bench_graph").main()
+    assert message in capsys.readouterr().err

@@ -477,3 +477,10 @@ def test_folds_csv_writes_nested_values_as_json(tmp_path):
     with open(tmp_path / "folds.csv", newline="") as f:
         (row,) = csv.DictReader(f)
     assert json.loads(row["val_accs"]) == {"a": 0.6, "b": 0.5}
+
+
+def test_selection_counts_a_zero_validation_loss_and_ignores_a_missing_floor():
+    a = [FoldResult(0, 0.5, 0.8, 1.0, 1.0, {"val_loss": 0.0}, None)]  # an older fold: no floor
+    b = [FoldResult(0, 0.6, 0.8, 1.0, 1.0, {"val_loss": 0.3}, 0.6)]
+    (chosen,) = select_on_validation({"b": b, "a": a})
+    assert chosen.extra["selected"] == "a" and chosen.extra["tie"] == "loss"  # 0.0 < 0.3

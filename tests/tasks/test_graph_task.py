@@ -983,7 +983,9 @@ def test_select_runs_checks_every_candidates_splits_and_records_what_it_chose(
         for candidates in ([base, wide, other], [base, other, wide]):
             with pytest.raises(ValueError, match=re.escape(f"same splits: {said}")):
                 select_runs(tmp_path / "x", candidates)
-    with pytest.raises(ValueError, match="are not distinct run folders"):
+    with pytest.raises(
+        ValueError, match="have alike folder names: give each run a name of its own"
+    ):
         select_runs(tmp_path / "x", [base, base])
     held = fake_run(tmp_path / "held", [0.5, 0.5], [0.5, 0.5], protocol="train-on-all")
     with pytest.raises(ValueError, match="is a train-on-all run: select among cv runs"):
