@@ -43,7 +43,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
 from energy_transformer.nn.attention import scaled_scores
-from energy_transformer.nn.checks import check_positive_int
+from energy_transformer.nn.checks import check_descent, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
 
 ADJACENCIES = ("hard", "soft", "released")
@@ -411,8 +411,10 @@ class GraphEnergyTransformer(nn.Module):
             raise ValueError(f"adjacency must be one of {ADJACENCIES}, got {adjacency!r}")
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        if blocks < 1 or steps < 0:
-            raise ValueError(f"need blocks >= 1 and steps >= 0, got {blocks}, {steps}")
+        sizes = {"in_features": in_features, "num_classes": num_classes, "dim": dim}
+        for name, value in {**sizes, "pe_dim": pe_dim, "blocks": blocks}.items():
+            check_positive_int(name, value)
+        check_descent(steps, alpha, noise_std)
         self.pe_dim, self.steps, self.alpha = pe_dim, steps, alpha
         self.noise_std, self.adjacency, self.attention = noise_std, adjacency, attention
         self.scaler = FeatureScaler(in_features)

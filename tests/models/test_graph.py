@@ -708,3 +708,19 @@ def test_cls_attention_is_the_last_blocks_cls_row_after_the_descent(kw):
     assert float(weights[0].sum() + cls_self) == pytest.approx(1.0, abs=1e-5)
     if kw.get("exclude_self"):
         assert float(cls_self) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(dim=-1), "dim must be"),
+        (dict(pe_dim=0), "pe_dim must be"),
+        (dict(blocks=0), "blocks must be"),
+        (dict(steps=1.5), "steps must be an int >= 0, got 1.5"),
+        (dict(alpha=0.0), "alpha must be"),
+        (dict(noise_std=-0.1), "noise_std must be"),
+    ],
+)
+def test_graph_model_refuses_sizes_and_descent_settings_at_construction(kw, message):
+    with pytest.raises(ValueError, match=message):
+        small_model(**kw)
