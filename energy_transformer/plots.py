@@ -135,13 +135,18 @@ def _check_pictures(name: str, images: Tensor, square: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, n >= 1 and C 1 or 3, got {shape}")
 
 
-def _picture(ax: plt.Axes, image: np.ndarray) -> None:
-    """One image in [0, 1] on ``ax``, grey where it has one channel, with no ticks or frame."""
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+def _bare(ax: plt.Axes) -> None:
+    """No ticks and no frame: the axes hold a picture, not a plot."""
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+def _picture(ax: plt.Axes, image: np.ndarray) -> None:
+    """One image in [0, 1] on ``ax``, grey where it has one channel, with no ticks or frame."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _bare(ax)
 
 
 def _as_display(images: Tensor) -> np.ndarray:
@@ -251,10 +256,7 @@ def _tile(ax: plt.Axes, tiles: Tensor, symmetric: bool) -> AxesImage:
         lo, hi = torch.nan_to_num(canvas, nan=0.0).amin(), torch.nan_to_num(canvas).amax()
         shown = ((canvas - lo) / (hi - lo + 1e-12)).nan_to_num(1.0).permute(1, 2, 0)
         image = ax.imshow(shown.numpy(), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    _bare(ax)
     return image
 
 

@@ -29,6 +29,8 @@ what it is batched with.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -577,6 +579,19 @@ class GraphEnergyTransformer(nn.Module):
             ]
         return [dict(mask=allowed)] * len(self.blocks)
 
+    @contextmanager
+    def dense_eval(self) -> Iterator[None]:
+        """Within the block: eval mode and the dense layout (the same result as the edge list,
+        with one energy per graph and an ``(N, N)`` attention matrix); both restored after."""
+        layout, training = self.attention, self.training
+        self.attention = "dense"
+        self.eval()
+        try:
+            yield
+        finally:
+            self.attention = layout
+            self.train(training)
+
     @torch.no_grad()
     def cls_attention(self, batch: Batch | Data) -> tuple[Tensor, Tensor]:
         """What the class is read from: the attention of the CLS query over the nodes at the
@@ -592,15 +607,10 @@ class GraphEnergyTransformer(nn.Module):
         if isinstance(batch, Data) and not isinstance(batch, Batch):
             batch = Batch.from_data_list([batch])
         # Eval mode: no sign flips nor noise, so that the two passes see the same tokens.
-        layout, training, self.attention = self.attention, self.training, "dense"
-        self.eval()
-        try:
+        with self.dense_eval():
             logits, trajectories = self(batch, return_trajectory=True)
             x, allowed, padding = self.tokens(batch)
             kw = self._dense_keysets(x, allowed, padding)[-1]
-        finally:
-            self.attention = layout
-            self.train(training)
         final = trajectories[-1].tokens[-1]  # (graphs, 1 + N, D)
         omega = self.blocks[-1].attention_weights(final, padding_mask=padding, **kw)
         return omega[:, :, 0, 1:].mean(dim=1), logits

@@ -524,7 +524,7 @@ def select_runs(
         "train": trains[0] if all(t == trains[0] for t in trains) else None,
         "selected_from": {
             name: {
-                "path": str(Path(c).resolve()),
+                "path": str(c.resolve()),
                 "model": m.get("model"),
                 "model_config": m.get("model_config"),
             }
@@ -604,14 +604,9 @@ def plot_energy(
     from energy_transformer.plots import plot_energy_descent
 
     device = next(model.parameters()).device
-    model.eval()
-    layout, model.attention = model.attention, "dense"
-    try:
-        with torch.no_grad():
-            batch = Batch.from_data_list(list(graphs)).to(device)
-            _, trajectories = model(batch, return_trajectory=True)
-    finally:
-        model.attention = layout
+    with model.dense_eval(), torch.no_grad():
+        batch = Batch.from_data_list(list(graphs)).to(device)
+        _, trajectories = model(batch, return_trajectory=True)
     paths = []
     for i, trajectory in enumerate(trajectories):
         name = (
