@@ -45,6 +45,7 @@ from energy_transformer.protocols.kfold import (
     summarize,
 )
 from energy_transformer.tasks.graph import (
+    MODELS,
     NEURAL,
     PAPER_TRAIN_SET_ACC,
     cross_validate,
@@ -54,7 +55,6 @@ from energy_transformer.tasks.graph import (
 )
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ENZYMES", "DD", "IMDB-BINARY")
-MODELS = ("et", "gin", "mlp", "wl")
 NAMES = {"et": "ET", "gin": "GIN", "mlp": "MLP (sum)", "wl": "WL+SVM"}
 # Dense N x N attention on DD (up to 5,748 nodes) does not fit a CPU budget: every model sees
 # the first MAX_NODES nodes of each DD graph (one residue chain prefix), so all are compared on
@@ -444,13 +444,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="ET constructor overrides, e.g. qk_init_std=0.05 steps=8 (a variant of the preset)",
     )
-    for name, cls in (("gin", "GINClassifier"), ("mlp", "SumMLP")):
+    for name in ("gin", "mlp"):
         parser.add_argument(
             f"--{name}-set",
             nargs="+",
             default=[],
             metavar="KEY=VALUE",
-            help=f"{cls} overrides, e.g. hidden=32 (a variant of the baseline)",
+            help=f"{NEURAL[name].__name__} overrides, e.g. hidden=32 (a variant of the baseline)",
         )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--data", default=None, help="data root (default $ET_DATA)")

@@ -8,10 +8,15 @@ import math
 import numbers
 
 
+def _whole(value: object, low: int) -> bool:
+    """``value`` is an integer >= ``low`` (numpy's too; ``bool`` is not a size)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+
+
 def check_positive_int(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer >= 1 (numpy's too; ``bool`` is not
     a size)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not _whole(value, 1):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
@@ -30,7 +35,7 @@ def check_real(name: str, value: object, *, allow_zero: bool = False) -> None:
 def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None:
     """Raise unless ``steps`` is an int >= 0 (0: no descent), ``alpha`` > 0 and ``noise_std``
     >= 0: the settings of :meth:`EnergyTransformer.forward` and of the models that call it."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+    if not _whole(steps, 0):
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     check_real("alpha", alpha)
     check_real("noise_std", noise_std, allow_zero=True)
@@ -52,7 +57,7 @@ def check_sizes(
         ("num_classes", num_classes, 2),
         ("layers", layers, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        if not _whole(value, low):
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
