@@ -8,6 +8,12 @@ energies are also scored as a label-free anomaly score. Prints a markdown report
 to ``--out``.
 
     nice python benchmarks/bench_anomaly.py --seeds 3 --epochs 30
+
+Model selection across configurations: run each configuration with the same seeds (and so the
+same splits), keep each run's printed log, then pick per model and seed the configuration with
+the best validation metric (GADBench's AUPRC; macro-F1 for the BWGNN protocol):
+
+    python benchmarks/bench_anomaly.py --select small=runs/a_log.txt wide=runs/b_log.txt
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ import torch
 from energy_transformer.data.gad import load_gad
 from energy_transformer.protocols.gad import (
     MODELS,
+    PROTOCOLS,
     SPLITS,
     HarnessConfig,
     RunResult,
     format_table,
     run_protocols,
+    select_configurations,
     summarize,
 )
 from energy_transformer.tasks.anomaly import add_et_arguments, et_options
@@ -49,13 +57,16 @@ PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro
 
 
 def _report(dataset: str, r: RunResult) -> None:
+    val = f" val {r.validation} split {r.split}" if r.validation else ""
     energy = f" energy {r.energy_metrics}" if r.energy_metrics is not None else ""
-    print(f"[{dataset} {r.model} seed {r.seed}] {r.metrics}{energy} {r.seconds:.0f}s", flush=True)
+    line = f"[{dataset} {r.model} seed {r.seed}] {r.metrics}{val}{energy} {r.seconds:.0f}s"
+    print(line, flush=True)
 
 
 def parse_log(text: str) -> dict[str, list[RunResult]]:
     """Per dataset, the results of the seeds every model finished, read back from the lines
-    :func:`_report` printed (a run cut off by a time limit still gives its finished seeds)."""
+    :func:`_report` printed (a run cut off by a time limit still gives its finished seeds).
+    Lines of older logs, without the validation record and split, still read."""
     found: dict[str, list[RunResult]] = {}
     for line in text.splitlines():
         if not line.startswith("[") or "] {" not in line:
@@ -63,7 +74,9 @@ def parse_log(text: str) -> dict[str, list[RunResult]]:
         head, body = line[1:].split("] ", 1)
         dataset, model, _, seed = head.split()
         body, seconds = body.rsplit(" ", 1)
-        metrics, _, energy = body.partition(" energy ")
+        body, _, energy = body.partition(" energy ")
+        body, _, split = body.partition(" split ")
+        metrics, _, val = body.partition(" val ")
         found.setdefault(dataset, []).append(
             RunResult(
                 model=model,
@@ -71,6 +84,8 @@ def parse_log(text: str) -> dict[str, list[RunResult]]:
                 metrics=ast.literal_eval(metrics),
                 seconds=float(seconds.rstrip("s")),
                 energy_metrics=ast.literal_eval(energy) if energy else None,
+                validation=ast.literal_eval(val) if val else {},
+                split=split or None,
             )
         )
     complete = {}
@@ -81,6 +96,63 @@ def parse_log(text: str) -> dict[str, list[RunResult]]:
         ]
         complete[dataset] = [r for r in results if r.seed in seeds]
     return complete
+
+
+def selection_report(pairs: list[str]) -> str:
+    """The tables of :func:`select_configurations` over the logs of ``NAME=LOG`` pairs: per
+    dataset and protocol, the selected results, how often each configuration was chosen, and
+    every configuration's own test means (chosen by test, so for reading only)."""
+    candidates: dict[str, dict[str, list[RunResult]]] = {}
+    for pair in pairs:
+        name, sep, log = pair.partition("=")
+        if not sep or not name or not log:
+            raise ValueError(f"--select takes NAME=LOG pairs, got {pair!r}")
+        path = Path(log)
+        if not path.is_file():
+            raise ValueError(f"--select {name}: no log file {path}")
+        for dataset, results in parse_log(path.read_text()).items():
+            candidates.setdefault(dataset, {})[name] = results
+    sections = [
+        "## Model selection across configurations on validation\n",
+        "Configurations (name = log of its run): "
+        + ", ".join(f"`{p}`" for p in pairs)
+        + ". Per model and seed, the configuration with the best validation metric of the"
+        " protocol is kept (ties: the one named first) and its test metrics reported; its"
+        " seconds are the sum over the candidates.\n",
+    ]
+    for dataset, runs in candidates.items():
+        for protocol in ("gadbench", "bwgnn"):
+            selected, chosen = select_configurations(runs, protocol)
+            metric = PROTOCOLS[protocol].select.removeprefix("val_")
+            seeds = sorted({r.seed for r in selected})
+            sections.append(
+                f"### {dataset}, {protocol} protocol: selected on validation {metric}"
+                f" ({len(seeds)} seeds, {_seed_range(seeds)})\n"
+            )
+            sections.append(format_table(summarize(selected, protocol)) + "\n")
+            names = list(runs)
+            sections.append(
+                "Seeds that chose each configuration, and (after the slash) its own mean test"
+                f" {metric} (%) over the same seeds:\n"
+            )
+            lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            for model, counts in chosen.items():
+                shared = {r.seed for r in selected if r.model == model}
+                cells = []
+                for name in names:
+                    if name not in counts:
+                        cells.append("-")
+                        continue
+                    own = [
+                        r.metrics[protocol][metric]
+                        for r in runs[name]
+                        if r.model == model and r.seed in shared
+                    ]
+                    mean = f"{100 * sum(own) / len(own):.1f}" if own else "-"
+                    cells.append(f"{counts[name]} / {mean}")
+                lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
 
 
 def _seed_range(seeds: list[int]) -> str:
@@ -125,6 +197,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--rf-trees", type=int, default=100, help="RF-Graph's trees and GB-Graph's boosting rounds"
     )
+    parser.add_argument(
+        "--rf-hops", type=int, default=2, help="RF-Graph's and GB-Graph's aggregation depth"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
@@ -139,7 +214,24 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--machine", default="2-core CPU sandbox, no GPU", help="machine description for the report"
     )
+    parser.add_argument(
+        "--select",
+        nargs="+",
+        metavar="NAME=LOG",
+        default=None,
+        help="select per model and seed, on validation, among the configurations whose runs"
+        " printed these logs (same seeds); train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.select is not None:
+        try:
+            report_text = selection_report(args.select)
+        except ValueError as err:
+            parser.error(str(err))
+        print(report_text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report_text)
+        return report_text
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
     et = et_options(args, prefix="et-")
@@ -150,7 +242,7 @@ def main(argv: list[str] | None = None) -> str:
         input_hops=args.input_hops,
         device=args.device,
         et=et,
-        rf={"n_estimators": args.rf_trees},
+        rf={"n_estimators": args.rf_trees, "hops": args.rf_hops},
     )
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("need --seeds >= 1 and --first-seed >= 0")
@@ -216,8 +308,8 @@ def main(argv: list[str] | None = None) -> str:
             f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
             f" {len(seeds)} seeds ({_seed_range(seeds)};"
             f" one {split} train / val / test split per seed, shared by all models);"
-            f" RF-Graph and GB-Graph (gradient boosting): {args.rf_trees} trees on mean/max 2-hop"
-            " aggregates;"
+            f" RF-Graph and GB-Graph (gradient boosting): {args.rf_trees} trees on mean/max"
+            f" {args.rf_hops}-hop aggregates;"
             + (
                 f" neural models' input: the same map over {args.input_hops} hops, standardised."
                 if args.input_hops

@@ -3,9 +3,12 @@
 #
 #   ET_DATA=/path/to/data OUT=/tmp/out bash benchmarks/gpu_suite.sh [cuda|cpu] [full|tiny] [PARTS]
 #
-# PARTS is any of "edges core graph anomaly" (default: "edges core anomaly"; the graph part has
-# no cell left to fill, see below). "edges" comes first: the graph and anomaly models run the
-# sparse attention's CSR kernel, which it checks on the device. Each part runs under its own time
+# PARTS is any of "tests edges core graph anomaly select" (default: "tests edges core anomaly";
+# the graph part has no cell left to fill, see below). "tests" comes first: tests/test_devices.py
+# checks the device's results against the CPU's (the CSR kernel's sparse products, autocast, the
+# trainer); "edges" times that kernel. "select" runs the anomaly configurations of $SELECT_GRID
+# side by side on the device, each with the flags $SELECT, and selects among them on validation
+# (bench_anomaly.py --select). Each part runs under its own time
 # limit and writes its table under $OUT as it finishes, so a part that runs out of time loses
 # only itself. "tiny" checks the script itself on a CPU.
 #
@@ -18,7 +21,7 @@
 set -u
 DEVICE=${1:-cuda}
 SCALE=${2:-full}
-PARTS=${3:-edges core anomaly}
+PARTS=${3:-tests edges core anomaly}
 OUT=${OUT:-runs/gpu_suite}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -39,7 +42,8 @@ if [ "$SCALE" = full ]; then
     GRAPH_CPU=${GRAPH_CPU:-}
     GAD="--datasets tolokers --seeds 5 --epochs 100"
     EDGES="--repeats 5"
-    T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150
+    SELECT=${SELECT:-"--datasets tolokers --models et,mlp,gcn,sage,bwgnn --first-seed 10 --seeds 5 --epochs 200 --et-learn-beta --et-steps 4 --threads 3"}
+    T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150 T_SELECT=${T_SELECT:-300}
 else
     CORE="--preset small --batch 2 --repeats 1 --steps 2"
     GRAPH="--preset cpu --epochs 2 --models et --folds 2"
@@ -47,7 +51,8 @@ else
     GRAPH_CPU="--datasets ENZYMES --jobs 2 --max-folds 1"
     GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et"
     EDGES="--cases random --nodes 300 --edges 1500 --repeats 1"
-    T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120
+    SELECT=${SELECT:-"--datasets tolokers --models et,mlp --seeds 1 --epochs 1 --threads 1"}
+    T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120 T_SELECT=120
 fi
 
 { nvidia-smi -L 2>/dev/null; $PY -c "import torch, torch_geometric as g; print('torch', torch.__version__, 'pyg', g.__version__, 'cuda', torch.cuda.is_available())"; } | tee "$OUT/env.txt"
@@ -58,6 +63,12 @@ has() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # (a part stopped by its time limit counts as failed: timeout exits 124).
 status=0
 failed() { echo "gpu_suite: $1 failed (exit $2)" >&2; status=1; }
+
+if has tests; then
+    timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_devices.py > "$OUT/tests.txt" 2>&1 \
+        || failed tests $?
+    tail -n 3 "$OUT/tests.txt"
+fi
 
 if has edges; then
     # shellcheck disable=SC2086
@@ -110,5 +121,25 @@ if has anomaly; then
         --machine "$(head -n 1 "$OUT/env.txt")" --out "$OUT/anomaly.md" \
         > "$OUT/anomaly_log.txt" 2>&1 || failed anomaly $?
     tail -n 5 "$OUT/anomaly_log.txt"
+fi
+if has select; then
+    # NAME:FLAGS entries, each run as its own process on the one device; every model is
+    # selected among the entries that ran it, per seed, on validation.
+    GRID=${SELECT_GRID:-"h64:--hidden 64;h128:--hidden 128;h64hop2:--hidden 64 --input-hops 2;h128hop2:--hidden 128 --input-hops 2"}
+    mkdir -p "$OUT/select"
+    pairs=() pids=()
+    IFS=';' read -ra entries <<< "$GRID"
+    for entry in "${entries[@]}"; do
+        name=${entry%%:*}
+        # shellcheck disable=SC2086
+        timeout "$T_SELECT" $PY benchmarks/bench_anomaly.py --device "$DEVICE" --no-reference \
+            $SELECT ${entry#*:} --machine "$(head -n 1 "$OUT/env.txt")" \
+            --out "$OUT/select/$name.md" > "$OUT/select/${name}_log.txt" 2>&1 &
+        pids+=($!) pairs+=("$name=$OUT/select/${name}_log.txt")
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed "select run $pid" $?; done
+    $PY benchmarks/bench_anomaly.py --select "${pairs[@]}" --out "$OUT/select/select.md" \
+        > /dev/null 2> "$OUT/select/select_err.txt" || failed "select table" $?
+    head -n 12 "$OUT/select/select.md" 2>/dev/null
 fi
 exit "$status"

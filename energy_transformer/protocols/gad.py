@@ -25,9 +25,10 @@ default betas, no clipping); no semi-supervised (20 + 80 labels) setting.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ class Split:
     train: Tensor
     val: Tensor
     test: Tensor
+
+    def fingerprint(self) -> str:
+        """Eight hex digits that differ between splits: runs compared for model selection
+        must share theirs (logs and results carry it)."""
+        digest = hashlib.sha1()
+        for part in (self.train, self.val, self.test):
+            digest.update(part.cpu().to(torch.int64).numpy().tobytes())
+            digest.update(b"|")
+        return digest.hexdigest()[:8]
 
 
 def stratified_split(
@@ -302,8 +312,10 @@ def anomaly_scores(model: nn.Module, data: Any) -> Tensor:
 class RunResult:
     """One model, one seed: per protocol, the test metrics at its selected epoch; wall time.
 
-    ``energy_metrics`` (ET only): ranking metrics of the final node energies as anomaly
-    scores, with the weights selected by the first protocol.
+    ``validation``: per protocol, the validation metric that selected that epoch (its value
+    there), which :func:`select_configurations` compares across runs; ``split``: the split's
+    :meth:`Split.fingerprint`. ``energy_metrics`` (ET only): ranking metrics of the final node
+    energies as anomaly scores, with the weights selected by the first protocol.
     """
 
     model: str
@@ -313,6 +325,8 @@ class RunResult:
     best_epoch: dict[str, int] = field(default_factory=dict)
     energy_metrics: dict[str, float] | None = None
     state: dict[str, Tensor] | None = None
+    validation: dict[str, float] = field(default_factory=dict)
+    split: str | None = None
 
 
 def _protocols(protocols: str | Protocol | list | tuple) -> list[Protocol]:
@@ -392,17 +406,28 @@ def train_neural(
         return score_split(scores, graph.y, split)
 
     result = trainer.fit([graph], evaluate=evaluate, select=protocols[0].select, resume=resume)
-    metrics, best_epoch = {}, {}
+    metrics, best_epoch, validation = {}, {}, {}
     for p in protocols:
         row = select_epoch(result.history, p)
         metrics[p.name], best_epoch[p.name] = pick_test(row, p.metrics), int(row["epoch"])
+        validation[p.name] = row[p.select]
     model.load_state_dict(result.best_state)
     model.eval()
     energy = None
     if name == "et":
         scores = model.energy_scores(graph.x, graph.edge_index)
         energy = pick_test(score_split(scores, graph.y, split), RANKING)
-    return RunResult(name, seed, metrics, result.seconds, best_epoch, energy, result.best_state)
+    return RunResult(
+        name,
+        seed,
+        metrics,
+        result.seconds,
+        best_epoch,
+        energy,
+        result.best_state,
+        validation,
+        split.fingerprint(),
+    )
 
 
 def fit_trees(
@@ -420,8 +445,10 @@ def fit_trees(
     trees.fit(data.x, data.edge_index, data.y, split.train)
     row = score_split(trees.predict_proba(data.x, data.edge_index), data.y, split)
     seconds = time.perf_counter() - start
-    metrics = {p.name: pick_test(row, p.metrics) for p in _protocols(protocols)}
-    return RunResult(name, seed, metrics, seconds)
+    protocols = _protocols(protocols)
+    metrics = {p.name: pick_test(row, p.metrics) for p in protocols}
+    validation = {p.name: row[p.select] for p in protocols}
+    return RunResult(name, seed, metrics, seconds, validation=validation, split=split.fingerprint())
 
 
 def run_one(
@@ -509,6 +536,62 @@ def summarize(
         model: {k: (float(np.mean(v)), float(np.std(v))) for k, v in row.items()}
         for model, row in rows.items()
     }
+
+
+def select_configurations(
+    candidates: dict[str, list[RunResult]], protocol: str | Protocol
+) -> tuple[list[RunResult], dict[str, dict[str, int]]]:
+    """Model selection across configurations on validation, seed by seed, as GADBench selects
+    hyper-parameters: of several runs of a model on the same split, keep the one with the best
+    validation metric of ``protocol`` and report its test metrics.
+
+    The choice sees validation nodes only. Ties go to the configuration named first: list the
+    default first. A selected seed costs every candidate's training, so its ``seconds`` are
+    their sum. A model is selected among the configurations that ran it, over the seeds all of
+    them finished; each protocol selects on its own metric.
+
+    Args:
+        candidates: configuration name -> its results (any models and seeds).
+        protocol: whose validation metric chooses (``"gadbench"``: AUPRC).
+
+    Returns:
+        The chosen results (one per model and shared seed) and, per model, how many seeds chose
+        each configuration.
+
+    Raises:
+        ValueError: fewer than two configurations, results without a validation record for
+            ``protocol`` (logs from before it was kept), or runs of one seed on other splits.
+    """
+    protocol = _protocols(protocol)[0]
+    if len(candidates) < 2:
+        raise ValueError(f"selection needs at least two configurations, got {len(candidates)}")
+    runs: dict[str, dict[str, dict[int, RunResult]]] = {}
+    for config, results in candidates.items():
+        for r in results:
+            if protocol.name not in r.validation:
+                raise ValueError(
+                    f"{config}: {r.model} seed {r.seed} has no validation {protocol.select} for"
+                    f" protocol {protocol.name} (a run from before validation was recorded)"
+                )
+            runs.setdefault(r.model, {}).setdefault(config, {})[r.seed] = r
+    selected: list[RunResult] = []
+    chosen: dict[str, dict[str, int]] = {}
+    for model, by_config in runs.items():
+        seeds = sorted(set.intersection(*(set(seeds) for seeds in by_config.values())))
+        counts = chosen.setdefault(model, dict.fromkeys(by_config, 0))
+        for seed in seeds:
+            rows = {config: by_seed[seed] for config, by_seed in by_config.items()}
+            if len({r.split for r in rows.values()}) > 1:
+                raise ValueError(
+                    f"{model} seed {seed}: the configurations ran on different splits"
+                    f" ({ {c: r.split for c, r in rows.items()} })"
+                )
+            # max() keeps the first of equal values: the configuration named first.
+            config = max(rows, key=lambda c: rows[c].validation[protocol.name])
+            counts[config] += 1
+            seconds = sum(r.seconds for r in rows.values())
+            selected.append(replace(rows[config], seconds=seconds, state=None))
+    return selected, chosen
 
 
 def format_table(summary: dict[str, dict[str, tuple[float, float]]], scale: float = 100.0) -> str:

@@ -207,3 +207,63 @@ def test_paper_reference_table_matches_the_spec(bench):
     cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
     assert {c[0]: (float(c[1]), float(c[2]), c[3]) for c in cells} == SPEC_PAPER
     assert len(rows) == len(SPEC_PAPER)
+
+
+def test_selection_across_configurations_from_two_runs_logs(bench, tmp_path, one_thread, capsys):
+    """Two configurations run with the same seeds; --select picks per model and seed on
+    validation, from the logs alone."""
+    write_tolokers(tmp_path)
+    base = ["--datasets", "tolokers", "--models", "et,mlp", "--seeds", "2", "--epochs", "2"]
+    base += ["--rf-trees", "5", "--threads", "1", "--data", str(tmp_path)]
+    logs, runs = {}, {}
+    for name, flags in (("small", ["--hidden", "8"]), ("wide", ["--hidden", "16"])):
+        capsys.readouterr()
+        bench.main([*base, *flags, "--out", str(tmp_path / f"{name}.md")])
+        logs[name] = tmp_path / f"{name}.txt"
+        logs[name].write_text(capsys.readouterr().out)
+        runs[name] = bench.parse_log(logs[name].read_text())["tolokers"]
+    # The log carries what selection needs: each run's validation record and split.
+    assert all(set(r.validation) == {"gadbench", "bwgnn"} and r.split for r in runs["wide"])
+    report = bench.main(
+        ["--select", *(f"{n}={p}" for n, p in logs.items()), "--out", str(tmp_path / "s.md")]
+    )
+    assert (tmp_path / "s.md").read_text() == report
+    assert (
+        "### tolokers, gadbench protocol: selected on validation auprc (2 seeds, seeds 0-1)"
+        in report
+    )
+    for model in ("et", "mlp"):
+        picks = {
+            seed: max(runs, key=lambda n: next(
+                r.validation["gadbench"] for r in runs[n] if r.model == model and r.seed == seed
+            ))
+            for seed in (0, 1)
+        }  # fmt: skip
+        expect = [
+            next(r for r in runs[picks[s]] if r.model == model and r.seed == s).metrics
+            for s in (0, 1)
+        ]
+        mean = 100 * sum(m["gadbench"]["auroc"] for m in expect) / 2
+        row = next(line for line in report.splitlines() if line.startswith(f"| {model} | "))
+        assert row.startswith(f"| {model} | {mean:.1f} ± ")
+        counts = [list(picks.values()).count(n) for n in ("small", "wide")]
+        assert any(
+            line.startswith(f"| {model} | {counts[0]} / ") and f" | {counts[1]} / " in line
+            for line in report.splitlines()
+        )
+
+
+def test_selection_refuses_bad_pairs_and_old_logs(bench, tmp_path, capsys):
+    old = tmp_path / "old.txt"
+    old.write_text(
+        "[tolokers et seed 0] {'gadbench': {'auroc': 0.5, 'auprc': 0.5, 'rec_at_k': 0.5},"
+        " 'bwgnn': {'macro_f1': 0.5, 'auroc': 0.5}} 3s\n"
+    )
+    for args, message in [
+        (["a"], "--select takes NAME=LOG pairs, got 'a'"),
+        ([f"a={tmp_path / 'none.txt'}", f"b={old}"], "--select a: no log file"),
+        ([f"a={old}", f"b={old}"], "a: et seed 0 has no validation val_auprc"),
+    ]:
+        with pytest.raises(SystemExit):
+            bench.main(["--select", *args, "--out", str(tmp_path / "s.md")])
+        assert message in capsys.readouterr().err

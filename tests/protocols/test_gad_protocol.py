@@ -1,5 +1,6 @@
 """The anomaly-detection harness: stratified splits, metric bookkeeping, an end-to-end run."""
 
+import csv
 import json
 from types import SimpleNamespace
 
@@ -455,3 +456,71 @@ def test_the_harness_config_accepts_no_descent_and_numpy_steps():
 
     HarnessConfig(et={"steps": 0})  # 0 steps: the block is skipped, a valid ablation
     HarnessConfig(et={"steps": np.int64(2), "noise_std": 0.0})
+
+
+def _picked(model, seed, auprc_val, auprc_test, f1_val, split="s", seconds=1.0):
+    metrics = {
+        "gadbench": {"auroc": 0.5, "auprc": auprc_test, "rec_at_k": 0.5},
+        "bwgnn": {"macro_f1": auprc_test, "auroc": 0.5},
+    }
+    validation = {"gadbench": auprc_val, "bwgnn": f1_val}
+    return RunResult(model, seed, metrics, seconds, validation=validation, split=split)
+
+
+def test_selection_across_configurations_picks_on_validation_seed_by_seed():
+    candidates = {
+        # seed 0: "wide" has the better validation AUPRC but the worse test AUPRC.
+        "small": [_picked("et", 0, 0.5, 0.9, 0.7), _picked("et", 1, 0.6, 0.2, 0.1)],
+        "wide": [_picked("et", 0, 0.6, 0.1, 0.2), _picked("et", 1, 0.6, 0.8, 0.3, seconds=4)],
+        "more": [_picked("mlp", 0, 0.1, 0.3, 0.1)],
+    }
+    selected, chosen = gad.select_configurations(candidates, "gadbench")
+    et = {r.seed: r for r in selected if r.model == "et"}
+    assert et[0].metrics["gadbench"]["auprc"] == 0.1  # validation decides, not test
+    assert et[1].metrics["gadbench"]["auprc"] == 0.2  # a tie goes to the one named first
+    assert et[1].seconds == 5.0  # the cost of every candidate
+    assert chosen == {"et": {"small": 1, "wide": 1}, "mlp": {"more": 1}}
+    # The BWGNN protocol selects on its own metric (validation macro-F1).
+    selected, chosen = gad.select_configurations(candidates, "bwgnn")
+    assert chosen["et"] == {"small": 1, "wide": 1}
+    assert {r.seed: r.metrics["bwgnn"]["macro_f1"] for r in selected if r.model == "et"} == {
+        0: 0.9,
+        1: 0.8,
+    }
+
+
+def test_selection_keeps_shared_seeds_and_refuses_what_it_cannot_compare():
+    one = {"a": [_picked("et", 0, 0.5, 0.5, 0.5), _picked("et", 1, 0.5, 0.5, 0.5)]}
+    selected, _ = gad.select_configurations(
+        {**one, "b": [_picked("et", 1, 0.9, 0.7, 0.5)]}, "gadbench"
+    )
+    assert [(r.seed, r.metrics["gadbench"]["auprc"]) for r in selected] == [(1, 0.7)]
+    with pytest.raises(ValueError, match="at least two configurations"):
+        gad.select_configurations(one, "gadbench")
+    other_split = {**one, "b": [_picked("et", 0, 0.9, 0.7, 0.5, split="t")]}
+    with pytest.raises(ValueError, match="et seed 0: the configurations ran on different splits"):
+        gad.select_configurations(other_split, "gadbench")
+    old = {**one, "b": [RunResult("et", 0, {"gadbench": {}}, 1.0)]}
+    with pytest.raises(ValueError, match="b: et seed 0 has no validation val_auprc"):
+        gad.select_configurations(old, "gadbench")
+
+
+def test_results_record_the_selecting_validation_value_and_the_split(tmp_path):
+    data = small_graph()
+    cfg = HarnessConfig(epochs=3, hidden=8, lr=0.02, device="cpu", rf={"n_estimators": 5})
+    results = run_protocols(
+        data, ["gadbench", "bwgnn"], ["mlp", "rf-graph"], [0, 1], cfg, run_root=tmp_path
+    )
+    split = gad.stratified_split(data.y, 0.4, seed=0)
+    assert {r.split for r in results if r.seed == 0} == {split.fingerprint()}
+    assert results[0].split != results[2].split  # seed 1 draws another split
+    # The neural model's record is the best value of each protocol's column of its history.
+    with open(tmp_path / "mlp" / "seed0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    mlp = results[0]
+    for protocol, column in (("gadbench", "val_auprc"), ("bwgnn", "val_macro_f1")):
+        assert mlp.validation[protocol] == pytest.approx(max(float(r[column]) for r in rows))
+    # The trees' record is their one fit's validation score.
+    trees = results[1]
+    assert set(trees.validation) == {"gadbench", "bwgnn"}
+    assert 0.0 < trees.validation["gadbench"] <= 1.0
