@@ -36,6 +36,7 @@ from energy_transformer.protocols.gad import (
     SPLITS,
     HarnessConfig,
     RunResult,
+    format_chosen,
     format_table,
     run_protocols,
     select_configurations,
@@ -130,28 +131,11 @@ def selection_report(pairs: list[str]) -> str:
                 f" ({len(seeds)} seeds, {_seed_range(seeds)})\n"
             )
             sections.append(format_table(summarize(selected, protocol)) + "\n")
-            names = list(runs)
             sections.append(
                 "Seeds that chose each configuration, and (after the slash) its own mean test"
                 f" {metric} (%) over the same seeds:\n"
             )
-            lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-            for model, counts in chosen.items():
-                shared = {r.seed for r in selected if r.model == model}
-                cells = []
-                for name in names:
-                    if name not in counts:
-                        cells.append("-")
-                        continue
-                    own = [
-                        r.metrics[protocol][metric]
-                        for r in runs[name]
-                        if r.model == model and r.seed in shared
-                    ]
-                    mean = f"{100 * sum(own) / len(own):.1f}" if own else "-"
-                    cells.append(f"{counts[name]} / {mean}")
-                lines.append(f"| {model} | " + " | ".join(cells) + " |")
-            sections.append("\n".join(lines) + "\n")
+            sections.append(format_chosen(runs, selected, chosen, protocol) + "\n")
     return "\n".join(sections)
 
 

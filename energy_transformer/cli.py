@@ -33,6 +33,8 @@ TASK_HELP = {
 # Tasks that add top-level commands of their own (`add_commands`): imported for every command
 # line, so keep them light. The others are imported only when a command line names them.
 COMMAND_TASKS = ("image",)
+# Tasks whose runs `et select` chooses among.
+SELECT_TASKS = ("graph", "anomaly")
 
 
 def _task_module(name: str) -> ModuleType:
@@ -123,23 +125,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     sel = commands.add_parser(
         "select",
-        help="model selection: per fold, the cross-validated graph run with the best validation"
-        " accuracy",
+        help="model selection: per fold (graph) or seed (anomaly), the run with the best"
+        " validation metric",
         description="Among `et train graph` runs on the same splits (other models or settings),"
         " keep on each fold the one with the best validation accuracy and report its test"
-        " accuracy: the configuration is chosen without looking at the test folds.",
+        " accuracy; among `et train anomaly` runs on the same splits, keep per model and seed"
+        " the one with the best validation AUPRC (gadbench) or macro-F1 (bwgnn). The"
+        " configuration is chosen without looking at the test data.",
     )
     sel.add_argument(
         "runs",
         nargs="+",
         type=Path,
-        help="two or more run folders (ties: the lower validation loss, else the first named)",
+        help="two or more run folders of one task (ties: graph runs go to the lower validation"
+        " loss, else, like anomaly runs, to the first named)",
     )
     sel.add_argument("--out", type=Path, required=True, help="folder for the selection")
     sel.add_argument(
         "--partial",
         action="store_true",
-        help="select over the folds every run finished (refused by default when some lack one)",
+        help="select over the folds (graph) or seeds (anomaly) every run holds (refused by"
+        " default when some lack one)",
     )
     sel.set_defaults(func=_select)
 
@@ -153,7 +159,12 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _select(args: argparse.Namespace) -> None:
-    _task_module("graph").select(args)
+    task = run_task_of(args.runs[0])
+    if task not in SELECT_TASKS:
+        raise ValueError(
+            f"{args.runs[0]} is a run of task {task!r}: et select takes graph or anomaly runs"
+        )
+    _task_module(task).select(args)
 
 
 # What a user can fix (an option's value, a missing or malformed file): one line naming the

@@ -250,3 +250,15 @@ def test_a_run_folder_named_like_a_task_imports_no_task():
     parse = "from energy_transformer.cli import build_parser\nbuild_parser({argv})"
     for argv in (["eval", "graph"], ["complete", "anomaly", "shirt.png"]):
         assert _imports_after(parse.format(argv=argv)) == {"energy_transformer.tasks.image"}
+
+
+def test_select_takes_graph_or_anomaly_runs(tmp_path, capsys):
+    runs = []
+    for name in ("a", "b"):
+        runs.append(tmp_path / name)
+        runs[-1].mkdir()
+        (runs[-1] / "config.json").write_text('{"task": "image"}')
+    assert main(["select", *map(str, runs), "--out", str(tmp_path / "sel")]) == 2
+    err = capsys.readouterr().err
+    assert f"{runs[0]} is a run of task 'image': et select takes graph or anomaly runs" in err
+    assert not (tmp_path / "sel").exists()

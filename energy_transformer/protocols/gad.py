@@ -594,6 +594,34 @@ def select_configurations(
     return selected, chosen
 
 
+def format_chosen(
+    candidates: dict[str, list[RunResult]],
+    selected: list[RunResult],
+    chosen: dict[str, dict[str, int]],
+    protocol: str | Protocol,
+) -> str:
+    """A markdown table of :func:`select_configurations`' choices: per model and configuration,
+    how many seeds chose it, then that configuration's own mean test value of the selecting
+    metric over the same seeds (for reading only: choosing by it would look at test)."""
+    protocol = _protocols(protocol)[0]
+    metric = protocol.select.removeprefix("val_")
+    names = list(candidates)
+    lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for model, counts in chosen.items():
+        seeds = {r.seed for r in selected if r.model == model}
+        cells = []
+        for name in names:
+            own = [
+                r.metrics[protocol.name][metric]
+                for r in candidates[name]
+                if r.model == model and r.seed in seeds
+            ]
+            mean = f"{100 * sum(own) / len(own):.1f}" if own else "-"
+            cells.append(f"{counts[name]} / {mean}" if name in counts else "-")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(summary: dict[str, dict[str, tuple[float, float]]], scale: float = 100.0) -> str:
     """A markdown table: one row per model, ``mean ± std`` (in %) per metric, seconds per seed."""
     metrics = list(dict.fromkeys(k for row in summary.values() for k in row if k != "seconds"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -18,3 +20,37 @@ def preset_values(
 def option_names(dests: Iterable[str]) -> str:
     """``"--max-folds, --val-fraction"``: the command-line names of argparse destinations."""
     return ", ".join("--" + dest.replace("_", "-") for dest in dests)
+
+
+def run_names(folders: Sequence[Path]) -> list[str]:
+    """Each run folder of a selection by its name, with its parent's where two names are alike
+    (``base/MUTAG-et`` and ``variant/MUTAG-et``); refused when that is not enough."""
+    names = [f.name for f in folders]
+    if len(set(names)) < len(names):
+        names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
+    if len(set(names)) < len(names):
+        raise ValueError(
+            f"the candidates {names} have alike folder names: give each run a name of its own"
+        )
+    return names
+
+
+def check_selection_out(out: Path) -> None:
+    """A selection is written to a folder of its own, never over a run."""
+    held = [name for name in ("config.json", "folds.csv", "results.json") if (out / name).exists()]
+    if held:
+        raise ValueError(f"{out} already holds a run ({', '.join(held)}): give another folder")
+
+
+def refuse_selection(run_dir: Path, chose: str) -> None:
+    """A folder written by a selection holds no weights: say where they are. ``chose`` says
+    which of its files names each run's choice (``"its folds.csv names the run each fold
+    chose"``)."""
+    try:
+        sources = json.loads((run_dir / "config.json").read_text())["extra"]["selected_from"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    raise ValueError(
+        f"{run_dir} is a selection among runs ({', '.join(sources)}) and holds no weights:"
+        f" evaluate those runs; {chose}"
+    )

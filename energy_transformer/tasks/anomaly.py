@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from energy_transformer.protocols.gad import (
     HarnessConfig,
     RunResult,
     anomaly_scores,
+    format_chosen,
     format_table,
     neural_input,
     prepare,
@@ -40,16 +42,24 @@ from energy_transformer.protocols.gad import (
     run_protocols,
     score_split,
     seed_splits,
+    select_configurations,
     summarize,
     train_ratio_of,
 )
-from energy_transformer.tasks import option_names, preset_values
+from energy_transformer.tasks import (
+    check_selection_out,
+    option_names,
+    preset_values,
+    refuse_selection,
+    run_names,
+)
 from energy_transformer.train import (
     NO_PROGRESS,
     check_new_run,
     check_not_part_of_run,
     launched_world_size,
     load_run,
+    read_run_config,
     resolve_device,
 )
 
@@ -384,7 +394,122 @@ def _run_record(r: RunResult) -> dict[str, Any]:
         "seconds": r.seconds,
         "best_epoch": r.best_epoch,
         "energy_metrics": r.energy_metrics,
+        "validation": r.validation,
+        "split": r.split,
     }
+
+
+# -- model selection across runs --------------------------------------------------------------
+
+
+def _finished_results(folder: Path) -> tuple[dict[str, Any], list[RunResult]]:
+    """``config.json`` and the per-seed results of a finished ``et train anomaly`` run."""
+    folder, config = read_run_config(folder)
+    if config.get("task") != "anomaly":
+        raise ValueError(f"{folder} is not an anomaly run (task {config.get('task')!r})")
+    path = folder / "results.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{folder} has no results.json: the run has not finished (the same training command"
+            " with --resume finishes it)"
+        )
+    try:
+        records = json.loads(path.read_text())["runs"]
+        results = [
+            RunResult(
+                model=r["model"],
+                seed=int(r["seed"]),
+                metrics=r["metrics"],
+                seconds=float(r["seconds"]),
+                best_epoch=r.get("best_epoch") or {},
+                energy_metrics=r.get("energy_metrics"),
+                validation=r.get("validation") or {},
+                split=r.get("split"),
+            )
+            for r in records
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a results file of et train anomaly: {err}") from None
+    if any(not r.validation for r in results):
+        raise ValueError(
+            f"{folder} was trained before runs recorded their validation metric: train it again"
+            " to select among it"
+        )
+    return config, results
+
+
+def select_runs(
+    out: str | Path, candidates: Sequence[str | Path], partial: bool = False
+) -> dict[str, list[RunResult]]:
+    """Model selection across finished ``et train anomaly`` runs of one dataset: per model and
+    seed, the run with the best validation metric of each protocol
+    (:func:`~energy_transformer.protocols.gad.select_configurations`), written to ``out``
+    (``config.json``, ``results.json``, ``results.md``).
+
+    The runs must share their splits (checked seed by seed) and a protocol. A model whose runs
+    hold other seeds is refused, unless ``partial``: then it is selected over the seeds all of
+    them hold. Returns the selected results per protocol.
+    """
+    out, folders = Path(out), [Path(c) for c in candidates]
+    check_selection_out(out)
+    if len(folders) < 2:
+        raise ValueError(f"selection needs at least two runs, got {len(folders)}")
+    names = run_names(folders)
+    configs, runs = {}, {}
+    for name, folder in zip(names, folders, strict=True):
+        configs[name], runs[name] = _finished_results(folder)
+    datasets = {name: c["command"].get("dataset") for name, c in configs.items()}
+    if len(set(datasets.values())) > 1:
+        raise ValueError(f"the runs are of different datasets: {datasets}")
+    protocols = [
+        p
+        for p in _protocol_names(configs[names[0]]["command"]["protocol"])
+        if all(p in _protocol_names(c["command"]["protocol"]) for c in configs.values())
+    ]
+    if not protocols:
+        raise ValueError("the runs share no protocol (--protocol gadbench, bwgnn or both)")
+    held: dict[str, dict[str, list[int]]] = {}
+    for name, results in runs.items():
+        for r in results:
+            held.setdefault(r.model, {}).setdefault(name, []).append(r.seed)
+    for model, seeds in held.items():
+        if len({tuple(sorted(s)) for s in seeds.values()}) > 1 and not partial:
+            listed = "; ".join(f"{name}: {sorted(s)}" for name, s in seeds.items())
+            raise ValueError(
+                f"the runs of {model} hold other seeds ({listed}): run the missing ones, or"
+                " select over the seeds all of them hold (--partial)"
+            )
+    selected = {p: select_configurations(runs, p) for p in protocols}
+    text = [f"# Selection on validation among {', '.join(names)}: {datasets[names[0]]}\n"]
+    for p, (results, chosen) in selected.items():
+        metric = PROTOCOLS[p].select.removeprefix("val_")
+        text += [
+            f"## protocol: {p}, chosen per seed on validation {metric}"
+            " (metrics in %, mean ± std over seeds; seconds summed over the runs)\n",
+            format_table(summarize(results, p)) + "\n",
+            f"Seeds that chose each run / that run's own mean test {metric} (%):\n",
+            format_chosen(runs, results, chosen, p) + "\n",
+        ]
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {name: str(folder.resolve()) for name, folder in zip(names, folders, strict=True)}
+    record = {"dataset": datasets[names[0]], "selected_from": sources}
+    _write_json(out / "config.json", {"task": "anomaly", "extra": record})
+    _write_json(
+        out / "results.json",
+        {p: summarize(results, p) for p, (results, _) in selected.items()}
+        | {"chosen": {p: chosen for p, (_, chosen) in selected.items()}}
+        | {"runs": {p: [_run_record(r) for r in results] for p, (results, _) in selected.items()}},
+    )
+    (out / "results.md").write_text("\n".join(text))
+    return {p: results for p, (results, _) in selected.items()}
+
+
+def select(args: argparse.Namespace) -> dict[str, list[RunResult]]:
+    """``et select RUN RUN ... --out OUT`` for anomaly runs: :func:`select_runs`."""
+    selected = select_runs(args.out, args.runs, args.partial)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"selection written to {args.out} (results.md, results.json)")
+    return selected
 
 
 # -- evaluation and figures -------------------------------------------------------------------
@@ -449,6 +574,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> None:
     elif (run_dir / "best.safetensors").is_file():
         runs = [run_dir]
     else:
+        refuse_selection(run_dir, "its results.md names the run each seed chose")
         runs = sorted(p.parent for p in run_dir.glob("*/seed*/best.safetensors"))
         trees, whole_run = _recorded_trees(run_dir), True
     if not runs and not trees:

@@ -49,7 +49,13 @@ from energy_transformer.protocols.kfold import (
     select_on_validation,
     summarize,
 )
-from energy_transformer.tasks import option_names, preset_values
+from energy_transformer.tasks import (
+    check_selection_out,
+    option_names,
+    preset_values,
+    refuse_selection,
+    run_names,
+)
 from energy_transformer.train import (
     NO_PROGRESS,
     TrainConfig,
@@ -476,18 +482,8 @@ def select_runs(
     folds every candidate finished (and says how many).
     """
     out, folders = Path(out), [Path(c) for c in candidates]
-    held = [name for name in ("config.json", "folds.csv") if (out / name).exists()]
-    if held:
-        raise ValueError(f"{out} already holds a run ({', '.join(held)}): give another folder")
-    # Each candidate by its folder's name, with its parent's where two names are alike
-    # (base/MUTAG-et and variant/MUTAG-et).
-    names = [f.name for f in folders]
-    if len(set(names)) < len(names):
-        names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
-    if len(set(names)) < len(names):
-        raise ValueError(
-            f"the candidates {names} have alike folder names: give each run a name of its own"
-        )
+    check_selection_out(out)
+    names = run_names(folders)
     metas, results = {}, {}
     for name, folder in zip(names, folders, strict=True):
         config = folder / "config.json"
@@ -927,18 +923,6 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     return pictures(model, [dataset[i] for i in test], out, what)
 
 
-def _refuse_selection(run_dir: Path) -> None:
-    """A folder written by :func:`select_runs` holds no weights: say where they are."""
-    try:
-        sources = json.loads((run_dir / "config.json").read_text())["extra"]["selected_from"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return
-    raise ValueError(
-        f"{run_dir} is a selection among runs ({', '.join(sources)}) and holds no weights:"
-        " evaluate those runs; its folds.csv names the run each fold chose"
-    )
-
-
 def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``et eval RUN``: re-score every saved fold's selected model on its test split.
 
@@ -955,7 +939,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         out = run_dir
         fold_dirs = sorted(p for p in run_dir.glob("fold-*") if (p / "split.json").is_file())
     if not fold_dirs:
-        _refuse_selection(run_dir)
+        refuse_selection(run_dir, "its folds.csv names the run each fold chose")
         raise FileNotFoundError(f"no finished folds (fold-XX/split.json) under {run_dir}")
     dataset, meta = run_dataset(out, args.data)
     device = resolve_device(args.device)

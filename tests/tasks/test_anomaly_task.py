@@ -475,3 +475,80 @@ def test_a_run_without_et_names_every_et_option_it_was_given(data_root, tmp_path
         "note: --preset, --heads, --head-dim, --memories, --no-self-loops, --no-concat,"
         " --hopfield not used: no Energy Transformer in --model rf-graph\n"
     ) in capsys.readouterr().out
+
+
+# -- et select: model selection across anomaly runs -------------------------------------------
+
+
+def test_select_among_runs_picks_per_seed_on_validation(data_root, tmp_path, capsys):
+    runs = {}
+    for name, width in (("narrow", "8"), ("wide", "16")):
+        runs[name] = tmp_path / name
+        args = train_args(data_root, runs[name], "--model", "et,mlp", "--protocol", "both")
+        main([*args[: args.index("--hidden") + 1], width, *args[args.index("--hidden") + 2 :]]
+             + ["--seeds", "0,1"])  # fmt: skip
+    records = {n: json.loads((r / "results.json").read_text())["runs"] for n, r in runs.items()}
+    assert all(set(r["validation"]) == {"gadbench", "bwgnn"} for r in records["wide"])
+    capsys.readouterr()
+    out = tmp_path / "sel"
+    assert main(["select", str(runs["narrow"]), str(runs["wide"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"selection written to {out}" in printed
+    selected = json.loads((out / "results.json").read_text())
+    for protocol in ("gadbench", "bwgnn"):
+        for model in ("et", "mlp"):
+            for seed in (0, 1):
+                own = {
+                    n: next(r for r in rs if r["model"] == model and r["seed"] == seed)
+                    for n, rs in records.items()
+                }
+                best = max(own, key=lambda n: own[n]["validation"][protocol])  # narrow on ties
+                got = next(
+                    r
+                    for r in selected["runs"][protocol]
+                    if r["model"] == model and r["seed"] == seed
+                )
+                assert got["metrics"] == own[best]["metrics"]
+                assert got["seconds"] == pytest.approx(sum(r["seconds"] for r in own.values()))
+        assert sum(selected["chosen"][protocol]["et"].values()) == 2
+    assert "| et | " in (out / "results.md").read_text()
+    assert json.loads((out / "config.json").read_text())["extra"]["selected_from"].keys() == {
+        "narrow",
+        "wide",
+    }
+    # The selection holds no weights: et eval says where they are.
+    assert main(["eval", str(out)]) == 2
+    assert (
+        "is a selection among runs (narrow, wide) and holds no weights" in capsys.readouterr().err
+    )
+
+
+def test_select_refuses_what_it_cannot_compare(data_root, tmp_path, capsys):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    main(train_args(data_root, a, "--model", "mlp", "--seeds", "0,1"))
+    main(train_args(data_root, b, "--model", "mlp", "--seeds", "1"))  # seed 0
+    main(train_args(data_root, c, "--model", "mlp", "--seeds", "1", "--splits", "file"))
+    capsys.readouterr()
+    cases = [
+        ([a, b], "the runs of mlp hold other seeds (a: [0, 1]; b: [0])"),
+        ([b, c], "mlp seed 0: the configurations ran on different splits"),
+        ([a], "selection needs at least two runs"),
+    ]
+    for runs, message in cases:
+        argv = ["select", *map(str, runs), "--out", str(tmp_path / "sel")]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    # Over the seeds both hold, on request; the out folder is then taken.
+    assert main(["select", str(a), str(b), "--out", str(tmp_path / "sel"), "--partial"]) == 0
+    assert main(["select", str(a), str(b), "--out", str(tmp_path / "sel"), "--partial"]) == 2
+    assert "already holds a run (config.json, results.json)" in capsys.readouterr().err
+    # A run from before validation was recorded cannot be compared.
+    results = json.loads((b / "results.json").read_text())
+    for r in results["runs"]:
+        del r["validation"]
+    (b / "results.json").write_text(json.dumps(results))
+    assert main(["select", str(a), str(b), "--out", str(tmp_path / "s2"), "--partial"]) == 2
+    assert "trained before runs recorded their validation metric" in capsys.readouterr().err
+    (b / "results.json").unlink()
+    assert main(["select", str(a), str(b), "--out", str(tmp_path / "s3")]) == 2
+    assert "has no results.json: the run has not finished" in capsys.readouterr().err
