@@ -18,6 +18,7 @@ from torch_geometric.data import Batch
 
 from energy_transformer import DenseKeySets
 from energy_transformer.models.graph import GraphEnergyTransformer, LaplacianPE
+from energy_transformer.models.image import ImageEnergyTransformer
 from energy_transformer.models.node import NodeEnergyTransformer
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 from energy_transformer.protocols.gad import (
@@ -128,6 +129,29 @@ def test_graph_classifier_equals_the_cpus(device, attention):
     for a, b in zip(run(device), ref, strict=True):
         torch.testing.assert_close(a, b, **F64)
     assert LaplacianPE(4)(isolated).pe.shape == (1, 4)
+
+
+def test_masked_image_model_loss_and_gradients_equal_the_cpus(device):
+    """The image task's model: its masked-patch loss and every parameter gradient through the
+    12-step descent on the device == the CPU's, float64 (the same mask on both)."""
+    torch.manual_seed(4)
+    model = ImageEnergyTransformer(
+        image_size=8, patch_size=2, channels=1, dim=16, heads=2, head_dim=4, memories=32,
+        steps=12, selected=9, masked=6, mean=(0.5,), std=(0.25,),
+    ).double()  # fmt: skip
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    selected, mask = model.sample_mask(3, generator=torch.Generator().manual_seed(4))
+
+    def run(on: str) -> list[torch.Tensor]:
+        m = model.to(on)
+        m.zero_grad()
+        loss = m.loss(images.to(on), selected.to(on), mask.to(on))
+        loss.backward()
+        return [loss.detach().cpu(), *(p.grad.cpu().clone() for p in m.parameters())]
+
+    ref = run("cpu")
+    for a, b in zip(run(device), ref, strict=True):
+        torch.testing.assert_close(a, b, **F64)
 
 
 def test_autocast_bfloat16_keeps_the_descent_close_to_float32(device):
