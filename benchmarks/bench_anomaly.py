@@ -13,7 +13,8 @@ Model selection across configurations: run each configuration with the same seed
 same splits), keep each run's printed log, then pick per model and seed the configuration with
 the best validation metric (GADBench's AUPRC; macro-F1 for the BWGNN protocol):
 
-    python benchmarks/bench_anomaly.py --select small=runs/a_log.txt wide=runs/b_log.txt
+    python benchmarks/bench_anomaly.py --select small=runs/a_log.txt wide=runs/b_log.txt \
+        --out runs/selected.md
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import ast
 import datetime
 import platform
+import shlex
 import sys
 import time
 from functools import partial
@@ -33,6 +35,7 @@ from energy_transformer.data.gad import load_gad
 from energy_transformer.protocols.gad import (
     MODELS,
     PROTOCOLS,
+    SELECT_PER,
     SPLITS,
     HarnessConfig,
     RunResult,
@@ -60,7 +63,7 @@ PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro
 def _report(dataset: str, r: RunResult) -> None:
     val = f" val {r.validation} split {r.split}" if r.validation else ""
     energy = f" energy {r.energy_metrics}" if r.energy_metrics is not None else ""
-    line = f"[{dataset} {r.model} seed {r.seed}] {r.metrics}{val}{energy} {r.seconds:.0f}s"
+    line = f"[{dataset} {r.model} seed {r.seed}] {r.metrics}{val}{energy} {r.seconds:.1f}s"
     print(line, flush=True)
 
 
@@ -99,7 +102,7 @@ def parse_log(text: str) -> dict[str, list[RunResult]]:
     return complete
 
 
-def selection_report(pairs: list[str]) -> str:
+def selection_report(pairs: list[str], per: str = "seed") -> str:
     """The tables of :func:`select_configurations` over the logs of ``NAME=LOG`` pairs: per
     dataset and protocol, the selected results, how often each configuration was chosen, and
     every configuration's own test means (chosen by test, so for reading only)."""
@@ -108,22 +111,38 @@ def selection_report(pairs: list[str]) -> str:
         name, sep, log = pair.partition("=")
         if not sep or not name or not log:
             raise ValueError(f"--select takes NAME=LOG pairs, got {pair!r}")
+        if any(name in runs for runs in candidates.values()):
+            raise ValueError(f"--select names {name} twice: give each log a name of its own")
         path = Path(log)
         if not path.is_file():
             raise ValueError(f"--select {name}: no log file {path}")
-        for dataset, results in parse_log(path.read_text()).items():
+        found = parse_log(path.read_text())
+        if not found:
+            raise ValueError(f"--select {name}: {path} holds no result line of bench_anomaly.py")
+        for dataset, results in found.items():
             candidates.setdefault(dataset, {})[name] = results
+    for dataset, runs in candidates.items():
+        if len(runs) < 2:
+            raise ValueError(
+                f"only {', '.join(runs)} holds results of {dataset}: nothing to select"
+            )
+    how = (
+        "per model and seed, the configuration with the best validation metric of the protocol"
+        if per == "seed"
+        else "per model, the one configuration with the best mean validation metric of the"
+        " protocol over the seeds"
+    )
     sections = [
         "## Model selection across configurations on validation\n",
         "Configurations (name = log of its run): "
         + ", ".join(f"`{p}`" for p in pairs)
-        + ". Per model and seed, the configuration with the best validation metric of the"
-        " protocol is kept (ties: the one named first) and its test metrics reported; its"
-        " seconds are the sum over the candidates.\n",
+        + f". Kept: {how} (ties: the one named first), with its test metrics; its seconds are"
+        " the sum over the candidates. A model with one candidate is carried over, not"
+        " selected.\n",
     ]
     for dataset, runs in candidates.items():
         for protocol in ("gadbench", "bwgnn"):
-            selected, chosen = select_configurations(runs, protocol)
+            selected, chosen = select_configurations(runs, protocol, per)
             metric = PROTOCOLS[protocol].select.removeprefix("val_")
             seeds = sorted({r.seed for r in selected})
             sections.append(
@@ -187,7 +206,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_anomaly.md"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report file (default: runs/bench_anomaly.md)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="omit the paper's numbers")
     parser.add_argument(
         "--from-log",
@@ -204,12 +225,27 @@ def main(argv: list[str] | None = None) -> str:
         metavar="NAME=LOG",
         default=None,
         help="select per model and seed, on validation, among the configurations whose runs"
-        " printed these logs (same seeds); train nothing",
+        " printed these logs (over the seeds every log finished); train nothing",
+    )
+    parser.add_argument(
+        "--select-per",
+        choices=SELECT_PER,
+        default="seed",
+        help="with --select: choose per seed, or one configuration per model by its mean"
+        " validation metric over the seeds (as GADBench's search keeps one)",
     )
     args = parser.parse_args(argv)
+    if args.select is None and args.out is None:
+        args.out = Path("runs/bench_anomaly.md")
     if args.select is not None:
+        # A report written over the default one, or over an input log, would lose a run.
+        if args.out is None:
+            parser.error("--select needs --out, the file for its report")
+        logs = {Path(pair.partition("=")[2]).resolve() for pair in args.select}
+        if args.out.resolve() in logs:
+            parser.error(f"--out {args.out} is one of the logs to select among")
         try:
-            report_text = selection_report(args.select)
+            report_text = selection_report(args.select, args.select_per)
         except ValueError as err:
             parser.error(str(err))
         print(report_text)
@@ -275,7 +311,7 @@ def main(argv: list[str] | None = None) -> str:
             sections.append(format_table(summarize(results, protocol)) + "\n")
     total = (time.perf_counter() - started) / 60
     classifier = "[LN(final tokens), input embedding]" if et["concat_input"] else "LN(final tokens)"
-    command = "python benchmarks/bench_anomaly.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/bench_anomaly.py " + shlex.join(argv or sys.argv[1:])
     report_text = "\n".join(
         [
             f"## Graph anomaly detection: {args.datasets}\n",

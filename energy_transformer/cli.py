@@ -147,6 +147,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="select over the folds (graph) or seeds (anomaly) every run holds (refused by"
         " default when some lack one)",
     )
+    sel.add_argument(
+        "--per",
+        choices=("seed", "model"),
+        default="seed",
+        help="anomaly runs: choose per seed, or one run per model by its mean validation metric"
+        " over the seeds (as GADBench's search keeps one configuration); graph runs are chosen"
+        " per fold",
+    )
     sel.set_defaults(func=_select)
 
     for name in COMMAND_TASKS:
@@ -159,11 +167,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _select(args: argparse.Namespace) -> None:
-    task = run_task_of(args.runs[0])
+    tasks = {run: run_task_of(run) for run in args.runs}
+    if len(set(tasks.values())) > 1:
+        listed = ", ".join(f"{run}: {task}" for run, task in tasks.items())
+        raise ValueError(f"the runs are of different tasks ({listed}): select among one task's")
+    task = tasks[args.runs[0]]
     if task not in SELECT_TASKS:
         raise ValueError(
             f"{args.runs[0]} is a run of task {task!r}: et select takes graph or anomaly runs"
         )
+    if task == "graph" and args.per != "seed":
+        raise ValueError("--per model is for anomaly runs: graph runs are chosen per fold")
     _task_module(task).select(args)
 
 

@@ -314,8 +314,9 @@ class RunResult:
 
     ``validation``: per protocol, the validation metric that selected that epoch (its value
     there), which :func:`select_configurations` compares across runs; ``split``: the split's
-    :meth:`Split.fingerprint`. ``energy_metrics`` (ET only): ranking metrics of the final node
-    energies as anomaly scores, with the weights selected by the first protocol.
+    :meth:`Split.fingerprint`; ``configuration``: the one a selection chose this result from.
+    ``energy_metrics`` (ET only): ranking metrics of the final node energies as anomaly scores,
+    with the weights selected by the first protocol.
     """
 
     model: str
@@ -327,6 +328,7 @@ class RunResult:
     state: dict[str, Tensor] | None = None
     validation: dict[str, float] = field(default_factory=dict)
     split: str | None = None
+    configuration: str | None = None
 
 
 def _protocols(protocols: str | Protocol | list | tuple) -> list[Protocol]:
@@ -538,31 +540,41 @@ def summarize(
     }
 
 
-def select_configurations(
-    candidates: dict[str, list[RunResult]], protocol: str | Protocol
-) -> tuple[list[RunResult], dict[str, dict[str, int]]]:
-    """Model selection across configurations on validation, seed by seed, as GADBench selects
-    hyper-parameters: of several runs of a model on the same split, keep the one with the best
-    validation metric of ``protocol`` and report its test metrics.
+SELECT_PER = ("seed", "model")
 
-    The choice sees validation nodes only. Ties go to the configuration named first: list the
-    default first. A selected seed costs every candidate's training, so its ``seconds`` are
-    their sum. A model is selected among the configurations that ran it, over the seeds all of
-    them finished; each protocol selects on its own metric.
+
+def select_configurations(
+    candidates: dict[str, list[RunResult]], protocol: str | Protocol, per: str = "seed"
+) -> tuple[list[RunResult], dict[str, dict[str, int]]]:
+    """Model selection across configurations on validation: of several runs of a model on the
+    same splits, keep the one with the best validation metric of ``protocol`` and report its
+    test metrics.
+
+    ``per="seed"`` chooses seed by seed (each seed's split has its own validation nodes: the
+    result measures "the model with its configuration chosen on validation"); ``per="model"``
+    chooses one configuration per model by its mean validation metric over the seeds, as
+    GADBench's hyper-parameter search keeps one configuration per model and dataset. The choice
+    sees validation nodes only; ties go to the configuration named first (list the default
+    first). A selected seed costs every candidate's training, so its ``seconds`` are their sum.
+    A model is selected among the configurations that ran it, over the seeds all of them
+    finished; each protocol selects on its own metric.
 
     Args:
         candidates: configuration name -> its results (any models and seeds).
         protocol: whose validation metric chooses (``"gadbench"``: AUPRC).
+        per: ``"seed"`` or ``"model"``.
 
     Returns:
-        The chosen results (one per model and shared seed) and, per model, how many seeds chose
-        each configuration.
+        The chosen results (one per model and shared seed; ``configuration`` names the one
+        chosen) and, per model, how many seeds chose each configuration that ran it.
 
     Raises:
         ValueError: fewer than two configurations, results without a validation record for
             ``protocol`` (logs from before it was kept), or runs of one seed on other splits.
     """
     protocol = _protocols(protocol)[0]
+    if per not in SELECT_PER:
+        raise ValueError(f"per must be one of {SELECT_PER}, got {per!r}")
     if len(candidates) < 2:
         raise ValueError(f"selection needs at least two configurations, got {len(candidates)}")
     runs: dict[str, dict[str, dict[int, RunResult]]] = {}
@@ -578,19 +590,28 @@ def select_configurations(
     chosen: dict[str, dict[str, int]] = {}
     for model, by_config in runs.items():
         seeds = sorted(set.intersection(*(set(seeds) for seeds in by_config.values())))
-        counts = chosen.setdefault(model, dict.fromkeys(by_config, 0))
-        for seed in seeds:
-            rows = {config: by_seed[seed] for config, by_seed in by_config.items()}
-            if len({r.split for r in rows.values()}) > 1:
+        rows = {seed: {c: by_seed[seed] for c, by_seed in by_config.items()} for seed in seeds}
+        for seed, row in rows.items():
+            if len({r.split for r in row.values()}) > 1:
+                splits = ", ".join(f"{c}: {r.split}" for c, r in row.items())
                 raise ValueError(
-                    f"{model} seed {seed}: the configurations ran on different splits"
-                    f" ({ {c: r.split for c, r in rows.items()} })"
+                    f"{model} seed {seed}: the configurations ran on different splits ({splits});"
+                    " were they trained with other --train-ratio or --splits?"
                 )
+        val = {
+            seed: {c: r.validation[protocol.name] for c, r in row.items()}
+            for seed, row in rows.items()
+        }
+        if per == "model":
+            mean = {c: float(np.mean([val[seed][c] for seed in seeds])) for c in by_config}
+            val = dict.fromkeys(seeds, mean)
+        counts = chosen.setdefault(model, dict.fromkeys(by_config, 0))
+        for seed, row in rows.items():
             # max() keeps the first of equal values: the configuration named first.
-            config = max(rows, key=lambda c: rows[c].validation[protocol.name])
+            config = max(row, key=val[seed].__getitem__)
             counts[config] += 1
-            seconds = sum(r.seconds for r in rows.values())
-            selected.append(replace(rows[config], seconds=seconds, state=None))
+            seconds = sum(r.seconds for r in row.values())
+            selected.append(replace(row[config], seconds=seconds, state=None, configuration=config))
     return selected, chosen
 
 
@@ -600,13 +621,16 @@ def format_chosen(
     chosen: dict[str, dict[str, int]],
     protocol: str | Protocol,
 ) -> str:
-    """A markdown table of :func:`select_configurations`' choices: per model and configuration,
-    how many seeds chose it, then that configuration's own mean test value of the selecting
-    metric over the same seeds (for reading only: choosing by it would look at test)."""
+    """A markdown table of :func:`select_configurations`' choices: per model, how many
+    configurations ran it, then per configuration how many seeds chose it and that
+    configuration's own mean test value of the selecting metric over the same seeds (for
+    reading only: choosing by it would look at test). A model with one candidate was not
+    selected, only carried over."""
     protocol = _protocols(protocol)[0]
     metric = protocol.select.removeprefix("val_")
     names = list(candidates)
-    lines = ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    head = "| model | candidates | " + " | ".join(names) + " |"
+    lines = [head, "|---" * (len(names) + 2) + "|"]
     for model, counts in chosen.items():
         seeds = {r.seed for r in selected if r.model == model}
         cells = []
@@ -618,7 +642,7 @@ def format_chosen(
             ]
             mean = f"{100 * sum(own) / len(own):.1f}" if own else "-"
             cells.append(f"{counts[name]} / {mean}" if name in counts else "-")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {len(counts)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

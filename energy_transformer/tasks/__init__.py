@@ -25,6 +25,11 @@ def option_names(dests: Iterable[str]) -> str:
 def run_names(folders: Sequence[Path]) -> list[str]:
     """Each run folder of a selection by its name, with its parent's where two names are alike
     (``base/MUTAG-et`` and ``variant/MUTAG-et``); refused when that is not enough."""
+    resolved = [f.resolve() for f in folders]
+    pairs = zip(folders, resolved, strict=True)
+    twice = sorted({str(f) for f, r in pairs if resolved.count(r) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given twice: each run is one candidate")
     names = [f.name for f in folders]
     if len(set(names)) < len(names):
         names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
@@ -37,6 +42,8 @@ def run_names(folders: Sequence[Path]) -> list[str]:
 
 def check_selection_out(out: Path) -> None:
     """A selection is written to a folder of its own, never over a run."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the selection")
     held = [name for name in ("config.json", "folds.csv", "results.json") if (out / name).exists()]
     if held:
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): give another folder")

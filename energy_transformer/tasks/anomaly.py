@@ -396,6 +396,7 @@ def _run_record(r: RunResult) -> dict[str, Any]:
         "energy_metrics": r.energy_metrics,
         "validation": r.validation,
         "split": r.split,
+        "configuration": r.configuration,
     }
 
 
@@ -407,6 +408,8 @@ def _finished_results(folder: Path) -> tuple[dict[str, Any], list[RunResult]]:
     folder, config = read_run_config(folder)
     if config.get("task") != "anomaly":
         raise ValueError(f"{folder} is not an anomaly run (task {config.get('task')!r})")
+    if "selected_from" in (config.get("extra") or {}):
+        raise ValueError(f"{folder} is a selection, not a run: give the runs it chose among")
     path = folder / "results.json"
     if not path.is_file():
         raise ValueError(
@@ -439,16 +442,18 @@ def _finished_results(folder: Path) -> tuple[dict[str, Any], list[RunResult]]:
 
 
 def select_runs(
-    out: str | Path, candidates: Sequence[str | Path], partial: bool = False
+    out: str | Path, candidates: Sequence[str | Path], partial: bool = False, per: str = "seed"
 ) -> dict[str, list[RunResult]]:
     """Model selection across finished ``et train anomaly`` runs of one dataset: per model and
-    seed, the run with the best validation metric of each protocol
+    seed (``per="seed"``), or one run per model by its mean over the seeds (``per="model"``),
+    the run with the best validation metric of each protocol
     (:func:`~energy_transformer.protocols.gad.select_configurations`), written to ``out``
     (``config.json``, ``results.json``, ``results.md``).
 
-    The runs must share their splits (checked seed by seed) and a protocol. A model whose runs
-    hold other seeds is refused, unless ``partial``: then it is selected over the seeds all of
-    them hold. Returns the selected results per protocol.
+    The runs must share their splits (checked seed by seed); protocols some run lacks are left
+    out, and said so. A model whose runs hold other seeds is refused, unless ``partial``: then
+    it is selected over the seeds all of them hold. Returns the selected results per protocol;
+    each names the run it came from (``configuration``).
     """
     out, folders = Path(out), [Path(c) for c in candidates]
     check_selection_out(out)
@@ -461,13 +466,11 @@ def select_runs(
     datasets = {name: c["command"].get("dataset") for name, c in configs.items()}
     if len(set(datasets.values())) > 1:
         raise ValueError(f"the runs are of different datasets: {datasets}")
-    protocols = [
-        p
-        for p in _protocol_names(configs[names[0]]["command"]["protocol"])
-        if all(p in _protocol_names(c["command"]["protocol"]) for c in configs.values())
-    ]
+    ran = {name: _protocol_names(c["command"]["protocol"]) for name, c in configs.items()}
+    protocols = [p for p in ran[names[0]] if all(p in r for r in ran.values())]
     if not protocols:
-        raise ValueError("the runs share no protocol (--protocol gadbench, bwgnn or both)")
+        listed = "; ".join(f"{name}: {', '.join(r)}" for name, r in ran.items())
+        raise ValueError(f"the runs share no protocol ({listed})")
     held: dict[str, dict[str, list[int]]] = {}
     for name, results in runs.items():
         for r in results:
@@ -479,20 +482,33 @@ def select_runs(
                 f"the runs of {model} hold other seeds ({listed}): run the missing ones, or"
                 " select over the seeds all of them hold (--partial)"
             )
-    selected = {p: select_configurations(runs, p) for p in protocols}
+    selected = {p: select_configurations(runs, p, per) for p in protocols}
+    how = "per seed" if per == "seed" else "one run per model, by its mean over the seeds,"
     text = [f"# Selection on validation among {', '.join(names)}: {datasets[names[0]]}\n"]
+    left_out = sorted({p for r in ran.values() for p in r} - set(protocols))
+    if left_out:
+        text.append(f"Protocol {', '.join(left_out)} left out: not every run was scored by it.\n")
     for p, (results, chosen) in selected.items():
         metric = PROTOCOLS[p].select.removeprefix("val_")
+        seeds = sorted({r.seed for r in results})
         text += [
-            f"## protocol: {p}, chosen per seed on validation {metric}"
-            " (metrics in %, mean ± std over seeds; seconds summed over the runs)\n",
+            f"## protocol: {p}, chosen {how} on validation {metric} (metrics in %, mean ± std"
+            f" over seeds {', '.join(map(str, seeds))}; seconds summed over the runs)\n",
             format_table(summarize(results, p)) + "\n",
-            f"Seeds that chose each run / that run's own mean test {metric} (%):\n",
+            f"Seeds that chose each run / that run's own mean test {metric} (%); a model with"
+            " one candidate is carried over, not selected:\n",
             format_chosen(runs, results, chosen, p) + "\n",
+            "The run each seed chose (`et eval` that run's `MODEL/seedK`):\n",
+            _choices_table(results) + "\n",
         ]
+        if any(r.energy_metrics for r in results):
+            text.append(
+                "`et-energy` scores the final energies of the ET run chosen under this"
+                " protocol, so it can differ between protocols.\n"
+            )
     out.mkdir(parents=True, exist_ok=True)
     sources = {name: str(folder.resolve()) for name, folder in zip(names, folders, strict=True)}
-    record = {"dataset": datasets[names[0]], "selected_from": sources}
+    record = {"dataset": datasets[names[0]], "per": per, "selected_from": sources}
     _write_json(out / "config.json", {"task": "anomaly", "extra": record})
     _write_json(
         out / "results.json",
@@ -504,9 +520,24 @@ def select_runs(
     return {p: results for p, (results, _) in selected.items()}
 
 
+def _choices_table(results: list[RunResult]) -> str:
+    """``| model | seed 0 | seed 1 |`` with the run each selected seed came from."""
+    seeds = sorted({r.seed for r in results})
+    lines = [
+        "| model | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---" * (len(seeds) + 1) + "|",
+    ]
+    by_model: dict[str, dict[int, str]] = {}
+    for r in results:
+        by_model.setdefault(r.model, {})[r.seed] = r.configuration or "-"
+    for model, picks in by_model.items():
+        lines.append(f"| {model} | " + " | ".join(picks.get(s, "-") for s in seeds) + " |")
+    return "\n".join(lines)
+
+
 def select(args: argparse.Namespace) -> dict[str, list[RunResult]]:
     """``et select RUN RUN ... --out OUT`` for anomaly runs: :func:`select_runs`."""
-    selected = select_runs(args.out, args.runs, args.partial)
+    selected = select_runs(args.out, args.runs, args.partial, args.per)
     print((Path(args.out) / "results.md").read_text())
     print(f"selection written to {args.out} (results.md, results.json)")
     return selected

@@ -248,7 +248,7 @@ def test_selection_across_configurations_from_two_runs_logs(bench, tmp_path, one
         assert row.startswith(f"| {model} | {mean:.1f} ± ")
         counts = [list(picks.values()).count(n) for n in ("small", "wide")]
         assert any(
-            line.startswith(f"| {model} | {counts[0]} / ") and f" | {counts[1]} / " in line
+            line.startswith(f"| {model} | 2 | {counts[0]} / ") and f" | {counts[1]} / " in line
             for line in report.splitlines()
         )
 
@@ -267,3 +267,47 @@ def test_selection_refuses_bad_pairs_and_old_logs(bench, tmp_path, capsys):
         with pytest.raises(SystemExit):
             bench.main(["--select", *args, "--out", str(tmp_path / "s.md")])
         assert message in capsys.readouterr().err
+
+
+def _log_line(dataset, model, seed, val, test, split="s1"):
+    metrics = {"gadbench": {"auroc": test, "auprc": test, "rec_at_k": test},
+               "bwgnn": {"macro_f1": test, "auroc": test}}  # fmt: skip
+    return (
+        f"[{dataset} {model} seed {seed}] {metrics} val {{'gadbench': {val}, 'bwgnn': {val}}}"
+        f" split {split} 1.5s\n"
+    )
+
+
+def test_selection_from_logs_by_hand_and_its_guards(bench, tmp_path, capsys):
+    a, b, r = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "r.txt"
+    a.write_text(
+        _log_line("tolokers", "et", 0, 0.6, 0.25) + _log_line("tolokers", "et", 1, 0.1, 0.5)
+    )
+    b.write_text(
+        _log_line("tolokers", "et", 0, 0.5, 0.75) + _log_line("tolokers", "et", 1, 0.5, 1.0)
+    )
+    r.write_text(_log_line("reddit", "et", 0, 0.5, 0.5))
+    out = tmp_path / "sel.md"
+    report = bench.main(["--select", f"a={a}", f"b={b}", "--out", str(out)])
+    # Seed 0 takes a (test 0.25), seed 1 takes b (test 1.0): mean 62.5, std 37.5.
+    assert "| et | 62.5 ± 37.5 | 62.5 ± 37.5 | 62.5 ± 37.5 | 3.0 |" in report
+    assert "| et | 2 | 1 / 37.5 | 1 / 87.5 |" in report
+    # One configuration per model: b's mean validation (0.5) beats a's (0.35).
+    report = bench.main(
+        ["--select", f"a={a}", f"b={b}", "--select-per", "model", "--out", str(out)]
+    )
+    assert "| et | 87.5 ± 12.5 |" in report and "| et | 2 | 0 / 37.5 | 2 / 87.5 |" in report
+    for args, message in [
+        ([f"a={a}", f"b={b}"], "--select needs --out"),
+        ([f"a={a}", f"b={b}", "--out", str(a)], f"--out {a} is one of the logs"),
+        ([f"a={a}", f"a={b}", "--out", str(out)], "--select names a twice"),
+        ([f"a={a}", f"e={out}", "--out", str(tmp_path / "x.md")], "holds no result line"),
+        (
+            [f"a={a}", f"r={r}", "--out", str(out)],
+            "only a holds results of tolokers: nothing to select",
+        ),
+    ]:
+        with pytest.raises(SystemExit):
+            bench.main(["--select", *args])
+        assert message in capsys.readouterr().err
+    assert a.read_text().startswith("[tolokers et seed 0]")  # the inputs are untouched

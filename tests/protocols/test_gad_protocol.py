@@ -524,3 +524,35 @@ def test_results_record_the_selecting_validation_value_and_the_split(tmp_path):
     trees = results[1]
     assert set(trees.validation) == {"gadbench", "bwgnn"}
     assert 0.0 < trees.validation["gadbench"] <= 1.0
+
+
+def test_selection_per_model_keeps_one_configuration_by_mean_validation():
+    # "a" wins seed 0 on validation, "b" seed 1 by more: per model, "b" has the better mean.
+    candidates = {
+        "a": [_picked("et", 0, 0.6, 0.1, 0.5), _picked("et", 1, 0.2, 0.2, 0.5)],
+        "b": [_picked("et", 0, 0.5, 0.3, 0.5), _picked("et", 1, 0.5, 0.4, 0.5)],
+    }
+    per_seed, chosen = gad.select_configurations(candidates, "gadbench", per="seed")
+    assert [r.configuration for r in per_seed] == ["a", "b"] and chosen == {"et": {"a": 1, "b": 1}}
+    per_model, chosen = gad.select_configurations(candidates, "gadbench", per="model")
+    assert [(r.configuration, r.metrics["gadbench"]["auprc"]) for r in per_model] == [
+        ("b", 0.3),
+        ("b", 0.4),
+    ]
+    assert chosen == {"et": {"a": 0, "b": 2}}
+    with pytest.raises(ValueError, match=r"per must be one of \('seed', 'model'\)"):
+        gad.select_configurations(candidates, "gadbench", per="fold")
+
+
+def test_chosen_table_by_hand_with_a_model_of_one_candidate():
+    candidates = {
+        "a": [_picked("et", 0, 0.6, 0.25, 0.5), _picked("mlp", 0, 0.1, 0.5, 0.5)],
+        "b": [_picked("et", 0, 0.5, 0.75, 0.5)],
+    }
+    selected, chosen = gad.select_configurations(candidates, "gadbench")
+    assert gad.format_chosen(candidates, selected, chosen, "gadbench").splitlines() == [
+        "| model | candidates | a | b |",
+        "|---|---|---|---|",
+        "| et | 2 | 1 / 25.0 | 0 / 75.0 |",
+        "| mlp | 1 | 1 / 50.0 | - |",
+    ]

@@ -552,3 +552,57 @@ def test_select_refuses_what_it_cannot_compare(data_root, tmp_path, capsys):
     (b / "results.json").unlink()
     assert main(["select", str(a), str(b), "--out", str(tmp_path / "s3")]) == 2
     assert "has no results.json: the run has not finished" in capsys.readouterr().err
+
+
+def test_select_names_each_seeds_run_and_can_keep_one_run_per_model(data_root, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    main(train_args(data_root, a, "--model", "mlp", "--seeds", "2", "--protocol", "both"))
+    main(train_args(data_root, b, "--model", "mlp", "--seeds", "2", "--hidden", "16"))
+    runs = {
+        n: json.loads((r / "results.json").read_text())["runs"] for n, r in (("a", a), ("b", b))
+    }
+    # b ran the gadbench protocol only: bwgnn is left out, and said so.
+    out = tmp_path / "per-seed"
+    assert main(["select", str(a), str(b), "--out", str(out)]) == 0
+    text = (out / "results.md").read_text()
+    assert "Protocol bwgnn left out: not every run was scored by it." in text
+    assert "over seeds 0, 1;" in text
+    picks = [max("ab", key=lambda n: runs[n][seed]["validation"]["gadbench"]) for seed in (0, 1)]
+    assert f"| mlp | {picks[0]} | {picks[1]} |" in text
+    recorded = json.loads((out / "results.json").read_text())["runs"]["gadbench"]
+    assert [r["configuration"] for r in recorded] == picks
+    # --per model: the run with the better mean validation AUPRC, for every seed.
+    means = {n: sum(r["validation"]["gadbench"] for r in runs[n]) / 2 for n in "ab"}
+    best = max("ab", key=means.get)
+    out = tmp_path / "per-model"
+    assert main(["select", str(a), str(b), "--out", str(out), "--per", "model"]) == 0
+    recorded = json.loads((out / "results.json").read_text())["runs"]["gadbench"]
+    assert [r["configuration"] for r in recorded] == [best, best]
+    assert [r["metrics"] for r in recorded] == [r["metrics"] for r in runs[best]]
+    capsys.readouterr()
+    # A selection is not a candidate; an out that is a file is not a folder.
+    assert main(["select", str(a), str(out), "--out", str(tmp_path / "s2")]) == 2
+    assert f"{out} is a selection, not a run" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["select", str(a), str(b), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file: give a folder for the selection" in capsys.readouterr().err
+
+
+def test_select_refuses_runs_of_two_tasks_and_per_model_for_graph_runs(data_root, tmp_path, capsys):
+    anomaly = tmp_path / "anomaly"
+    main(train_args(data_root, anomaly, "--model", "mlp", "--seeds", "1"))
+    graph = tmp_path / "graph"
+    graph.mkdir()
+    (graph / "config.json").write_text('{"task": "graph", "extra": {"protocol": "cv"}}')
+    capsys.readouterr()
+    assert main(["select", str(graph), str(anomaly), "--out", str(tmp_path / "s")]) == 2
+    assert f"the runs are of different tasks ({graph}: graph, {anomaly}: anomaly)" in (
+        capsys.readouterr().err
+    )
+    assert (
+        main(["select", str(graph), str(graph), "--out", str(tmp_path / "s"), "--per", "model"])
+        == 2
+    )
+    assert "--per model is for anomaly runs: graph runs are chosen per fold" in (
+        capsys.readouterr().err
+    )

@@ -983,10 +983,13 @@ def test_select_runs_checks_every_candidates_splits_and_records_what_it_chose(
         for candidates in ([base, wide, other], [base, other, wide]):
             with pytest.raises(ValueError, match=re.escape(f"same splits: {said}")):
                 select_runs(tmp_path / "x", candidates)
+    with pytest.raises(ValueError, match="TOY-mlp given twice: each run is one candidate"):
+        select_runs(tmp_path / "x", [base, base])
+    alike = [fake_run(tmp_path / d / "p" / "TOY-mlp", [0.5, 0.5], [0.5, 0.5]) for d in "ab"]
     with pytest.raises(
         ValueError, match="have alike folder names: give each run a name of its own"
     ):
-        select_runs(tmp_path / "x", [base, base])
+        select_runs(tmp_path / "x", alike)
     held = fake_run(tmp_path / "held", [0.5, 0.5], [0.5, 0.5], protocol="train-on-all")
     with pytest.raises(ValueError, match="is a train-on-all run: select among cv runs"):
         select_runs(tmp_path / "x", [base, held])
