@@ -570,7 +570,8 @@ def select_configurations(
 
     Raises:
         ValueError: fewer than two configurations, results without a validation record for
-            ``protocol`` (logs from before it was kept), or runs of one seed on other splits.
+            ``protocol`` (logs from before it was kept), a model whose configurations share no
+            seed, or runs of one seed on other splits.
     """
     protocol = _protocols(protocol)[0]
     if per not in SELECT_PER:
@@ -590,6 +591,9 @@ def select_configurations(
     chosen: dict[str, dict[str, int]] = {}
     for model, by_config in runs.items():
         seeds = sorted(set.intersection(*(set(seeds) for seeds in by_config.values())))
+        if not seeds:
+            held = "; ".join(f"{c}: {sorted(by_seed)}" for c, by_seed in by_config.items())
+            raise ValueError(f"the configurations of {model} share no seed ({held})")
         rows = {seed: {c: by_seed[seed] for c, by_seed in by_config.items()} for seed in seeds}
         for seed, row in rows.items():
             if len({r.split for r in row.values()}) > 1:

@@ -311,3 +311,90 @@ def test_selection_from_logs_by_hand_and_its_guards(bench, tmp_path, capsys):
             bench.main(["--select", *args])
         assert message in capsys.readouterr().err
     assert a.read_text().startswith("[tolokers et seed 0]")  # the inputs are untouched
+
+
+# -- the selection log's round trip, both protocols' tables, --rf-hops ---------------------
+
+
+def test_a_reported_line_reads_back_with_its_validation_split_and_energy(bench, capsys):
+    validation = {"gadbench": 0.55, "bwgnn": 0.71}
+    energy = {"auroc": 0.46, "auprc": 0.22, "rec_at_k": 0.2}
+    written = [
+        bench.RunResult("et", 4, _metrics(0.8, 0.5, 0.5, 0.7, 0.8), 12.0, energy_metrics=energy,
+                        validation=validation, split="24f2b490"),
+        bench.RunResult("mlp", 4, _metrics(0.7, 0.4, 0.4, 0.6, 0.7), 3.0,
+                        validation={"gadbench": 0.5, "bwgnn": 0.6}, split="24f2b490"),
+    ]  # fmt: skip
+    for r in written:
+        bench._report("tolokers", r)
+    assert bench.parse_log(capsys.readouterr().out) == {"tolokers": written}
+
+
+def _chosen_row(section: str, names: list[str], model: str) -> dict[str, str]:
+    """The cells of ``model``'s row in the chosen-configuration table of ``section``, by
+    configuration name."""
+    lines = section.splitlines()
+    head = next(line for line in lines if line.endswith(" | " + " | ".join(names) + " |"))
+    columns = [c.strip() for c in head.split("|")[1:-1]]
+    start = lines.index(head)
+    row = next(line for line in lines[start:] if line.startswith(f"| {model} | "))
+    return dict(zip(columns, (c.strip() for c in row.split("|")[1:-1]), strict=True))
+
+
+def test_selection_report_selects_under_each_protocol_on_its_own_metric(bench, tmp_path, capsys):
+    # (config, seed, validation AUPRC, validation macro-F1, every test metric, seconds)
+    runs = [
+        ("a", 0, 0.6, 0.2, 0.8, 2.0),
+        ("a", 1, 0.3, 0.9, 0.7, 2.0),
+        ("b", 0, 0.5, 0.4, 0.6, 3.0),
+        ("b", 1, 0.4, 0.1, 0.95, 3.0),
+    ]
+    logs = {}
+    for name in ("a", "b"):
+        capsys.readouterr()
+        for config, seed, val_auprc, val_f1, t, seconds in runs:
+            if config == name:
+                validation = {"gadbench": val_auprc, "bwgnn": val_f1}
+                r = bench.RunResult("et", seed, _metrics(t, t, t, t, t), seconds,
+                                    validation=validation, split=f"split{seed}")  # fmt: skip
+                bench._report("tolokers", r)
+        logs[name] = tmp_path / f"{name}.txt"
+        logs[name].write_text(capsys.readouterr().out)
+    report = bench.main(
+        ["--select", *(f"{n}={p}" for n, p in logs.items()), "--out", str(tmp_path / "s.md")]
+    )
+    gadbench, bwgnn = report.split("### tolokers, bwgnn protocol: selected on validation")
+    assert "### tolokers, gadbench protocol: selected on validation auprc" in gadbench
+    assert bwgnn.startswith(" macro_f1 (2 seeds, seeds 0-1)")
+    # GADBench: seed 0 chooses a (test 0.8), seed 1 b (0.95); seconds: both candidates'.
+    mean, std = 100 * (0.8 + 0.95) / 2, 100 * (0.95 - 0.8) / 2
+    assert f"| et | {mean:.1f} ± {std:.1f} | {mean:.1f} ± {std:.1f} |" in gadbench
+    assert " | 5.0 |" in gadbench
+    # BWGNN: on validation macro-F1 seed 0 chooses b (0.6), seed 1 a (0.7).
+    assert f"| et | {100 * 0.65:.1f} ± {100 * 0.05:.1f} |" in bwgnn
+    for section in (gadbench, bwgnn):  # one seed each; each run's own mean test over seeds 0-1
+        row = _chosen_row(section, ["a", "b"], "et")
+        assert (row["a"], row["b"]) == (f"1 / {100 * 0.75:.1f}", f"1 / {100 * 0.775:.1f}")
+    for pair in ("=x", "a="):
+        with pytest.raises(SystemExit):
+            bench.main(["--select", pair, f"b={logs['b']}", "--out", str(tmp_path / "t.md")])
+        assert f"--select takes NAME=LOG pairs, got '{pair}'" in capsys.readouterr().err
+
+
+def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, monkeypatch):
+    write_tolokers(tmp_path)
+    configs = []
+
+    def spy(data, protocols, models, seeds, cfg, **kwargs):
+        configs.append(cfg)
+        return run_protocols(data, protocols, models, seeds, cfg, **kwargs)
+
+    run_protocols = bench.run_protocols
+    monkeypatch.setattr(bench, "run_protocols", spy)
+    args = ["--datasets", "tolokers", "--models", "rf-graph", "--seeds", "1", "--rf-trees", "3"]
+    args += ["--rf-hops", "3", "--threads", "1", "--data", str(tmp_path)]
+    report = bench.main([*args, "--out", str(tmp_path / "r.md")])
+    assert [c.rf for c in configs] == [{"n_estimators": 3, "hops": 3}]
+    assert "RF-Graph and GB-Graph (gradient boosting): 3 trees on mean/max 3-hop aggregates" in (
+        report
+    )

@@ -556,3 +556,95 @@ def test_chosen_table_by_hand_with_a_model_of_one_candidate():
         "| et | 2 | 1 / 25.0 | 0 / 75.0 |",
         "| mlp | 1 | 1 / 50.0 | - |",
     ]
+
+
+# -- the split fingerprint, the trees' validation record, format_chosen by hand -------------
+
+
+def test_a_split_fingerprint_is_eight_hex_digits_that_see_every_part_and_its_bounds():
+    def split(train, val, test):
+        return Split(*(torch.tensor(p) for p in (train, val, test)))
+
+    base = split([0, 1], [2, 3], [4, 5])
+    fingerprint = base.fingerprint()
+    assert len(fingerprint) == 8 and int(fingerprint, 16) >= 0
+    assert split([0, 1], [2, 3], [4, 5]).fingerprint() == fingerprint  # a function of the split
+    others = [
+        split([0, 1], [2, 3], [4, 6]),  # another test node only
+        split([0, 1], [2], [3, 4, 5]),  # the same nodes in the same order, cut elsewhere
+        split([0], [1, 2, 3], [4, 5]),
+    ]
+    assert len({fingerprint, *(s.fingerprint() for s in others)}) == 4
+
+
+def test_a_tree_ensembles_validation_record_is_its_fits_validation_score_per_protocol():
+    from energy_transformer.metrics import auprc, tune_threshold_macro_f1
+    from energy_transformer.models.gad_baselines import RFGraph
+
+    data = small_graph()
+    split = stratified_split(data.y, 0.4, seed=0)
+    cfg = HarnessConfig(rf={"n_estimators": 3})
+    r = gad.fit_trees("rf-graph", data, split, ["gadbench", "bwgnn"], cfg, seed=1)
+    rf = RFGraph(n_estimators=3, seed=1).fit(data.x, data.edge_index, data.y, split.train)
+    probs, y = rf.predict_proba(data.x, data.edge_index)[split.val], data.y[split.val]
+    assert r.validation["gadbench"] == pytest.approx(auprc(probs, y))
+    assert r.validation["bwgnn"] == pytest.approx(tune_threshold_macro_f1(probs, y)[1])
+    assert r.split == split.fingerprint()
+
+
+def test_a_selected_result_carries_no_weights_and_unchosen_runs_count_zero():
+    state = {"w": torch.zeros(1)}
+    candidates = {
+        "a": [RunResult("et", 0, {}, 1.0, state=state, validation={"gadbench": 0.9}, split="s")],
+        "b": [RunResult("et", 0, {}, 2.0, state=state, validation={"gadbench": 0.1}, split="s")],
+    }
+    selected, chosen = gad.select_configurations(candidates, "gadbench")
+    assert [(r.seconds, r.state) for r in selected] == [(3.0, None)]
+    assert chosen == {"et": {"a": 1, "b": 0}}  # b is listed though no seed chose it
+
+
+def _table_cells(table):
+    """A markdown table's rows by their first cell, each a dict of its cells by column."""
+    lines = table.splitlines()
+    assert len({line.count("|") for line in lines}) == 1  # every row as wide as the header
+    columns = [c.strip() for c in lines[0].split("|")[1:-1]]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    return {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+
+
+def test_the_chosen_table_counts_each_models_own_seeds_by_hand():
+    # et: seeds 0 and 1 in both configurations, seed 2 in "a" only: not selected for et ("b"
+    # lacks it), so it stays out of a's mean though mlp's seed 2 is selected. mlp: "a" only.
+    candidates = {
+        "a": [
+            _picked("et", 0, 0.9, 0.50, 0.1),
+            _picked("et", 1, 0.9, 0.30, 0.1),
+            _picked("et", 2, 0.9, 0.99, 0.1),
+            _picked("mlp", 2, 0.5, 0.25, 0.5),
+        ],
+        "b": [_picked("et", 0, 0.1, 0.20, 0.9), _picked("et", 1, 0.1, 0.10, 0.2)],
+    }
+    selected, chosen = gad.select_configurations(candidates, "gadbench")
+    assert chosen == {"et": {"a": 2, "b": 0}, "mlp": {"a": 1}}
+    cells = _table_cells(gad.format_chosen(candidates, selected, chosen, "gadbench"))
+    # the mean test AUPRC (%) over et's seeds 0 and 1
+    assert (cells["et"]["a"], cells["et"]["b"]) == ("2 / 40.0", "0 / 15.0")
+    assert (cells["mlp"]["a"], cells["mlp"]["b"]) == ("1 / 25.0", "-")
+    # The BWGNN protocol: chosen on validation macro-F1, its cells show test macro-F1 (in
+    # _picked, equal to the test AUPRC; the test AUROC is 0.5 everywhere).
+    selected, chosen = gad.select_configurations(candidates, "bwgnn")
+    assert chosen == {"et": {"a": 0, "b": 2}, "mlp": {"a": 1}}
+    cells = _table_cells(gad.format_chosen(candidates, selected, chosen, PROTOCOLS["bwgnn"]))
+    assert (cells["et"]["a"], cells["et"]["b"]) == ("0 / 40.0", "2 / 15.0")
+    assert (cells["mlp"]["a"], cells["mlp"]["b"]) == ("1 / 25.0", "-")
+
+
+def test_selection_refuses_a_model_whose_configurations_share_no_seed():
+    candidates = {
+        "a": [_picked("et", 0, 0.5, 0.5, 0.5), _picked("mlp", 0, 0.5, 0.5, 0.5)],
+        "b": [_picked("et", 1, 0.5, 0.5, 0.5), _picked("mlp", 0, 0.5, 0.5, 0.5)],
+    }
+    with pytest.raises(
+        ValueError, match=r"the configurations of et share no seed \(a: \[0\]; b: \[1\]\)"
+    ):
+        gad.select_configurations(candidates, "gadbench")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from energy_transformer.cli import main
+from energy_transformer.tasks.anomaly import select_runs
 
 
 @pytest.fixture
@@ -606,3 +607,94 @@ def test_select_refuses_runs_of_two_tasks_and_per_model_for_graph_runs(data_root
     assert "--per model is for anomaly runs: graph runs are chosen per fold" in (
         capsys.readouterr().err
     )
+
+
+# -- et select on hand-written anomaly runs (no training) -------------------------------------
+
+
+def _written_run(folder, runs, dataset="reddit", protocol="both"):
+    """A finished anomaly run written by hand: config.json and results.json, one ET record per
+    ``(seed, validation AUPRC, validation macro-F1, every test metric, seconds)``."""
+    protocols = ["gadbench", "bwgnn"] if protocol == "both" else [protocol]
+    records = [
+        {
+            "model": "et",
+            "seed": seed,
+            "metrics": {
+                "gadbench": {"auroc": t, "auprc": t, "rec_at_k": t},
+                "bwgnn": {"macro_f1": t, "auroc": t},
+            },
+            "seconds": seconds,
+            "validation": {p: {"gadbench": val_auprc, "bwgnn": val_f1}[p] for p in protocols},
+            "split": f"split{seed}",
+        }
+        for seed, val_auprc, val_f1, t, seconds in runs
+    ]
+    folder.mkdir(parents=True)
+    command = {"dataset": dataset, "protocol": protocol}
+    (folder / "config.json").write_text(json.dumps({"task": "anomaly", "command": command}))
+    (folder / "results.json").write_text(json.dumps({"runs": records}))
+    return folder
+
+
+A_RUNS = [(0, 0.6, 0.2, 0.8, 2.0), (1, 0.3, 0.9, 0.7, 2.0)]
+B_RUNS = [(0, 0.5, 0.4, 0.6, 3.0), (1, 0.4, 0.1, 0.95, 3.0)]
+
+
+def test_select_writes_the_choices_per_protocol_and_points_eval_to_the_runs(tmp_path, capsys):
+    # b recorded its seeds in another order: the same seeds all the same
+    a, b = _written_run(tmp_path / "a", A_RUNS), _written_run(tmp_path / "b", B_RUNS[::-1])
+    out = tmp_path / "sel"
+    assert main(["select", str(a), str(b), "--out", str(out)]) == 0
+    selected = json.loads((out / "results.json").read_text())
+    # GADBench (validation AUPRC): seed 0 chooses a, seed 1 b; BWGNN (macro-F1): b, then a.
+    assert selected["chosen"] == {
+        "gadbench": {"et": {"a": 1, "b": 1}},
+        "bwgnn": {"et": {"a": 1, "b": 1}},
+    }
+    for protocol, tests in (("gadbench", [0.8, 0.95]), ("bwgnn", [0.6, 0.7])):
+        runs = sorted(selected["runs"][protocol], key=lambda r: r["seed"])
+        assert [r["metrics"][protocol]["auroc"] for r in runs] == tests
+        assert [r["seconds"] for r in runs] == [5.0, 5.0]
+    assert json.loads((out / "config.json").read_text())["task"] == "anomaly"
+    # results.md tells how often each run was chosen and its own mean test value (seeds 0-1).
+    lines = (out / "results.md").read_text().splitlines()
+    heads = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("| model |") and line.endswith(" | a | b |")
+    ]
+    assert len(heads) == 2  # one table per protocol
+    for i in heads:
+        columns = [c.strip() for c in lines[i].split("|")[1:-1]]
+        row = next(line for line in lines[i:] if line.startswith("| et | "))
+        cells = dict(zip(columns, (c.strip() for c in row.split("|")[1:-1]), strict=True))
+        assert (cells["a"], cells["b"]) == (f"1 / {100 * 0.75:.1f}", f"1 / {100 * 0.775:.1f}")
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 2
+    assert (
+        f"{out} is a selection among runs (a, b) and holds no weights: evaluate those runs;"
+        " its results.md names the run each seed chose"
+    ) in capsys.readouterr().err
+
+
+def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_path, capsys):
+    a = _written_run(tmp_path / "a", A_RUNS)
+    auprc_only = _written_run(tmp_path / "g", B_RUNS, protocol="gadbench")
+    f1_only = _written_run(tmp_path / "w", B_RUNS, protocol="bwgnn")
+    other = _written_run(tmp_path / "o", B_RUNS, dataset="tolokers")
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "config.json").write_text('{"task": "image"}')
+    selected = select_runs(tmp_path / "sel", [a, auprc_only])
+    assert list(selected) == ["gadbench"]  # bwgnn: not every run was scored by it
+    assert [r.seed for r in selected["gadbench"]] == [0, 1]
+    for runs, message in [
+        ([auprc_only, f1_only], "the runs share no protocol"),
+        ([a, other], "the runs are of different datasets"),
+        ([a, image], f"{image} is not an anomaly run (task 'image')"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            select_runs(tmp_path / "x", runs)
+        assert message in str(refused.value)
+    assert not (tmp_path / "x").exists()

@@ -1063,3 +1063,14 @@ def test_selection_refuses_runs_with_unfinished_folds_unless_partial(tmp_path, c
     image = run(tmp_path / "img", [0, 1, 2, 3], task="image")
     with pytest.raises(ValueError, match=r"img is not a graph run \(task 'image'\)"):
         select_runs(tmp_path / "s3", [full, image])
+
+
+def test_alike_run_names_take_their_resolved_parents_name(tmp_path, monkeypatch):
+    from energy_transformer.tasks import run_names
+
+    for folder in ("base/run", "variant/run", "variant/other"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "base")
+    # "run" lies in base/: its name is told apart by the folder it resolves to, not by ""
+    assert run_names([Path("run"), tmp_path / "variant" / "run"]) == ["base/run", "variant/run"]
+    assert run_names([Path("run"), Path("../variant/other")]) == ["run", "other"]
