@@ -164,9 +164,15 @@ def _seed_range(seeds: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="reddit,tolokers")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--datasets", default="reddit,tolokers", help="comma-separated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="how many seeds, one split each (default: 3)"
+    )
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -187,9 +193,15 @@ def main(argv: list[str] | None = None) -> str:
         help="random: a stratified split per seed (--train-ratio); file: the dataset's own split"
         " number SEED (Tolokers: GADBench's 50/25/25)",
     )
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="full-batch epochs of every network (default: 30)"
+    )
+    parser.add_argument(
+        "--hidden", type=int, default=64, help="width of every network, ET's D (default: 64)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)"
+    )
     add_et_arguments(parser, prefix="et-")
     parser.add_argument(
         "--input-hops",
@@ -203,7 +215,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--rf-hops", type=int, default=2, help="RF-Graph's and GB-Graph's aggregation depth"
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--data", default=None, help="data root (default: $ET_DATA)")
     parser.add_argument(
