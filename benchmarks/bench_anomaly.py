@@ -122,6 +122,18 @@ def selection_report(pairs: list[str], per: str = "seed") -> str:
         for dataset, results in found.items():
             candidates.setdefault(dataset, {})[name] = results
     for dataset, runs in candidates.items():
+        # Every row of a table over the same seeds: those that every model finished in every
+        # log that ran it (a log cut off by a time limit holds fewer).
+        held = [
+            {r.seed for r in results if r.model == model}
+            for results in runs.values()
+            for model in {r.model for r in results}
+        ]
+        shared = set.intersection(*held) if held else set()
+        if not shared:
+            raise ValueError(f"the logs of {dataset} share no seed that every model finished")
+        candidates[dataset] = {n: [r for r in rs if r.seed in shared] for n, rs in runs.items()}
+    for dataset, runs in candidates.items():
         if len(runs) < 2:
             raise ValueError(
                 f"only {', '.join(runs)} holds results of {dataset}: nothing to select"

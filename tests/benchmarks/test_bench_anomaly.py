@@ -398,3 +398,23 @@ def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, m
     assert "RF-Graph and GB-Graph (gradient boosting): 3 trees on mean/max 3-hop aggregates" in (
         report
     )
+
+
+def test_selection_from_logs_compares_every_model_on_the_seeds_all_finished(
+    bench, tmp_path, capsys
+):
+    logs = {name: tmp_path / f"{name}.txt" for name in "abcd"}
+    logs["a"].write_text("".join(_log_line("reddit", "et", s, 0.5, 0.5) for s in (0, 1)))
+    logs["b"].write_text("".join(_log_line("reddit", "et", s, 0.4, 0.5) for s in (0, 1)))
+    # The trees' logs hold a third seed, with a test score that would move their mean.
+    for name in "cd":
+        lines = [_log_line("reddit", "rf-graph", s, 0.5, 0.25 if s < 2 else 1.0) for s in range(3)]
+        logs[name].write_text("".join(lines))
+    pairs = [f"{n}={p}" for n, p in logs.items()]
+    report = bench.main(["--select", *pairs, "--out", str(tmp_path / "s.md")])
+    assert "(2 seeds, seeds 0-1)" in report
+    assert "| rf-graph | 25.0 ± 0.0 |" in report
+    logs["b"].write_text(_log_line("reddit", "et", 2, 0.4, 0.5))
+    with pytest.raises(SystemExit):
+        bench.main(["--select", *pairs, "--out", str(tmp_path / "s.md")])
+    assert "the logs of reddit share no seed that every model finished" in capsys.readouterr().err
