@@ -418,3 +418,9 @@ def test_selection_from_logs_compares_every_model_on_the_seeds_all_finished(
     with pytest.raises(SystemExit):
         bench.main(["--select", *pairs, "--out", str(tmp_path / "s.md")])
     assert "the logs of reddit share no seed that every model finished" in capsys.readouterr().err
+
+
+def test_seed_ranges_are_named_as_they_are(bench):
+    assert bench._seed_range([4]) == "seed 4"
+    assert bench._seed_range([10, 11, 12]) == "seeds 10-12"
+    assert bench._seed_range([10, 12]) == "seeds 10, 12"
