@@ -485,6 +485,7 @@ def select_runs(
     selected = {p: select_configurations(runs, p, per) for p in protocols}
     how = "per seed" if per == "seed" else "one run per model, by its mean over the seeds,"
     text = [f"# Selection on validation among {', '.join(names)}: {datasets[names[0]]}\n"]
+    text.append(_settings_table({name: c["command"] for name, c in configs.items()}) + "\n")
     left_out = sorted({p for r in ran.values() for p in r} - set(protocols))
     if left_out:
         text.append(f"Protocol {', '.join(left_out)} left out: not every run was scored by it.\n")
@@ -518,6 +519,27 @@ def select_runs(
     )
     (out / "results.md").write_text("\n".join(text))
     return {p: results for p, (results, _) in selected.items()}
+
+
+# Options that say where or how a run was made, not what it trained.
+_NOT_SETTINGS = {"out", "resume", "no_progress", "device", "command", "task", "func"}
+
+
+def _settings_table(commands: dict[str, dict[str, Any]]) -> str:
+    """The training options in which the runs differ, one row per run (or a line saying the
+    runs were trained alike, which makes the selection a choice among repeats)."""
+    keys = sorted({k for c in commands.values() for k in c} - _NOT_SETTINGS)
+    differ = [k for k in keys if len({json.dumps(c.get(k)) for c in commands.values()}) > 1]
+    if not differ:
+        return "The runs were trained with the same settings."
+    lines = [
+        "Settings in which the runs differ:\n",
+        "| run | " + " | ".join(differ) + " |",
+        "|---" * (len(differ) + 1) + "|",
+    ]
+    for name, command in commands.items():
+        lines.append(f"| {name} | " + " | ".join(str(command.get(k)) for k in differ) + " |")
+    return "\n".join(lines)
 
 
 def _choices_table(results: list[RunResult]) -> str:

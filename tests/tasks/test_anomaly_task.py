@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from energy_transformer.cli import main
-from energy_transformer.tasks.anomaly import select_runs
+from energy_transformer.tasks.anomaly import _settings_table, select_runs
 
 
 @pytest.fixture
@@ -566,6 +566,7 @@ def test_select_names_each_seeds_run_and_can_keep_one_run_per_model(data_root, t
     out = tmp_path / "per-seed"
     assert main(["select", str(a), str(b), "--out", str(out)]) == 0
     text = (out / "results.md").read_text()
+    assert "Settings in which the runs differ:" in text and "| a | 8 | both |" in text
     assert "Protocol bwgnn left out: not every run was scored by it." in text
     assert "over seeds 0, 1;" in text
     picks = [max("ab", key=lambda n: runs[n][seed]["validation"]["gadbench"]) for seed in (0, 1)]
@@ -698,3 +699,18 @@ def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_pat
             select_runs(tmp_path / "x", runs)
         assert message in str(refused.value)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_selection_shows_the_settings_its_runs_differ_in():
+    commands = {
+        "a": {"hidden": 64, "epochs": 30, "out": "runs/a", "device": "cpu", "seeds": [0, 1]},
+        "b": {"hidden": 128, "epochs": 30, "out": "runs/b", "device": "cuda", "seeds": [0, 1]},
+    }
+    assert _settings_table(commands).splitlines()[2:] == [
+        "| run | hidden |",
+        "|---|---|",
+        "| a | 64 |",
+        "| b | 128 |",
+    ]
+    alike = {"a": commands["a"], "b": {**commands["a"], "out": "runs/b"}}
+    assert _settings_table(alike) == "The runs were trained with the same settings."
