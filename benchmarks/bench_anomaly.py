@@ -122,6 +122,10 @@ def selection_report(pairs: list[str], per: str = "seed") -> str:
         for dataset, results in found.items():
             candidates.setdefault(dataset, {})[name] = results
     for dataset, runs in candidates.items():
+        if len(runs) < 2:
+            raise ValueError(
+                f"only {', '.join(runs)} holds results of {dataset}: nothing to select"
+            )
         # Every row of a table over the same seeds: those that every model finished in every
         # log that ran it (a log cut off by a time limit holds fewer).
         held = [
@@ -133,11 +137,6 @@ def selection_report(pairs: list[str], per: str = "seed") -> str:
         if not shared:
             raise ValueError(f"the logs of {dataset} share no seed that every model finished")
         candidates[dataset] = {n: [r for r in rs if r.seed in shared] for n, rs in runs.items()}
-    for dataset, runs in candidates.items():
-        if len(runs) < 2:
-            raise ValueError(
-                f"only {', '.join(runs)} holds results of {dataset}: nothing to select"
-            )
     how = (
         "per model and seed, the configuration with the best validation metric of the protocol"
         if per == "seed"

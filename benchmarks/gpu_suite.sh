@@ -43,7 +43,7 @@ if [ "$SCALE" = full ]; then
     GAD="--datasets tolokers --seeds 5 --epochs 100"
     EDGES="--repeats 5"
     SELECT=${SELECT:-"--datasets tolokers --models et,mlp,gcn,sage,bwgnn --first-seed 10 --seeds 5 --epochs 200 --et-learn-beta --et-steps 4 --threads 3"}
-    T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150 T_SELECT=${T_SELECT:-300}
+    T_TESTS=120 T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150 T_SELECT=${T_SELECT:-300}
 else
     CORE="--preset small --batch 2 --repeats 1 --steps 2"
     GRAPH="--preset cpu --epochs 2 --models et --folds 2"
@@ -52,7 +52,7 @@ else
     GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et"
     EDGES="--cases random --nodes 300 --edges 1500 --repeats 1"
     SELECT=${SELECT:-"--datasets tolokers --models et,mlp --seeds 1 --epochs 1 --threads 1"}
-    T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120 T_SELECT=120
+    T_TESTS=120 T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120 T_SELECT=120
 fi
 
 { nvidia-smi -L 2>/dev/null; $PY -c "import torch, torch_geometric as g; print('torch', torch.__version__, 'pyg', g.__version__, 'cuda', torch.cuda.is_available())"; } | tee "$OUT/env.txt"
@@ -65,7 +65,7 @@ status=0
 failed() { echo "gpu_suite: $1 failed (exit $2)" >&2; status=1; }
 
 if has tests; then
-    timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_devices.py > "$OUT/tests.txt" 2>&1 \
+    timeout "$T_TESTS" $PY -m pytest -q -p no:cacheprovider tests/test_devices.py > "$OUT/tests.txt" 2>&1 \
         || failed tests $?
     tail -n 3 "$OUT/tests.txt"
 fi

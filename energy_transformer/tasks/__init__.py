@@ -32,7 +32,7 @@ def run_names(folders: Sequence[Path]) -> list[str]:
         raise ValueError(f"{', '.join(twice)} given twice: each run is one candidate")
     names = [f.name for f in folders]
     if len(set(names)) < len(names):
-        names = [f"{f.resolve().parent.name}/{f.name}" for f in folders]
+        names = [f"{r.parent.name}/{f.name}" for f, r in zip(folders, resolved, strict=True)]
     if len(set(names)) < len(names):
         raise ValueError(
             f"the candidates {names} have alike folder names: give each run a name of its own"
