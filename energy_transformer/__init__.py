@@ -11,6 +11,7 @@ from energy_transformer.nn import (
     KeySets,
     Trajectory,
 )
+from energy_transformer.tasks import load_model
 
 __version__ = "0.1.0"
 
@@ -25,4 +26,5 @@ __all__ = [
     "KeySets",
     "Trajectory",
     "__version__",
+    "load_model",
 ]

@@ -1,28 +1,24 @@
 """The ``et`` command line: ``et train TASK``, ``et eval RUN``, ``et demo`` and task commands.
 
-Each task lives in ``energy_transformer.tasks.<module>`` and plugs in through four functions:
-``add_train_arguments(parser)``, ``train(args)``, ``evaluate(run_dir, args)`` and, optionally,
-``add_commands(subparsers)`` for commands of its own (``et complete``, ``et cv`` ...).
+Each task lives in ``energy_transformer.tasks.<module>`` (``tasks.TASKS``) and plugs in through
+its functions: ``add_train_arguments(parser)``, ``train(args)``, ``evaluate(run_dir, args)``,
+``build_model(model_config)`` (for ``load_model``), ``select(args)`` for the tasks of ``et
+select`` and, optionally, ``add_commands(subparsers)`` for commands of its own (``et
+complete`` ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from energy_transformer.tasks import TASKS, task_module
 from energy_transformer.train import read_run_config
 
-# task name -> module; the name is what `et train NAME` takes and what config.json records.
-TASKS: dict[str, str] = {
-    "image": "energy_transformer.tasks.image",
-    "graph": "energy_transformer.tasks.graph",
-    "anomaly": "energy_transformer.tasks.anomaly",
-}
 TASK_HELP = {
     "image": "masked image completion (Fashion-MNIST, ImageNet-style folders)",
     "graph": "graph classification on TU datasets",
@@ -35,10 +31,6 @@ TASK_HELP = {
 COMMAND_TASKS = ("image",)
 # Tasks whose runs `et select` chooses among.
 SELECT_TASKS = ("graph", "anomaly")
-
-
-def _task_module(name: str) -> ModuleType:
-    return importlib.import_module(TASKS[name])
 
 
 def _named_tasks(argv: Sequence[str] | None) -> list[str]:
@@ -56,7 +48,7 @@ def _named_tasks(argv: Sequence[str] | None) -> list[str]:
 
 def _import_task(name: str, parser: argparse.ArgumentParser) -> ModuleType:
     try:
-        return _task_module(name)
+        return task_module(name)
     except ModuleNotFoundError as err:
         parser.error(
             f"task {name!r} needs the Python package {err.name!r}, which is not installed"
@@ -163,7 +155,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    _task_module(run_task_of(args.run)).evaluate(args.run, args)
+    task_module(run_task_of(args.run)).evaluate(args.run, args)
 
 
 def _select(args: argparse.Namespace) -> None:
@@ -178,7 +170,7 @@ def _select(args: argparse.Namespace) -> None:
         )
     if task == "graph" and args.per != "seed":
         raise ValueError("--per model is for anomaly runs: graph runs are chosen per fold")
-    _task_module(task).select(args)
+    task_module(task).select(args)
 
 
 # What a user can fix (an option's value, a missing or malformed file): one line naming the

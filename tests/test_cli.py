@@ -204,7 +204,7 @@ def test_a_task_whose_dependency_is_missing_names_the_package(monkeypatch, capsy
     def missing(name):
         raise ModuleNotFoundError("No module named 'torch_geometric'", name="torch_geometric")
 
-    monkeypatch.setattr(cli, "_task_module", missing)
+    monkeypatch.setattr(cli, "task_module", missing)
     with pytest.raises(SystemExit) as exit_:
         main(["train", "graph", "--dataset", "MUTAG"])
     assert exit_.value.code == 2

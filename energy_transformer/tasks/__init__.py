@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import torch
+from torch import nn
+
+# task name -> module; the name is what `et train NAME` takes and what config.json records.
+# Each module gives `build_model(model_config)`: the model a run's config.json describes.
+TASKS: dict[str, str] = {
+    "image": "energy_transformer.tasks.image",
+    "graph": "energy_transformer.tasks.graph",
+    "anomaly": "energy_transformer.tasks.anomaly",
+}
+
+
+def task_module(name: str) -> ModuleType:
+    """The module of task ``name`` (imported on demand: the graph tasks import PyG)."""
+    return importlib.import_module(TASKS[name])
 
 
 def preset_values(
@@ -61,3 +80,50 @@ def refuse_selection(run_dir: Path, chose: str) -> None:
         f"{run_dir} is a selection among runs ({', '.join(sources)}) and holds no weights:"
         f" evaluate those runs; {chose}"
     )
+
+
+def load_model(
+    run: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None
+) -> nn.Module:
+    """The trained model of a run of any task, in eval mode on ``device``, with the weights
+    ``et eval`` scores: the epoch selected on validation, else the last; a checkpoint file's
+    own weights when ``run`` is one. With ``task``, a run of another task is refused.
+
+    ``run`` names ONE model: an image run (``runs/fmnist``), a fold of a graph run
+    (``runs/graph/fold-00``), a model and seed of an anomaly run (``runs/tol/et/seed0``), or a
+    checkpoint file in any of them. A folder of several models (a whole graph or anomaly run)
+    is refused with the folders to choose from, a selection with the runs it chose among.
+
+    What each model takes: the image model a batch of images ``(batch, C, H, W)``
+    (``models.image``); the graph models a PyG ``Batch`` with the Laplacian encodings of
+    ``models.graph.LaplacianPE`` (their feature scaler is part of the weights); the anomaly
+    models ``(x, edge_index)`` of the graph as the run prepared it (``protocols.gad.prepare``
+    and ``neural_input`` with the ``standardize`` and ``input_hops`` of its ``config.json``).
+    """
+    from energy_transformer.train import (
+        check_run_task,
+        load_run,
+        read_run_config,
+        resolve_device,
+        run_weights,
+    )
+
+    run = Path(run)
+    folder, config = read_run_config(run)
+    check_run_task(run, config, task)
+    if config.get("task") not in TASKS:
+        raise ValueError(f"{folder}/config.json names no known task ({config.get('task')!r})")
+    if run.is_dir() and not run_weights(run).is_file():
+        refuse_selection(run, "load a model of one of them")
+        inner = sorted({p.parent.relative_to(run) for p in run.glob("**/*.safetensors")}, key=str)
+        if not inner:
+            raise FileNotFoundError(f"{run} holds no weights (best.safetensors, last.safetensors)")
+        shown = ", ".join(map(str, inner[:3])) + (", ..." if len(inner) > 3 else "")
+        raise ValueError(
+            f"{run} holds {len(inner)} models ({shown}), not one: load one of them,"
+            f" e.g. {run / inner[0]}"
+        )
+    state, config = load_run(run)
+    model = task_module(config["task"]).build_model(config["model"])
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval()

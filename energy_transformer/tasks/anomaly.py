@@ -48,6 +48,7 @@ from energy_transformer.protocols.gad import (
 )
 from energy_transformer.tasks import (
     check_selection_out,
+    load_model,
     option_names,
     preset_values,
     refuse_selection,
@@ -58,7 +59,6 @@ from energy_transformer.train import (
     check_new_run,
     check_not_part_of_run,
     launched_world_size,
-    load_run,
     read_run_config,
     resolve_device,
 )
@@ -568,21 +568,25 @@ def select(args: argparse.Namespace) -> dict[str, list[RunResult]]:
 # -- evaluation and figures -------------------------------------------------------------------
 
 
+def build_model(model_config: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild a neural model from the ``model`` section of a seed's ``config.json``."""
+    return rebuild_model(model_config)
+
+
 def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
     """Model (best weights), prepared graph and split of one ``RUN/<model>/seed<k>`` folder."""
-    state, config = load_run(run_dir)
+    config = read_run_config(run_dir)[1]
     extra = config.get("extra", {})
     if "dataset" not in extra:
         raise ValueError(f"{run_dir}/config.json records no dataset: not an anomaly run")
+    dev = resolve_device(device)
+    model = load_model(run_dir, dev, task="anomaly")
     root = data_root if data_root is not None else extra.get("data")
     raw = prepare(load_graph(extra["dataset"], root), extra.get("standardize", True))
     data = neural_input(raw, extra.get("input_hops", 0))
     splits = extra.get("splits", "random")
     split = seed_splits(data, [extra["seed"]], splits, extra["train_ratio"])[extra["seed"]]
-    model = rebuild_model(config["model"])
-    model.load_state_dict(state)
-    dev = resolve_device(device)
-    return model.to(dev).eval(), data.to(dev), split, config
+    return model, data.to(dev), split, config
 
 
 @torch.no_grad()

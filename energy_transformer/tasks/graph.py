@@ -51,6 +51,7 @@ from energy_transformer.protocols.kfold import (
 )
 from energy_transformer.tasks import (
     check_selection_out,
+    load_model,
     option_names,
     preset_values,
     refuse_selection,
@@ -65,7 +66,6 @@ from energy_transformer.train import (
     config_changes,
     describe_changes,
     launched_world_size,
-    load_run,
     make_loader,
     resolve_device,
     run_weights,
@@ -197,8 +197,11 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
 # -- one fold -----------------------------------------------------------------------------------
 
 
-def build_model(name: str, config: dict[str, Any]) -> nn.Module:
-    """Rebuild a neural model from its name and constructor kwargs (as in ``config.json``)."""
+def build_model(model_config: dict[str, Any]) -> nn.Module:
+    """Rebuild a neural model from the ``model`` section of a fold's ``config.json``: its
+    ``name`` and constructor kwargs."""
+    config = dict(model_config)
+    name = config.pop("name")
     if name not in NEURAL:
         raise ValueError(f"unknown neural graph model {name!r}; choose from {sorted(NEURAL)}")
     return NEURAL[name](**config)
@@ -236,7 +239,7 @@ def make_fit_neural(
 
     def fit_fold(fold: Fold) -> FoldResult:
         torch.manual_seed(train_cfg.seed + fold.index)
-        model = build_model(name, config)
+        model = build_model({"name": name, **config})
         # Feature statistics from this fold's training graphs only, saved with the weights.
         model.scaler.fit(torch.cat([graphs[i].x for i in fold.train]))
         device = resolve_device(train_cfg.device)
@@ -888,16 +891,6 @@ def _row(out: Path, summary: CVSummary) -> dict[str, Any]:
     }
 
 
-def load_fold_model(fold: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A trained fold's model in eval mode: the weights selected on validation of the fold
-    folder ``fold`` (e.g. ``runs/graph/fold-00``), or those of the checkpoint file ``fold``."""
-    state, config = load_run(Path(fold))
-    kwargs = dict(config["model"])
-    model = build_model(kwargs.pop("name"), kwargs)
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
 def run_dataset(
     out: str | Path, data: str | Path | None = None
 ) -> tuple[TUDataset, dict[str, Any]]:
@@ -917,7 +910,7 @@ def _plot_run(out: Path, data: Path | None, device: str = "auto", graphs: int = 
     if not (fold_dir / "split.json").is_file():
         return []
     dataset, meta = run_dataset(out, data)
-    model = load_fold_model(fold_dir, resolve_device(device))
+    model = load_model(fold_dir, device, task="graph")
     test = json.loads((fold_dir / "split.json").read_text())["test"][:graphs]
     what = f"test graphs of {meta['dataset']}, fold 0"
     return pictures(model, [dataset[i] for i in test], out, what)
@@ -956,7 +949,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         if not rescored:
             results.append(saved)
             continue
-        model = load_fold_model(weights or fold_dir, device)
+        model = load_model(weights or fold_dir, device, task="graph")
         saved.test_acc = accuracy(model, eval_loader(dataset.graphs, split["test"]), device)
         if weights is not None:  # the saved val acc is the selected epoch's, not these weights'
             saved.val_acc = accuracy(model, eval_loader(dataset.graphs, split["val"]), device)
@@ -982,7 +975,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     (dest / "eval.json").write_text(json.dumps(report, indent=2))
     print(f"metrics: {dest / 'eval.json'}")
     if meta["model"] == "et":
-        model = load_fold_model(weights or fold_dirs[0], device)
+        model = load_model(weights or fold_dirs[0], device, task="graph")
         split = json.loads((fold_dirs[0] / "split.json").read_text())
         what = f"test graphs of {meta['dataset']}, {fold_dirs[0].name}"
         paths = pictures(model, [dataset[i] for i in split["test"][:32]], dest, what)

@@ -39,14 +39,13 @@ from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit
 from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
-from energy_transformer.tasks import preset_values
+from energy_transformer.tasks import load_model, preset_values
 from energy_transformer.train import (
     NO_PROGRESS,
     PRECISIONS,
     TrainConfig,
     Trainer,
     check_new_run,
-    load_run,
     make_loader,
     read_run_config,
     resolve_device,
@@ -425,18 +424,11 @@ def train(args: argparse.Namespace) -> Path:
 # -- et eval ----------------------------------------------------------------------------------
 
 
-def load_model(run: Path, device: Any = "cpu") -> tuple[MaskedImageModel, dict[str, Any]]:
-    """The model of a run folder (or checkpoint file) and its ``config.json``."""
-    state, config = load_run(run, task="image")
-    model = build_model(config["model"])
-    model.load_state_dict(state)
-    return model.to(resolve_device(device)).eval(), config
-
-
 def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``et eval RUN``: test-set masked-patch MSE and PSNR with fixed masks, and pictures."""
     device = resolve_device(getattr(args, "device", "auto"))
-    model, config = load_model(Path(run_dir), device)
+    model = load_model(run_dir, device, task="image")
+    config = read_run_config(run_dir)[1]
     extra = config.get("extra", {})
     if getattr(args, "out", None) and Path(args.out).is_file():
         raise ValueError(f"--out {args.out} is a file: give a folder for the metrics and pictures")
@@ -735,7 +727,7 @@ def _completion_targets(images: list[Path], out: Path) -> list[Path]:
 def complete(args: argparse.Namespace) -> None:
     """``et complete CHECKPOINT IMAGE...``: hide patches of each image and fill them in."""
     device = resolve_device(args.device)
-    model, _ = load_model(args.checkpoint, device)
+    model = load_model(args.checkpoint, device, task="image")
     from energy_transformer import plots
 
     masked = model.masked if args.masked is None else args.masked

@@ -696,12 +696,17 @@ def load_run(
     task is refused before its weights are looked for.
     """
     run = Path(run)
-    folder, config = read_run_config(run)
+    _, config = read_run_config(run)
+    check_run_task(run, config, task)
+    return load_checkpoint(run_weights(run)).model_state, config
+
+
+def check_run_task(run: Path, config: dict[str, Any], task: str | None) -> None:
+    """Refuse a run of another task than ``task`` (any task when None)."""
     if task is not None and config.get("task") != task:
         raise ValueError(
             f"{run} holds a run of task {config.get('task')!r}; this command needs task {task!r}"
         )
-    return load_checkpoint(run_weights(run)).model_state, config
 
 
 def run_weights(run: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ from torch_geometric.loader.dataloader import Collater
 
 from energy_transformer.cli import main
 from energy_transformer.data.tu import write_tu
+from energy_transformer.tasks import load_model
 from energy_transformer.tasks.graph import (
     SizeBuckets,
     accuracy,
@@ -242,14 +243,14 @@ def test_fold_models_standardise_features_with_training_graphs_only(tmp_path, mo
     args = ["train", "graph", "--dataset", "ATTR", "--data", str(tmp_path / "data")]
     args += ["--model", model, "--folds", "2", "--epochs", "1", "--out", str(out), "--no-progress"]
     assert main(args) == 0
-    from energy_transformer.tasks.graph import load_fold_model, prepare_dataset
+    from energy_transformer.tasks.graph import prepare_dataset
 
     dataset = prepare_dataset("ATTR", tmp_path / "data", model)
     for fold in ("fold-00", "fold-01"):
         train = json.loads((out / fold / "split.json").read_text())["train"]
         x = torch.cat([dataset.graphs[i].x for i in train])
         attr = x.shape[1] - 1  # the attribute column follows the one-hot labels
-        scaler = load_fold_model(out / fold, torch.device("cpu")).scaler
+        scaler = load_model(out / fold).scaler
         assert scaler.mean[attr] == pytest.approx(float(x[:, attr].mean()), rel=1e-5)
         assert scaler.std[attr] == pytest.approx(float(x[:, attr].std(correction=0)), rel=1e-5)
         onehot = [i for i in range(x.shape[1]) if i != attr]
@@ -410,7 +411,7 @@ def test_every_training_option_reaches_the_folds_and_the_records(
     main(["eval", str(out), "--data", str(toy_root)])
     test = expected[0].test[:32]
     shown = [(dataset.graphs[i].num_nodes, int(dataset.graphs[i].y)) for i in test]
-    fold0 = graph.load_fold_model(out / "fold-00", torch.device("cpu")).state_dict()
+    fold0 = load_model(out / "fold-00").state_dict()
     assert len(plotted) == 2
     for model, graphs in plotted:
         assert graphs == shown
@@ -435,7 +436,7 @@ def test_eval_of_a_checkpoint_file_scores_that_files_weights(tmp_path, one_threa
     assert main(args) == 0
     labels = graph.prepare_dataset("LOPSIDED", tmp_path / "data", "mlp").labels.numpy()
     split = json.loads((out / "fold-01" / "split.json").read_text())
-    state = graph.load_fold_model(out / "fold-01", torch.device("cpu")).state_dict()
+    state = load_model(out / "fold-01").state_dict()
     for answer in (0, 1):
         constant = dict(state)
         constant["mlp.3.weight"] = torch.zeros_like(state["mlp.3.weight"])

@@ -11,14 +11,13 @@ from test_official import official_arrays, save
 from energy_transformer.cli import build_parser, main
 from energy_transformer.metrics import psnr
 from energy_transformer.models.interpolation import PatchInterpolation
-from energy_transformer.tasks import image
+from energy_transformer.tasks import image, load_model
 from energy_transformer.tasks.image import (
     apply_training_preset,
     fixed_masks,
-    load_model,
     masked_mse,
 )
-from energy_transformer.train import load_checkpoint
+from energy_transformer.train import load_checkpoint, read_run_config
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_train_writes_a_run(run):
     assert (run / "best.safetensors").is_file() and (run / "last.safetensors").is_file()
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_mse" in rows[0]
-    model, _ = load_model(run)
+    model = load_model(run)
     assert model.steps == 2
 
 
@@ -114,7 +113,7 @@ def test_bf16_training_run(data, tmp_path):
     assert train_tiny(data, tmp_path / "bf16", 2, "--resume") == 0
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     assert config["train"]["precision"] == "bf16" and config["train"]["epochs"] == 2
-    model, _ = load_model(tmp_path / "bf16")
+    model = load_model(tmp_path / "bf16")
     assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
 
 
@@ -129,7 +128,7 @@ def test_eval_metrics_and_pictures(run, data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "eval_metrics.json" in printed and f"weights: {run / 'best.safetensors'}" in printed
     # fixed masks: every evaluation and every model sees the same hidden patches
-    model, _ = load_model(run)
+    model = load_model(run)
     assert torch.equal(fixed_masks(model, 12)[1], fixed_masks(model, 12)[1])
     images = torch.from_numpy(fake_images(12, seed=1)).float()[:, None] / 255
     mask = fixed_masks(model, 12)[1]
@@ -279,7 +278,7 @@ def test_convert_official(tmp_path):
     arrays = official_arrays()
     npz = save(tmp_path / "released.npz", arrays)
     main(["convert-official", str(npz), str(tmp_path / "conv"), "--steps", "3"])
-    model, config = load_model(tmp_path / "conv")
+    model, config = load_model(tmp_path / "conv"), read_run_config(tmp_path / "conv")[1]
     assert config["model"]["exclude_self"] is False and model.steps == 3
     torch.testing.assert_close(model.block.hopfield.xi, torch.from_numpy(arrays["Xi"].T).float())
     torch.testing.assert_close(model.encoder.weight, torch.from_numpy(arrays["Wenc"].T).float())
@@ -443,7 +442,7 @@ def test_best_weights_are_those_of_the_epoch_with_the_lowest_held_out_error(run,
     best = load_checkpoint(run / "best.safetensors")
     assert int(values[val.index(min(val))]["epoch"]) == best.meta["epoch"]
     # val_mse: the best weights on the LAST 8 training images (never trained on), fixed masks.
-    model, _ = load_model(run)
+    model = load_model(run)
     train = image.load_split("fashion-mnist", "train", data, 28, 1)
     held_out = image.stack_images(torch.utils.data.Subset(train, range(32, 40)))
     _, mask = fixed_masks(model, 8, image.VAL_SEED)
@@ -480,19 +479,17 @@ def test_eval_data_option_overrides_the_recorded_path(run, data, tmp_path, monke
 
 def test_vit_mae_arch_trains_the_baseline(data, tmp_path):
     assert train_tiny(data, tmp_path / "vit", 1, "--arch", "vit-mae") == 0
-    model, config = load_model(tmp_path / "vit")
+    model, config = load_model(tmp_path / "vit"), read_run_config(tmp_path / "vit")[1]
     assert config["model"]["arch"] == "vit-mae"
     assert type(model).__name__ == "ViTMaskedAutoencoder"
 
 
 def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path, capsys):
-    from energy_transformer.tasks.image import load_model
-
     run = tmp_path / "paper"
     extra = ("--exclude-self", "--hopfield", "softmax", "--loss", "rmse")
     assert train_tiny(data, run, 1, *extra) == 0
     assert f"next: et eval {run}" in capsys.readouterr().out
-    model, config = load_model(run)
+    model, config = load_model(run), read_run_config(run)[1]
     assert config["model"]["exclude_self"] is True
     assert config["model"]["hopfield"] == "softmax" and config["model"]["loss"] == "rmse"
     assert model.block.exclude_self is True and model.block.hopfield.kind == "softmax"
@@ -505,7 +502,7 @@ def test_the_spec_variants_reach_the_model_and_its_record(data, tmp_path, capsys
     assert torch.allclose(rmse**2, model.patch_loss(prediction, images, selected))
     plain = tmp_path / "plain"
     assert train_tiny(data, plain, 1) == 0
-    defaults = load_model(plain)[1]["model"]
+    defaults = read_run_config(plain)[1]["model"]
     assert (defaults["exclude_self"], defaults["hopfield"], defaults["loss"]) == (
         False,
         "relu",
@@ -522,7 +519,7 @@ def test_complete_says_an_rgb_model_turns_each_image_rgb(tmp_path, monkeypatch, 
         image_size=8, patch_size=4, channels=3, dim=8, heads=1, head_dim=4, memories=4, steps=1,
         selected=4, masked=2, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
     ).eval()  # fmt: skip
-    monkeypatch.setattr(image, "load_model", lambda run, device="cpu": (rgb, {}))
+    monkeypatch.setattr(image, "load_model", lambda run, device="cpu", task=None: rgb)
     pixels = (np.random.default_rng(0).random((20, 12)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "grey.png")  # a grey photo, for an RGB model
     out = tmp_path / "o"
@@ -570,7 +567,7 @@ def test_the_descent_picture_follows_the_completion_step_by_step(run, tmp_path, 
 
     drawn = {}
     monkeypatch.setattr(plots, "plot_descent", lambda *args, **kw: drawn.update(kw, args=args))
-    model, _ = load_model(run)
+    model = load_model(run)
     images = torch.from_numpy(fake_images(10, seed=3)).float()[:, None] / 255
     mask = fixed_masks(model, 10)[1]
     image.plot_descent(
@@ -625,7 +622,7 @@ def test_the_descent_picture_decodes_the_steps_it_shows_and_pools_the_error(
 
     drawn = {}
     monkeypatch.setattr(plots, "plot_descent", lambda *args, **kw: drawn.update(kw, args=args))
-    model, _ = load_model(run)
+    model = load_model(run)
     model.steps = 14  # more steps than columns: 13 of 0..14 are shown
     images = torch.from_numpy(fake_images(6, seed=5)).float()[:, None] / 255
     mask = hide([1, 2, 4, 8, 12, 16], patches=model.patches)  # holes of unequal size
@@ -668,7 +665,7 @@ def test_write_pictures_gives_each_picture_its_images_from_one_completion(
     ):
         monkeypatch.setattr(plots, name, spy(name))
     monkeypatch.setattr(image, "plot_descent", spy("plot_descent"))
-    model, _ = load_model(run)
+    model = load_model(run)
     images = torch.from_numpy(fake_images(20, seed=4)).float()[:, None] / 255
     mask = hide([1 + i % 16 for i in range(20)], patches=model.patches)
     per_image = masked_mse(model, images, mask)[1]
