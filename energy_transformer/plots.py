@@ -24,6 +24,7 @@ from torch import Tensor  # noqa: E402
 
 from energy_transformer.metrics import auprc, auroc  # noqa: E402
 from energy_transformer.nn import EnergyTerms  # noqa: E402
+from energy_transformer.text import counted  # noqa: E402
 
 # One colour per energy term, kept identical across figures.
 TERM_COLOURS = {"total": "#1f2937", "attention": "#2563eb", "hopfield": "#dc2626"}
@@ -312,7 +313,9 @@ def plot_updates(
         given["states"] = states
     for what, images in given.items():
         if images.shape[0] != len(steps):
-            raise ValueError(f"{what} has {images.shape[0]} steps, expected {len(steps)}")
+            raise ValueError(
+                f"{what} has {counted(images.shape[0], 'step')}, expected {len(steps)}"
+            )
     offset = 0 if states is None else 1
     rows = len(names) + offset
     fig, axes = plt.subplots(
@@ -381,7 +384,7 @@ def plot_descent(
     """
     if frames.dim() != 5 or frames.shape[1] != len(steps) or frames.shape[0] == 0:
         raise ValueError(
-            f"frames must be (n, {len(steps)} steps, C, H, W) with n >= 1,"
+            f"frames must be (n, {counted(len(steps), 'step')}, C, H, W) with n >= 1,"
             f" got {tuple(frames.shape)}"
         )
     if original.shape != frames[:, 0].shape:
@@ -396,8 +399,8 @@ def plot_descent(
         raise ValueError(f"mse and energy must be (steps + 1,) vectors alike, got {lengths}")
     if curves and max(steps) >= len(next(iter(curves.values()))):
         raise ValueError(
-            f"the curves have {len(next(iter(curves.values())))} steps but a column shows"
-            f" step {max(steps)}"
+            f"the curves have {counted(len(next(iter(curves.values()))), 'step')} but a column"
+            f" shows step {max(steps)}"
         )
     if references and mse is None:
         raise ValueError("references are levels of the MSE curve: give mse too")
@@ -554,12 +557,15 @@ def plot_graph_attention(
 
     if not graphs or len(graphs) != len(weights) or (titles and len(titles) != len(graphs)):
         raise ValueError(
-            f"give one weight vector (and title) per graph, at least one graph: got {len(graphs)}"
-            f" graphs, {len(weights)} weight vectors, {len(titles or [])} titles"
+            f"give one weight vector (and title) per graph, at least one graph: got"
+            f" {counted(len(graphs), 'graph')}, {counted(len(weights), 'weight vector')},"
+            f" {counted(len(titles or []), 'title')}"
         )
     for i, ((edge_index, nodes), w) in enumerate(zip(graphs, weights, strict=True)):
         if tuple(w.shape) != (nodes,):
-            raise ValueError(f"graph {i} has {nodes} nodes but weights of shape {tuple(w.shape)}")
+            raise ValueError(
+                f"graph {i} has {counted(nodes, 'node')} but weights of shape {tuple(w.shape)}"
+            )
         if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= nodes):
             raise ValueError(f"graph {i}: edge_index refers to nodes outside 0..{nodes - 1}")
     values = torch.cat([w.detach().float().cpu().flatten() for w in weights])

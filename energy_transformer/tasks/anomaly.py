@@ -53,6 +53,7 @@ from energy_transformer.tasks import (
     refuse_selection,
     run_names,
 )
+from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
     check_new_run,
@@ -351,9 +352,9 @@ def train(args: argparse.Namespace) -> None:
     ratio = train_ratio_of(PROTOCOLS[protocols[0]], args.train_ratio, args.splits)
     splits = "the dataset's own splits" if ratio is None else f"train ratio {ratio}"
     if args.input_hops:
-        splits += f", input: RF-Graph's map over {args.input_hops} hops"
+        splits += f", input: RF-Graph's map over {counted(args.input_hops, 'hop')}"
     neural = [m for m in args.model if m == "et" or is_neural(m)]
-    title = f"{args.dataset}, {splits}" + (f", {args.epochs} epochs" if neural else "")
+    title = f"{args.dataset}, {splits}" + (f", {counted(args.epochs, 'epoch')}" if neural else "")
     text = results_markdown(results, protocols, title)
     (args.out / "results.md").write_text(text)
     _write_json(

@@ -40,6 +40,7 @@ from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.tasks import preset_values
+from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
     PRECISIONS,
@@ -169,8 +170,8 @@ def masked_mse(
     empty = (~mask.bool().any(dim=1)).nonzero().flatten()
     if len(empty):
         raise ValueError(
-            f"the mask hides no patch of image {int(empty[0])} ({len(empty)} such images):"
-            " the masked-pixel MSE is undefined"
+            f"the mask hides no patch of image {int(empty[0])}"
+            f" ({counted(len(empty), 'such image')}): the masked-pixel MSE is undefined"
         )
     sums, counts = [], []
     for start in range(0, images.shape[0], batch_size):
@@ -503,7 +504,7 @@ def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         ),
     ]
     lines = [
-        f"{metrics['test_images']} test images, {metrics['masked_patches_per_image']} of"
+        f"{counted(metrics['test_images'], 'test image')}, {metrics['masked_patches_per_image']} of"
         f" {metrics['patches_per_image']} patches masked (seed {metrics['mask_seed']});"
         " MSE over masked pixels in [0, 1] units.",
         "",
@@ -551,8 +552,8 @@ def write_pictures(
         plots.plot_energy_descent(
             trajectory.energies,
             out / "energy.png",
-            title=f"Energy descent over {model.steps} steps (alpha = {model.alpha}),"
-            f" {len(batch)} masked test images",
+            title=f"Energy descent over {counted(model.steps, 'step')} (alpha = {model.alpha}),"
+            f" {counted(len(batch), 'masked test image')}",
             unit="images",
         )
     )
@@ -627,7 +628,7 @@ def plot_descent(
         images[:rows].cpu(),
         path,
         title=f"Completion along the descent (alpha = {model.alpha}); curves: mean over"
-        f" {len(images)} masked test images",
+        f" {counted(len(images), 'masked test image')}",
         mse=torch.stack(errors),
         energy=(energy - energy[:1]).mean(dim=1).cpu(),
         references={

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from energy_transformer.files import atomic_path, write_text_atomic
 from energy_transformer.nn.checks import check_real
+from energy_transformer.text import counted
 from energy_transformer.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -578,7 +579,7 @@ def _resumed(run_dir: Path, epoch: int, step: int, steps_per_epoch: int, epochs:
     """What a resume found: where it continues, or that the run is complete."""
     if epoch >= epochs:
         return (
-            f"{run_dir}: already trained for {epoch} epochs, nothing to do"
+            f"{run_dir}: already trained for {counted(epoch, 'epoch')}, nothing to do"
             " (a larger --epochs trains further)"
         )
     at = f"epoch {epoch + 1}/{epochs}"

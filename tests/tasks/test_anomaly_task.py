@@ -114,7 +114,7 @@ def test_input_hops_round_trip_through_eval(data_root, tmp_path):
     out = tmp_path / "run"
     main(train_args(data_root, out, "--model", "et", "--seeds", "1", "--input-hops", "1"))
     header = (out / "results.md").read_text().splitlines()[0]
-    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hops, 3 epochs"
+    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hop, 3 epochs"
     config = json.loads((out / "et" / "seed0" / "config.json").read_text())
     assert config["model"]["in_dim"] == 18 and config["extra"]["input_hops"] == 1
     main(["eval", str(out)])  # eval must rebuild the same aggregated input

@@ -173,7 +173,7 @@ def test_masked_mse_matches_a_loop_over_the_hidden_patches():
 
 def test_masked_mse_refuses_masks_it_cannot_score():
     images, model = torch.zeros(3, 1, 28, 28), KnownCompletion(torch.ones_like)
-    with pytest.raises(ValueError, match=r"the mask hides no patch of image 1 \(1 such images\)"):
+    with pytest.raises(ValueError, match=r"the mask hides no patch of image 1 \(1 such image\)"):
         masked_mse(model, images, hide([4, 0, 4]))
     with pytest.raises(ValueError, match=r"one row of patch flags per image, .*got \(4, 16\)"):
         masked_mse(model, images, hide([4] * 4))

@@ -587,6 +587,10 @@ def test_a_resume_says_where_it_continues(tmp_path, capsys):
     assert f"{tmp_path / 'new'}: no checkpoint to resume, training from the start" in (
         capsys.readouterr().out
     )
+    _fit(tmp_path / "new", resume=True, epochs=1)
+    assert f"{tmp_path / 'new'}: already trained for 1 epoch, nothing to do" in (
+        capsys.readouterr().out
+    )
     _fit(tmp_path / "run", epochs=1)
     _fit(tmp_path / "run", resume=True, epochs=3)
     assert f"{tmp_path / 'run'}: resuming at epoch 2/3\n" in capsys.readouterr().out
