@@ -444,7 +444,7 @@ def _finished_results(folder: Path) -> tuple[dict[str, Any], list[RunResult]]:
 
 def select_runs(
     out: str | Path, candidates: Sequence[str | Path], partial: bool = False, per: str = "seed"
-) -> dict[str, list[RunResult]]:
+) -> tuple[dict[str, list[RunResult]], str]:
     """Model selection across finished ``et train anomaly`` runs of one dataset: per model and
     seed (``per="seed"``), or one run per model by its mean over the seeds (``per="model"``),
     the run with the best validation metric of each protocol
@@ -453,8 +453,8 @@ def select_runs(
 
     The runs must share their splits (checked seed by seed); protocols some run lacks are left
     out, and said so. A model whose runs hold other seeds is refused, unless ``partial``: then
-    it is selected over the seeds all of them hold. Returns the selected results per protocol;
-    each names the run it came from (``configuration``).
+    it is selected over the seeds all of them hold. Returns the selected results per protocol,
+    each naming the run it came from (``configuration``), and the text of ``results.md``.
     """
     out, folders = Path(out), [Path(c) for c in candidates]
     check_selection_out(out)
@@ -518,8 +518,9 @@ def select_runs(
         | {"chosen": {p: chosen for p, (_, chosen) in selected.items()}}
         | {"runs": {p: [_run_record(r) for r in results] for p, (results, _) in selected.items()}},
     )
-    (out / "results.md").write_text("\n".join(text))
-    return {p: results for p, (results, _) in selected.items()}
+    report = "\n".join(text)
+    (out / "results.md").write_text(report)
+    return {p: results for p, (results, _) in selected.items()}, report
 
 
 # Options that say where or how a run was made, not what it trained.
@@ -560,8 +561,8 @@ def _choices_table(results: list[RunResult]) -> str:
 
 def select(args: argparse.Namespace) -> dict[str, list[RunResult]]:
     """``et select RUN RUN ... --out OUT`` for anomaly runs: :func:`select_runs`."""
-    selected = select_runs(args.out, args.runs, args.partial, args.per)
-    print((Path(args.out) / "results.md").read_text())
+    selected, report = select_runs(args.out, args.runs, args.partial, args.per)
+    print(report)
     print(f"selection written to {args.out} (results.md, results.json)")
     return selected
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -679,6 +680,23 @@ def test_select_writes_the_choices_per_protocol_and_points_eval_to_the_runs(tmp_
     ) in capsys.readouterr().err
 
 
+def test_select_prints_the_report_it_wrote_without_reading_it_back(tmp_path, capsys, monkeypatch):
+    a, b = _written_run(tmp_path / "a", A_RUNS), _written_run(tmp_path / "b", B_RUNS)
+    out = tmp_path / "sel"
+    read = Path.read_text
+
+    def no_results_md(path, *args, **kwargs):
+        assert path.name != "results.md", "et select read back the report it had just written"
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_results_md)
+    assert main(["select", str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    monkeypatch.undo()
+    report = (out / "results.md").read_text()
+    assert printed == f"{report}\nselection written to {out} (results.md, results.json)\n"
+
+
 def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_path, capsys):
     a = _written_run(tmp_path / "a", A_RUNS)
     auprc_only = _written_run(tmp_path / "g", B_RUNS, protocol="gadbench")
@@ -687,7 +705,9 @@ def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_pat
     image = tmp_path / "image"
     image.mkdir()
     (image / "config.json").write_text('{"task": "image"}')
-    selected = select_runs(tmp_path / "sel", [a, auprc_only])
+    selected, report = select_runs(tmp_path / "sel", [a, auprc_only])
+    assert report == (tmp_path / "sel" / "results.md").read_text()
+    assert "Protocol bwgnn left out: not every run was scored by it." in report
     assert list(selected) == ["gadbench"]  # bwgnn: not every run was scored by it
     assert [r.seed for r in selected["gadbench"]] == [0, 1]
     for runs, message in [
