@@ -136,12 +136,13 @@ def _check_pictures(name: str, images: Tensor, square: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, n >= 1 and C 1 or 3, got {shape}")
 
 
-def _bare(ax: plt.Axes) -> None:
-    """No ticks and no frame: the axes hold a picture, not a plot."""
+def _bare(ax: plt.Axes, frame: bool = False) -> None:
+    """No ticks, and no frame unless ``frame``: the axes hold a picture, not a plot. A frame
+    keeps the edge of a picture whose colour at 0 is near the page's white (a diverging map)."""
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
-        spine.set_visible(False)
+        spine.set_visible(frame)
 
 
 def _picture(ax: plt.Axes, image: np.ndarray) -> None:
@@ -325,9 +326,7 @@ def plot_updates(
         shown = _as_display(states)
         for c, step in enumerate(steps):
             ax = axes[0, c]
-            ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _picture(ax, shown[c])
             ax.set_title(f"t = {step}", fontsize=9)
         axes[0, 0].set_ylabel("decoded $x(t)$", fontsize=10)
     for r, name in enumerate(names, start=offset):
@@ -339,8 +338,7 @@ def plot_updates(
             ax.imshow(
                 shown.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
             )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _bare(ax, frame=True)
             if r == 0:
                 ax.set_title(f"t = {step} \u2192 {step + 1}", fontsize=9)
             if c == 0:
@@ -521,10 +519,8 @@ def plot_completion(
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
     panels = {"masked": masked, "reconstructed": reconstructed, "original": original}
     for ax, (label, image) in zip(axes, panels.items(), strict=True):
-        ax.imshow(_as_display(image[None])[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        _picture(ax, _as_display(image[None])[0])
         ax.set_title(label, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     return _save(fig, path)
