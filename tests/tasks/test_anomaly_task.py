@@ -97,6 +97,17 @@ def test_file_splits_and_resume(data_root, tmp_path, capsys):
     assert (out / "config.json").read_bytes() == record
 
 
+def test_a_resume_with_another_lr_is_refused_naming_lr_alone(data_root, tmp_path, capsys):
+    # The harness trains at a constant rate, min_lr = lr: the user changed --lr only.
+    args = train_args(data_root, tmp_path / "run", "--model", "mlp", "--seeds", "1")
+    main([*args, "--lr", "0.01"])
+    capsys.readouterr()
+    assert main([*args, "--lr", "0.02", "--resume"]) == 2
+    assert "holds a run on other data or settings (lr 0.01 -> 0.02): resume it" in (
+        capsys.readouterr().err
+    )
+
+
 def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     out = tmp_path / "run"
     extra = ["--model", "et", "--seeds", "1", "--preset", "released", "--steps", "2"]
