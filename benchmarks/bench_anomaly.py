@@ -46,6 +46,7 @@ from energy_transformer.protocols.gad import (
     summarize,
 )
 from energy_transformer.tasks.anomaly import add_et_arguments, et_options
+from energy_transformer.text import counted
 
 # Spec §2.2: the ET paper's macro-F1 / AUROC (%) on its datasets, ET vs the best baseline.
 PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro-F1 / AUROC |
@@ -158,7 +159,7 @@ def selection_report(pairs: list[str], per: str = "seed") -> str:
             seeds = sorted({r.seed for r in selected})
             sections.append(
                 f"### {dataset}, {protocol} protocol: selected on validation {metric}"
-                f" ({len(seeds)} seeds, {_seed_range(seeds)})\n"
+                f" ({counted(len(seeds), 'seed')}, {_seed_range(seeds)})\n"
             )
             sections.append(format_table(summarize(selected, protocol)) + "\n")
             sections.append(
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> str:
             ("bwgnn", "ET paper / BWGNN protocol: threshold tuned on validation, test metrics at"
              " the best validation macro-F1"),
         ):  # fmt: skip
-            sections.append(f"{what} (%, mean ± std over {finished} seeds)\n")
+            sections.append(f"{what} (%, mean ± std over {counted(finished, 'seed')})\n")
             sections.append(format_table(summarize(results, protocol)) + "\n")
     total = (time.perf_counter() - started) / 60
     classifier = "[LN(final tokens), input embedding]" if et["concat_input"] else "LN(final tokens)"
@@ -347,18 +348,20 @@ def main(argv: list[str] | None = None) -> str:
                 f"results read back from that run's log {args.from_log} (the seeds every model"
                 " finished; times are seconds per seed of that run)."
                 if logged is not None
-                else f"torch {torch.__version__}, {args.threads} threads, device {args.device},"
-                f" Python {platform.python_version()}."
+                else f"torch {torch.__version__}, {counted(args.threads, 'thread')},"
+                f" device {args.device}, Python {platform.python_version()}."
             )
             + f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
-            f"Budget (the same for every model): {args.epochs} epochs full-batch, Adam lr"
-            f" {args.lr}, hidden {args.hidden}, class-weighted cross-entropy,"
-            f" {len(seeds)} seeds ({_seed_range(seeds)};"
+            "Budget (the same for every model):"
+            f" {counted(args.epochs, 'epoch')} full-batch, Adam lr {args.lr}, hidden {args.hidden},"
+            " class-weighted cross-entropy,"
+            f" {counted(len(seeds), 'seed')} ({_seed_range(seeds)};"
             f" one {split} train / val / test split per seed, shared by all models);"
-            f" RF-Graph and GB-Graph (gradient boosting): {args.rf_trees} trees on mean/max"
-            f" {args.rf_hops}-hop aggregates;"
+            " RF-Graph and GB-Graph (gradient boosting):"
+            f" {counted(args.rf_trees, 'tree')} on mean/max {args.rf_hops}-hop aggregates;"
             + (
-                f" neural models' input: the same map over {args.input_hops} hops, standardised."
+                " neural models' input: the same map over"
+                f" {counted(args.input_hops, 'hop')}, standardised."
                 if args.input_hops
                 else " neural models' input: the raw features, standardised."
             )

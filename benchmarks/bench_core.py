@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from energy_transformer import EnergyTransformer
+from energy_transformer.text import counted
 
 # name -> (tokens N, dim D, heads H, head_dim Y, memories K, batch B)
 PRESETS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -323,12 +324,13 @@ def main(argv: Sequence[str] | None = None) -> str:
         machine = torch.cuda.get_device_name(device)
         memory_how = "torch.cuda.max_memory_allocated above the allocation before the call"
     else:
-        machine = f"{platform.processor() or platform.machine()}, {args.threads} torch threads"
+        threads = counted(args.threads, "torch thread")
+        machine = f"{platform.processor() or platform.machine()}, {threads}"
         memory_how = "tensor allocations replayed from torch.profiler(profile_memory=True)"
     header = [
-        f"torch {torch.__version__}, device {machine}, {precision}, {args.steps} steps, "
-        "alpha 0.1, best of "
-        f"{args.repeats} timed calls per path (interleaved) after {args.warmup} warm-up, "
+        f"torch {torch.__version__}, device {machine}, {precision}, {counted(args.steps, 'step')}, "
+        f"alpha 0.1, best of {counted(args.repeats, 'timed call')} per path (interleaved)"
+        f" after {args.warmup} warm-up, "
         f"{args.clock} clock",
         f"matmul rate: {rate / 1e9:.1f} GFLOP/s ({matmul_size}^3 {args.dtype} product, best "
         "of the readings before and after the presets in the same run)",

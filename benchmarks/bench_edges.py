@@ -35,6 +35,7 @@ import torch
 
 from energy_transformer import EnergyTransformer
 from energy_transformer.nn.sparse_attention import EdgeKeySets
+from energy_transformer.text import counted
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_core import peak_memory, time_calls  # noqa: E402
@@ -213,9 +214,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     header = [
         f"- torch {torch.__version__}, {platform.machine()}, device {device}"
         f"{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''},"
-        f" {args.threads} torch threads,"
-        f" float32, best of {args.repeats} calls per path (interleaved) after {args.warmup}"
-        " warm-up, wall clock",
+        f" {counted(args.threads, 'torch thread')},"
+        f" float32, best of {counted(args.repeats, 'call')} per path (interleaved) after"
+        f" {args.warmup} warm-up, wall clock",
         "- paths: closed form with the csr kernel, closed form with the gather kernel, autograd"
         " of the energy (reference); training = forward + backward to the parameters",
         "- peak MiB: tensor allocations replayed from torch.profiler, inputs and weights excluded",

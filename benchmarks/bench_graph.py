@@ -53,6 +53,7 @@ from energy_transformer.tasks.graph import (
     select_runs,
     selection_table,
 )
+from energy_transformer.text import counted
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ENZYMES", "DD", "IMDB-BINARY")
 NAMES = {"et": "ET", "gin": "GIN", "mlp": "MLP (sum)", "wl": "WL+SVM"}
@@ -313,8 +314,8 @@ def _budget(rows: list[dict[str, Any]]) -> str:
     best = max(neural, key=lambda r: len(r["summary"].folds))
     k = best.get("k")
     folds = len(best["summary"].folds)
-    text = f"{folds} of {k} folds" if k and k != folds else f"{folds} folds"
-    return text + (f", {best['epochs']} epochs" if best.get("epochs") else "")
+    text = f"{folds} of {k} folds" if k and k != folds else counted(folds, "fold")
+    return text + (f", {counted(best['epochs'], 'epoch')}" if best.get("epochs") else "")
 
 
 def _majority(rows: Iterable[dict[str, Any]]) -> str:
@@ -373,8 +374,8 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
             missing = len(datasets) - compared[et]
             unscored = f"; {missing} without all three rows not counted" if missing else ""
             lines.append(
-                f"{label(et)} ahead of both GIN and the MLP on {wins[et]} of {compared[et]}"
-                f" datasets{unscored} (issue goal: at least 4 of 6)."
+                f"{label(et)} ahead of both GIN and the MLP on {wins[et]} of"
+                f" {counted(compared[et], 'dataset')}{unscored} (issue goal: at least 4 of 6)."
             )
     lines += _paired_table(rows, datasets, ets)
     lines += [
@@ -547,7 +548,7 @@ def main() -> None:
     )
     lr = f", lr {args.lr:g}" if args.lr else ""
     budget = args.budget or (
-        f"{folds} folds, {args.epochs} epochs{lr}, ET preset {args.preset}{variant}"
+        f"{folds} folds, {counted(args.epochs, 'epoch')}{lr}, ET preset {args.preset}{variant}"
         if args.collect is None
         else "the runs collected (folds and epochs per row)"
     )

@@ -41,6 +41,7 @@ from energy_transformer.tasks.image import (
     masked_mse,
     stack_images,
 )
+from energy_transformer.text import counted
 from energy_transformer.train import TrainConfig, Trainer, make_loader, resolve_device
 
 
@@ -189,7 +190,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace, command: str) ->
     lines = [
         "## Masked image completion (Fashion-MNIST)",
         "",
-        f"- machine: {machine}; torch {torch.__version__}, {args.threads} threads",
+        f"- machine: {machine}; torch {torch.__version__}, {counted(args.threads, 'thread')}",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command: `{command}`",
         f"- protocol: preset `{args.preset}`; both learned models trained by the library's"

@@ -31,6 +31,7 @@ import torch
 
 from energy_transformer.files import read_npz
 from energy_transformer.models.image import IMAGENET_MEAN, IMAGENET_STD, ImageEnergyTransformer
+from energy_transformer.text import counted
 
 OFFICIAL_KEYS = (
     "Wq",
@@ -133,7 +134,8 @@ def infer_official_config(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     grid = math.isqrt(pos.shape[0] - 1)
     if grid < 1 or grid * grid + 1 != pos.shape[0]:
         raise OfficialFormatError(
-            f"POS_embed has {pos.shape[0]} rows; expected 1 CLS + a square number of patches"
+            f"POS_embed has {counted(pos.shape[0], 'row')}; expected 1 CLS + a square number"
+            " of patches"
         )
     return {
         "image_size": grid * patch_size,

@@ -24,6 +24,7 @@ from torch import Tensor  # noqa: E402
 
 from energy_transformer.metrics import auprc, auroc  # noqa: E402
 from energy_transformer.nn import EnergyTerms  # noqa: E402
+from energy_transformer.text import counted  # noqa: E402
 
 # One colour per energy term, kept identical across figures.
 TERM_COLOURS = {"total": "#1f2937", "attention": "#2563eb", "hopfield": "#dc2626"}
@@ -135,12 +136,13 @@ def _check_pictures(name: str, images: Tensor, square: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, n >= 1 and C 1 or 3, got {shape}")
 
 
-def _bare(ax: plt.Axes) -> None:
-    """No ticks and no frame: the axes hold a picture, not a plot."""
+def _bare(ax: plt.Axes, frame: bool = False) -> None:
+    """No ticks, and no frame unless ``frame``: the axes hold a picture, not a plot. A frame
+    keeps the edge of a picture whose colour at 0 is near the page's white (a diverging map)."""
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
-        spine.set_visible(False)
+        spine.set_visible(frame)
 
 
 def _picture(ax: plt.Axes, image: np.ndarray) -> None:
@@ -312,7 +314,9 @@ def plot_updates(
         given["states"] = states
     for what, images in given.items():
         if images.shape[0] != len(steps):
-            raise ValueError(f"{what} has {images.shape[0]} steps, expected {len(steps)}")
+            raise ValueError(
+                f"{what} has {counted(images.shape[0], 'step')}, expected {len(steps)}"
+            )
     offset = 0 if states is None else 1
     rows = len(names) + offset
     fig, axes = plt.subplots(
@@ -322,9 +326,7 @@ def plot_updates(
         shown = _as_display(states)
         for c, step in enumerate(steps):
             ax = axes[0, c]
-            ax.imshow(shown[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _picture(ax, shown[c])
             ax.set_title(f"t = {step}", fontsize=9)
         axes[0, 0].set_ylabel("decoded $x(t)$", fontsize=10)
     for r, name in enumerate(names, start=offset):
@@ -336,8 +338,7 @@ def plot_updates(
             ax.imshow(
                 shown.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
             )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _bare(ax, frame=True)
             if r == 0:
                 ax.set_title(f"t = {step} \u2192 {step + 1}", fontsize=9)
             if c == 0:
@@ -381,7 +382,7 @@ def plot_descent(
     """
     if frames.dim() != 5 or frames.shape[1] != len(steps) or frames.shape[0] == 0:
         raise ValueError(
-            f"frames must be (n, {len(steps)} steps, C, H, W) with n >= 1,"
+            f"frames must be (n, {counted(len(steps), 'step')}, C, H, W) with n >= 1,"
             f" got {tuple(frames.shape)}"
         )
     if original.shape != frames[:, 0].shape:
@@ -396,8 +397,8 @@ def plot_descent(
         raise ValueError(f"mse and energy must be (steps + 1,) vectors alike, got {lengths}")
     if curves and max(steps) >= len(next(iter(curves.values()))):
         raise ValueError(
-            f"the curves have {len(next(iter(curves.values())))} steps but a column shows"
-            f" step {max(steps)}"
+            f"the curves have {counted(len(next(iter(curves.values()))), 'step')} but a column"
+            f" shows step {max(steps)}"
         )
     if references and mse is None:
         raise ValueError("references are levels of the MSE curve: give mse too")
@@ -518,10 +519,8 @@ def plot_completion(
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
     panels = {"masked": masked, "reconstructed": reconstructed, "original": original}
     for ax, (label, image) in zip(axes, panels.items(), strict=True):
-        ax.imshow(_as_display(image[None])[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        _picture(ax, _as_display(image[None])[0])
         ax.set_title(label, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=11, fontweight="bold")
     return _save(fig, path)
@@ -554,12 +553,15 @@ def plot_graph_attention(
 
     if not graphs or len(graphs) != len(weights) or (titles and len(titles) != len(graphs)):
         raise ValueError(
-            f"give one weight vector (and title) per graph, at least one graph: got {len(graphs)}"
-            f" graphs, {len(weights)} weight vectors, {len(titles or [])} titles"
+            f"give one weight vector (and title) per graph, at least one graph: got"
+            f" {counted(len(graphs), 'graph')}, {counted(len(weights), 'weight vector')},"
+            f" {counted(len(titles or []), 'title')}"
         )
     for i, ((edge_index, nodes), w) in enumerate(zip(graphs, weights, strict=True)):
         if tuple(w.shape) != (nodes,):
-            raise ValueError(f"graph {i} has {nodes} nodes but weights of shape {tuple(w.shape)}")
+            raise ValueError(
+                f"graph {i} has {counted(nodes, 'node')} but weights of shape {tuple(w.shape)}"
+            )
         if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= nodes):
             raise ValueError(f"graph {i}: edge_index refers to nodes outside 0..{nodes - 1}")
     values = torch.cat([w.detach().float().cpu().flatten() for w in weights])

@@ -142,6 +142,27 @@ def test_each_update_row_names_its_colour_scale(tmp_path, monkeypatch):
     assert labels == ["attention\n(±0.003)", "hopfield\n(±0.25)"]
 
 
+def _framed(ax) -> bool:
+    return any(spine.get_visible() for spine in ax.spines.values())
+
+
+def test_grey_pictures_are_bare_and_update_maps_keep_a_frame(tmp_path, monkeypatch):
+    # Grey images, as in every picture: no ticks, no frame. The diverging update maps, white
+    # at 0 like the page, keep their frame.
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    updates = {"attention": torch.randn(2, 1, 4, 4)}
+    plots.plot_updates(updates, [0, 1], tmp_path / "u.png", states=torch.rand(2, 1, 4, 4))
+    images = torch.rand(3, 1, 8, 8)
+    plots.plot_completion(images[0], images[1], images[2], tmp_path / "c.png")
+    updated, completed = closed
+    states, maps = updated.axes[:2], updated.axes[2:]
+    for ax in [*updated.axes, *completed.axes]:
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    assert not any(_framed(ax) for ax in [*states, *completed.axes])
+    assert all(_framed(ax) for ax in maps)
+
+
 def test_score_distributions_show_each_scores_auroc_and_auprc(tmp_path, monkeypatch):
     closed = []
     monkeypatch.setattr(plots.plt, "close", closed.append)

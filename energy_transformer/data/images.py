@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from energy_transformer.data.paths import RemoteFile, locate
+from energy_transformer.text import counted
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -134,7 +135,7 @@ def _load_idx_pair(
         raise ValueError(f"{folder / files[0].name}: expected (n, rows, cols), got {images.shape}")
     if labels.shape != (images.shape[0],):
         raise ValueError(
-            f"{root_name}: {images.shape[0]} images but labels have shape {labels.shape}"
+            f"{root_name}: {counted(images.shape[0], 'image')} but labels have shape {labels.shape}"
         )
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 

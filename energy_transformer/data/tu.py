@@ -30,6 +30,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from energy_transformer.data.paths import RemoteFile, locate
+from energy_transformer.text import counted
 
 # The collection's own server (the TU Dortmund graph kernel benchmark sets).
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip"
@@ -251,7 +252,7 @@ def read_tu(
         line = int(bad[0, 0]) + 1
         raise ValueError(
             f"{fname}, line {line}: graph id {int(graph_of[line - 1])} is outside 1..{num_graphs}"
-            f" ({fname_y} has {num_graphs} lines)"
+            f" ({fname_y} has {counted(num_graphs, 'line')})"
         )
     graph_of = graph_of - 1
     sizes = torch.bincount(graph_of, minlength=num_graphs)
@@ -297,14 +298,16 @@ def read_tu(
                 node_label = index
             if want_labels:
                 blocks.append(_one_hot(index, unique.numel()))
-                names.append(f"node_label[{column}]: one-hot over {unique.numel()} values")
+                names.append(
+                    f"node_label[{column}]: one-hot over {counted(unique.numel(), 'value')}"
+                )
     if want_attrs:
         fname, lines = src.lines("node_attributes")
         attrs = _parse(fname, lines, float, None)
         if attrs.shape[0] != num_nodes:
             raise ValueError(f"{fname} has {attrs.shape[0]} lines, expected {num_nodes} (nodes)")
         blocks.append(attrs)
-        names.append(f"node_attributes: {attrs.shape[1]} floats")
+        names.append(f"node_attributes: {counted(attrs.shape[1], 'float')}")
     if node_features == "degree" or not blocks:
         both = torch.cat([edges, edges.flip(1)])
         both = _unique_rows(both[both[:, 0] != both[:, 1]], num_nodes)

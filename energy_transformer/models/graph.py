@@ -47,6 +47,7 @@ from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
 from energy_transformer.nn.attention import scaled_scores
 from energy_transformer.nn.checks import check_descent, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
+from energy_transformer.text import counted
 
 ADJACENCIES = ("hard", "soft", "released")
 ATTENTIONS = ("edges", "dense")
@@ -302,7 +303,9 @@ class ReleasedAdjacencyKeySets:
         """:math:`S` with keys outside the key set at ``-inf`` and empty rows at 0,
         ``(batch, heads, N, N)``."""
         if q.shape[1] != self.mixing.shape[0]:
-            raise ValueError(f"q has {q.shape[1]} heads, the mixing {self.mixing.shape[0]}")
+            raise ValueError(
+                f"q has {counted(q.shape[1], 'head')}, the mixing {self.mixing.shape[0]}"
+            )
         mixed = torch.einsum("bhcn,hg->bgcn", scaled_scores(q, k, beta), self.mixing) * self.weight
         mixed = mixed.masked_fill(~self.allowed, float("-inf"))
         return torch.where(self.has_keys[..., None], mixed, torch.zeros_like(mixed))

@@ -12,6 +12,7 @@ from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
 from energy_transformer.nn.checks import check_descent, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets
+from energy_transformer.text import counted
 
 ENERGY_TERMS = ("total", "attention", "hopfield")
 
@@ -161,7 +162,8 @@ class NodeEnergyTransformer(nn.Module):
             raise ValueError(f"x must be a floating-point (num_nodes, in_dim) tensor, got {shape}")
         if x.shape[1] != self.encoder.in_features:
             raise ValueError(
-                f"x has {x.shape[1]} features but the model expects {self.encoder.in_features}"
+                f"x has {counted(x.shape[1], 'feature')} but the model expects"
+                f" {self.encoder.in_features}"
             )
 
     def descend(

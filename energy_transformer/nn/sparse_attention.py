@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from energy_transformer.nn.checks import check_positive_int
+from energy_transformer.text import counted
 
 KERNELS = ("csr", "gather")
 
@@ -131,7 +132,10 @@ class EdgeKeySets:
                 f" got {tuple(q.shape)} and {tuple(k.shape)}"
             )
         if q.shape[2] != self.num_nodes:
-            raise ValueError(f"q has {q.shape[2]} tokens but the graph has {self.num_nodes} nodes")
+            raise ValueError(
+                f"q has {counted(q.shape[2], 'token')} but the graph has"
+                f" {counted(self.num_nodes, 'node')}"
+            )
 
     def _softmax_parts(
         self, q: Tensor, k: Tensor, beta: Tensor

@@ -46,6 +46,7 @@ from energy_transformer.models.gad_baselines import (
 )
 from energy_transformer.models.node import NodeEnergyTransformer
 from energy_transformer.nn.checks import check_positive_int, check_real
+from energy_transformer.text import counted
 from energy_transformer.train import TrainConfig, Trainer, seed_everything
 
 
@@ -118,7 +119,9 @@ def stratified_split(
     for c in (0, 1):
         idx = torch.nonzero((y == c) & labelled).flatten()
         if idx.numel() < 3:
-            raise ValueError(f"class {c} has {idx.numel()} labelled nodes; a split needs >= 3")
+            raise ValueError(
+                f"class {c} has {counted(idx.numel(), 'labelled node')}; a split needs >= 3"
+            )
         idx = idx[torch.randperm(idx.numel(), generator=gen)]
         n_train = min(max(1, round(train_ratio * idx.numel())), idx.numel() - 2)
         n_val = max(1, round((idx.numel() - n_train) / 3))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from energy_transformer.files import atomic_path, write_text_atomic
+from energy_transformer.text import counted
 
 PROTOCOLS = ("cv", "train-on-all")
 NOT_GENERALISATION = (
@@ -89,7 +90,9 @@ def stratified_folds(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()
     if smallest < folds:
-        raise ValueError(f"the smallest class has {smallest} graphs, fewer than folds={folds}")
+        raise ValueError(
+            f"the smallest class has {counted(smallest, 'graph')}, fewer than folds={folds}"
+        )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     rounds = []
     classes = np.unique(labels).size

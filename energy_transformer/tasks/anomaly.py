@@ -54,6 +54,7 @@ from energy_transformer.tasks import (
     refuse_selection,
     run_names,
 )
+from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
     check_new_run,
@@ -351,9 +352,9 @@ def train(args: argparse.Namespace) -> None:
     ratio = train_ratio_of(PROTOCOLS[protocols[0]], args.train_ratio, args.splits)
     splits = "the dataset's own splits" if ratio is None else f"train ratio {ratio}"
     if args.input_hops:
-        splits += f", input: RF-Graph's map over {args.input_hops} hops"
+        splits += f", input: RF-Graph's map over {counted(args.input_hops, 'hop')}"
     neural = [m for m in args.model if m == "et" or is_neural(m)]
-    title = f"{args.dataset}, {splits}" + (f", {args.epochs} epochs" if neural else "")
+    title = f"{args.dataset}, {splits}" + (f", {counted(args.epochs, 'epoch')}" if neural else "")
     text = results_markdown(results, protocols, title)
     (args.out / "results.md").write_text(text)
     _write_json(
@@ -443,7 +444,7 @@ def _finished_results(folder: Path) -> tuple[dict[str, Any], list[RunResult]]:
 
 def select_runs(
     out: str | Path, candidates: Sequence[str | Path], partial: bool = False, per: str = "seed"
-) -> dict[str, list[RunResult]]:
+) -> tuple[dict[str, list[RunResult]], str]:
     """Model selection across finished ``et train anomaly`` runs of one dataset: per model and
     seed (``per="seed"``), or one run per model by its mean over the seeds (``per="model"``),
     the run with the best validation metric of each protocol
@@ -452,8 +453,8 @@ def select_runs(
 
     The runs must share their splits (checked seed by seed); protocols some run lacks are left
     out, and said so. A model whose runs hold other seeds is refused, unless ``partial``: then
-    it is selected over the seeds all of them hold. Returns the selected results per protocol;
-    each names the run it came from (``configuration``).
+    it is selected over the seeds all of them hold. Returns the selected results per protocol,
+    each naming the run it came from (``configuration``), and the text of ``results.md``.
     """
     out, folders = Path(out), [Path(c) for c in candidates]
     check_selection_out(out)
@@ -517,8 +518,9 @@ def select_runs(
         | {"chosen": {p: chosen for p, (_, chosen) in selected.items()}}
         | {"runs": {p: [_run_record(r) for r in results] for p, (results, _) in selected.items()}},
     )
-    (out / "results.md").write_text("\n".join(text))
-    return {p: results for p, (results, _) in selected.items()}
+    report = "\n".join(text)
+    (out / "results.md").write_text(report)
+    return {p: results for p, (results, _) in selected.items()}, report
 
 
 # Options that say where or how a run was made, not what it trained.
@@ -559,8 +561,8 @@ def _choices_table(results: list[RunResult]) -> str:
 
 def select(args: argparse.Namespace) -> dict[str, list[RunResult]]:
     """``et select RUN RUN ... --out OUT`` for anomaly runs: :func:`select_runs`."""
-    selected = select_runs(args.out, args.runs, args.partial, args.per)
-    print((Path(args.out) / "results.md").read_text())
+    selected, report = select_runs(args.out, args.runs, args.partial, args.per)
+    print(report)
     print(f"selection written to {args.out} (results.md, results.json)")
     return selected
 

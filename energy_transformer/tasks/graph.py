@@ -57,6 +57,7 @@ from energy_transformer.tasks import (
     refuse_selection,
     run_names,
 )
+from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
     TrainConfig,
@@ -554,7 +555,7 @@ def selection_table(summary: CVSummary) -> str:
         vals = " | ".join(f"{100 * float(r.extra['val_accs'][n]):.1f}" for n in names)
         chosen = r.extra["selected"] + _TIES.get(r.extra.get("tie"), "")
         lines.append(f"| {r.fold} | {chosen} | {vals} | {100 * r.test_acc:.1f} |")
-    lines += ["", f"selected: {summary.describe()} over {len(summary.folds)} folds"]
+    lines += ["", f"selected: {summary.describe()} over {counted(len(summary.folds), 'fold')}"]
     return "\n".join(lines)
 
 
@@ -612,7 +613,7 @@ def plot_energy(
             "energy_descent.png" if len(trajectories) == 1 else f"energy_descent_block{i + 1}.png"
         )
         block = f", block {i + 1} of {len(trajectories)}" if len(trajectories) > 1 else ""
-        steps = f"{model.steps} step" + ("s" if model.steps != 1 else "")
+        steps = counted(model.steps, "step")
         title = f"graph ET{block} (alpha {model.alpha:g}, {steps}): {len(graphs)} {what}"
         paths.append(plot_energy_descent(trajectory.energies, out / name, title, unit="graphs"))
     return paths
@@ -882,7 +883,7 @@ def _row(out: Path, summary: CVSummary) -> dict[str, Any]:
     if summary.protocol == "train-on-all":
         budget = "1 round, train = test"
     if epochs:
-        budget += f", {epochs} epochs"
+        budget += f", {counted(epochs, 'epoch')}"
     return {
         "dataset": meta["dataset"],
         "model": meta["model"],

@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
 from energy_transformer.tasks import load_model, preset_values
+from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
     PRECISIONS,
@@ -62,6 +63,8 @@ PRESET_DATASET = {"fashion-mnist": "fashion-mnist", "mnist": "mnist", "imagenet"
 # Fixed masks for evaluation: the same patches are hidden in every evaluation of every model.
 EVAL_SEED = 1234
 VAL_SEED = 4321
+# Test images in the reconstruction grid of et eval.
+GRID = 12
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -160,6 +163,34 @@ def masked_mse(
         ValueError: when ``mask`` has not one row per image, or hides no patch of some image
             (its masked MSE would be 0 / 0).
     """
+    errors = masked_errors(model, images, mask, batch_size, device)
+    return errors.pooled(), (errors.total / errors.count).float()
+
+
+class MaskedErrors(NamedTuple):
+    """A completion's errors: each image's squared error summed over its masked pixels and the
+    number of those pixels (``(n,)`` float64), and the completed first images (``kept``)."""
+
+    total: Tensor
+    count: Tensor
+    kept: Tensor
+
+    def pooled(self, n: int | None = None) -> float:
+        """The MSE over all masked pixels of the first ``n`` images (of all by default)."""
+        return float(self.total[:n].sum() / self.count[:n].sum())
+
+
+@torch.no_grad()
+def masked_errors(
+    model: Any,
+    images: Tensor,
+    mask: Tensor,
+    batch_size: int = 500,
+    device: Any = "cpu",
+    keep: int = 0,
+) -> MaskedErrors:
+    """:func:`masked_mse`'s errors, image by image, keeping the completions of the first
+    ``keep`` images (on the CPU): one completion pass serves the metrics and the pictures."""
     if mask.dim() != 2 or mask.shape[0] != images.shape[0]:
         raise ValueError(
             f"mask must have one row of patch flags per image, shape ({images.shape[0]}, patches),"
@@ -168,18 +199,20 @@ def masked_mse(
     empty = (~mask.bool().any(dim=1)).nonzero().flatten()
     if len(empty):
         raise ValueError(
-            f"the mask hides no patch of image {int(empty[0])} ({len(empty)} such images):"
-            " the masked-pixel MSE is undefined"
+            f"the mask hides no patch of image {int(empty[0])}"
+            f" ({counted(len(empty), 'such image')}): the masked-pixel MSE is undefined"
         )
-    sums, counts = [], []
+    sums, counts, kept = [], [], [images[:0]]  # images[:0]: keep=0 keeps an empty tensor
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)
-        total, count = _masked_error(model.complete(x, m).prediction, x, m, model.patch_size)
+        completion = model.complete(x, m)
+        total, count = _masked_error(completion.prediction, x, m, model.patch_size)
         sums.append(total)
         counts.append(count)
-    total, count = torch.cat(sums), torch.cat(counts)
-    return float(total.sum() / count.sum()), (total / count).float()
+        if start < keep:
+            kept.append(completion.images[: keep - start].cpu())
+    return MaskedErrors(torch.cat(sums), torch.cat(counts), torch.cat(kept))
 
 
 def _masked_error(
@@ -448,8 +481,9 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     mse, per_image = masked_mse(model, images, mask, device=device)
     seconds = time.perf_counter() - start
-    interpolation = PatchInterpolation(model.patch_size)
-    interp_mse, _ = masked_mse(interpolation, images, mask)
+    # The baseline, interpolated once: its MSE here, and the pictures' images and MSE.
+    interpolation = masked_errors(PatchInterpolation(model.patch_size), images, mask, keep=GRID)
+    interp_mse = interpolation.pooled()
     metrics = {
         "test_images": len(images),
         "masked_patches_per_image": int(mask[0].sum()),
@@ -465,7 +499,7 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     table = metrics_table(metrics, config)
     (out / "eval_metrics.md").write_text(table)
-    pictures = write_pictures(model, images, mask, per_image, out)
+    pictures = write_pictures(model, images, mask, per_image, interpolation, out)
     print(table)
     print(f"weights: {run_weights(run_dir)}")
     print(f"metrics: {out / 'eval_metrics.json'}")
@@ -495,7 +529,7 @@ def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
         ),
     ]
     lines = [
-        f"{metrics['test_images']} test images, {metrics['masked_patches_per_image']} of"
+        f"{counted(metrics['test_images'], 'test image')}, {metrics['masked_patches_per_image']} of"
         f" {metrics['patches_per_image']} patches masked (seed {metrics['mask_seed']});"
         " MSE over masked pixels in [0, 1] units.",
         "",
@@ -507,14 +541,20 @@ def metrics_table(metrics: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def write_pictures(
-    model: MaskedImageModel, images: Tensor, mask: Tensor, per_image: Tensor, out: Path
+    model: MaskedImageModel,
+    images: Tensor,
+    mask: Tensor,
+    per_image: Tensor,
+    interpolation: MaskedErrors,
+    out: Path,
 ) -> list[Path]:
     """Reconstruction grid; for ET also the energy descent, the completion along the descent
-    (``descent.png``), memories, updates and positions."""
+    (``descent.png``), memories, updates and positions. ``interpolation``: the baseline's
+    errors on ``images``, keeping its completion of the grid's images."""
     from energy_transformer import plots
 
     device = next(model.parameters()).device
-    n = min(12, len(images))
+    n = min(GRID, len(images))
     energy_model = isinstance(model, ImageEnergyTransformer)
     # One completion serves every picture: ET's 64 images carry the trajectory of the descent.
     batch = images[: 64 if energy_model else n].to(device)
@@ -522,7 +562,6 @@ def write_pictures(
     options = {"return_trajectory": True} if energy_model else {}
     completion = model.complete(batch, batch_mask, **options)
     x, m = batch[:n].cpu(), batch_mask[:n].cpu()
-    interpolated = PatchInterpolation(model.patch_size).complete(x, m).images
     paths = [
         plots.plot_reconstructions(
             plots.masked_view(x, m, model.patch_size),
@@ -532,7 +571,7 @@ def write_pictures(
             title=f"{int(m[0].sum())} of {model.patches} patches masked"
             " (numbers: the model's masked-pixel MSE)",
             errors=per_image[:n],
-            baselines={"interpolation": interpolated},
+            baselines={"interpolation": interpolation.kept[:n]},
             label=ARCH_NAMES[model_config_of(model)["arch"]][1],
         )
     ]
@@ -543,12 +582,21 @@ def write_pictures(
         plots.plot_energy_descent(
             trajectory.energies,
             out / "energy.png",
-            title=f"Energy descent over {model.steps} steps (alpha = {model.alpha}),"
-            f" {len(batch)} masked test images",
+            title=f"Energy descent over {counted(model.steps, 'step')} (alpha = {model.alpha}),"
+            f" {counted(len(batch), 'masked test image')}",
             unit="images",
         )
     )
-    paths.append(plot_descent(model, batch, batch_mask, trajectory, out / "descent.png"))
+    paths.append(
+        plot_descent(
+            model,
+            batch,
+            batch_mask,
+            trajectory,
+            interpolation.pooled(len(batch)),
+            out / "descent.png",
+        )
+    )
     xi_patches = model.memory_patches()
     order = xi_patches.flatten(1).norm(dim=1).argsort(descending=True)[:144]
     paths.append(
@@ -598,11 +646,13 @@ def plot_descent(
     images: Tensor,
     mask: Tensor,
     trajectory: Trajectory,
+    interpolation: float,
     path: Path,
     rows: int = 6,
 ) -> Path:
     """``descent.png``: the first ``rows`` images completed from the tokens of each step, and the
-    masked-pixel MSE and the energy of all ``images`` at every step."""
+    masked-pixel MSE and the energy of all ``images`` at every step, beside ``interpolation``
+    (the baseline's masked-pixel MSE on the same images)."""
     from energy_transformer import plots
 
     errors, frames = [], []
@@ -619,14 +669,10 @@ def plot_descent(
         images[:rows].cpu(),
         path,
         title=f"Completion along the descent (alpha = {model.alpha}); curves: mean over"
-        f" {len(images)} masked test images",
+        f" {counted(len(images), 'masked test image')}",
         mse=torch.stack(errors),
         energy=(energy - energy[:1]).mean(dim=1).cpu(),
-        references={
-            "interpolation": masked_mse(
-                PatchInterpolation(model.patch_size), images.cpu(), mask.cpu()
-            )[0]
-        },
+        references={"interpolation": interpolation},
         masked=plots.masked_view(images[:rows].cpu(), mask[:rows].cpu(), model.patch_size),
     )
 

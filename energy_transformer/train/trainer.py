@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from energy_transformer.files import atomic_path, write_text_atomic
 from energy_transformer.nn.checks import check_real
+from energy_transformer.text import counted
 from energy_transformer.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -290,6 +291,8 @@ class Trainer:
         train = saved.get("train") or {}
         current = asdict(self.config)
         keys = sorted((train.keys() & current.keys()) - set(_MAY_DIFFER))
+        if _min_lr_follows_lr(train, current):
+            keys.remove("min_lr")
         changed += config_changes(train, current, keys)
         if train.get("epochs", 0) > self.config.epochs:
             changed.append(("epochs", train["epochs"], self.config.epochs))
@@ -574,11 +577,21 @@ def config_changes(
     return changed
 
 
+def _min_lr_follows_lr(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether ``min_lr`` changed only in step with ``lr`` (the same ``min_lr / lr``), as one
+    derived from ``lr`` does (the anomaly harness's constant rate, ``min_lr = lr``): the change
+    is then the ``lr`` the user gave, and a refusal names that alone."""
+    lr, min_lr = saved.get("lr"), saved.get("min_lr")
+    if lr is None or min_lr is None or lr == current["lr"]:
+        return False
+    return min_lr * current["lr"] == current["min_lr"] * lr
+
+
 def _resumed(run_dir: Path, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> str:
     """What a resume found: where it continues, or that the run is complete."""
     if epoch >= epochs:
         return (
-            f"{run_dir}: already trained for {epoch} epochs, nothing to do"
+            f"{run_dir}: already trained for {counted(epoch, 'epoch')}, nothing to do"
             " (a larger --epochs trains further)"
         )
     at = f"epoch {epoch + 1}/{epochs}"

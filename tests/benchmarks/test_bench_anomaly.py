@@ -56,8 +56,8 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hop
     )
     assert out.read_text() == report
     train = f"{100 * ratio:g}%"
-    assert f"1 seeds (seed 3; one {train} / " in report
-    inputs = "the same map over 1 hops, standardised" if hops else "the raw features"
+    assert f"1 seed (seed 3; one {train} / " in report
+    inputs = "the same map over 1 hop, standardised" if hops else "the raw features"
     assert f"neural models' input: {inputs}" in report
     assert et[1] in report
     for table in ("GADBench protocol", "BWGNN protocol"):

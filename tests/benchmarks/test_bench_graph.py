@@ -201,8 +201,8 @@ def test_markdown_counts_the_wins_of_each_et_form():
         _row("MUTAG", "mlp", [0.5, 0.5]),
     ]
     text = bench.markdown(rows, budget="toy")
-    assert "ET ahead of both GIN and the MLP on 0 of 1 datasets" in text
-    assert "ET (degree) ahead of both GIN and the MLP on 1 of 1 datasets" in text
+    assert "ET ahead of both GIN and the MLP on 0 of 1 dataset (issue goal" in text
+    assert "ET (degree) ahead of both GIN and the MLP on 1 of 1 dataset (issue goal" in text
     assert "| MUTAG | -12.5 (0/1/1) | +0.0 (0/2/0) | +12.5 (1/1/0) | +25.0 (2/0/0) |" in text
 
 
@@ -414,7 +414,7 @@ def test_the_budget_line_names_the_model_of_each_override(
     monkeypatch.setattr(sys, "argv", [*argv, "--gin-set", "hidden=8", "--mlp-set", "dropout=0"])
     bench.main()
     table = (out / "results.md").read_text()
-    assert "Budget: 2 folds, 1 epochs, ET preset cpu, GIN hidden=8, MLP (sum) dropout=0." in table
+    assert "Budget: 2 folds, 1 epoch, ET preset cpu, GIN hidden=8, MLP (sum) dropout=0." in table
     config = json.loads((out / "TOY-gin" / "config.json").read_text())
     assert config["extra"]["model_config"]["hidden"] == 8
 

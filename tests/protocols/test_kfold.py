@@ -59,6 +59,8 @@ def test_train_on_all_and_errors():
         stratified_folds(LABELS, folds=1)
     with pytest.raises(ValueError, match="smallest class has 2 graphs, fewer than folds=3"):
         stratified_folds(np.array([0] * 10 + [1] * 2), folds=3)
+    with pytest.raises(ValueError, match="smallest class has 1 graph, fewer than folds=3"):
+        stratified_folds(np.array([0] * 10 + [1]), folds=3)
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_folds(LABELS, val_fraction=1.5)
     with pytest.raises(ValueError, match="non-empty 1-d"):

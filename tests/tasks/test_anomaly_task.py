@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,17 @@ def test_file_splits_and_resume(data_root, tmp_path, capsys):
     assert (out / "config.json").read_bytes() == record
 
 
+def test_a_resume_with_another_lr_is_refused_naming_lr_alone(data_root, tmp_path, capsys):
+    # The harness trains at a constant rate, min_lr = lr: the user changed --lr only.
+    args = train_args(data_root, tmp_path / "run", "--model", "mlp", "--seeds", "1")
+    main([*args, "--lr", "0.01"])
+    capsys.readouterr()
+    assert main([*args, "--lr", "0.02", "--resume"]) == 2
+    assert "holds a run on other data or settings (lr 0.01 -> 0.02): resume it" in (
+        capsys.readouterr().err
+    )
+
+
 def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     out = tmp_path / "run"
     extra = ["--model", "et", "--seeds", "1", "--preset", "released", "--steps", "2"]
@@ -114,7 +126,7 @@ def test_input_hops_round_trip_through_eval(data_root, tmp_path):
     out = tmp_path / "run"
     main(train_args(data_root, out, "--model", "et", "--seeds", "1", "--input-hops", "1"))
     header = (out / "results.md").read_text().splitlines()[0]
-    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hops, 3 epochs"
+    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hop, 3 epochs"
     config = json.loads((out / "et" / "seed0" / "config.json").read_text())
     assert config["model"]["in_dim"] == 18 and config["extra"]["input_hops"] == 1
     main(["eval", str(out)])  # eval must rebuild the same aggregated input
@@ -679,6 +691,23 @@ def test_select_writes_the_choices_per_protocol_and_points_eval_to_the_runs(tmp_
     ) in capsys.readouterr().err
 
 
+def test_select_prints_the_report_it_wrote_without_reading_it_back(tmp_path, capsys, monkeypatch):
+    a, b = _written_run(tmp_path / "a", A_RUNS), _written_run(tmp_path / "b", B_RUNS)
+    out = tmp_path / "sel"
+    read = Path.read_text
+
+    def no_results_md(path, *args, **kwargs):
+        assert path.name != "results.md", "et select read back the report it had just written"
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_results_md)
+    assert main(["select", str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    monkeypatch.undo()
+    report = (out / "results.md").read_text()
+    assert printed == f"{report}\nselection written to {out} (results.md, results.json)\n"
+
+
 def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_path, capsys):
     a = _written_run(tmp_path / "a", A_RUNS)
     auprc_only = _written_run(tmp_path / "g", B_RUNS, protocol="gadbench")
@@ -687,7 +716,9 @@ def test_select_keeps_the_protocols_every_run_has_and_refuses_other_runs(tmp_pat
     image = tmp_path / "image"
     image.mkdir()
     (image / "config.json").write_text('{"task": "image"}')
-    selected = select_runs(tmp_path / "sel", [a, auprc_only])
+    selected, report = select_runs(tmp_path / "sel", [a, auprc_only])
+    assert report == (tmp_path / "sel" / "results.md").read_text()
+    assert "Protocol bwgnn left out: not every run was scored by it." in report
     assert list(selected) == ["gadbench"]  # bwgnn: not every run was scored by it
     assert [r.seed for r in selected["gadbench"]] == [0, 1]
     for runs, message in [

@@ -172,7 +172,7 @@ def test_masked_mse_matches_a_loop_over_the_hidden_patches():
 
 def test_masked_mse_refuses_masks_it_cannot_score():
     images, model = torch.zeros(3, 1, 28, 28), KnownCompletion(torch.ones_like)
-    with pytest.raises(ValueError, match=r"the mask hides no patch of image 1 \(1 such images\)"):
+    with pytest.raises(ValueError, match=r"the mask hides no patch of image 1 \(1 such image\)"):
         masked_mse(model, images, hide([4, 0, 4]))
     with pytest.raises(ValueError, match=r"one row of patch flags per image, .*got \(4, 16\)"):
         masked_mse(model, images, hide([4] * 4))
@@ -575,6 +575,7 @@ def test_the_descent_picture_follows_the_completion_step_by_step(run, tmp_path, 
         images,
         mask,
         model.complete(images, mask, return_trajectory=True).trajectory,
+        0.25,
         tmp_path / "d.png",
         rows=4,
     )
@@ -594,8 +595,7 @@ def test_the_descent_picture_follows_the_completion_step_by_step(run, tmp_path, 
     energies = model.complete(images, mask, return_trajectory=True).trajectory.energies.total
     torch.testing.assert_close(drawn["energy"], (energies - energies[0]).double().mean(1))
     assert drawn["energy"][0] == 0 and drawn["energy"][-1] < 0  # the descent goes down
-    interpolation, _ = masked_mse(PatchInterpolation(model.patch_size), images, mask)
-    assert drawn["references"] == {"interpolation": interpolation}
+    assert drawn["references"] == {"interpolation": 0.25}  # the baseline's, as given
 
 
 def test_descent_columns_show_every_step_that_fits_and_spread_the_rest():
@@ -627,7 +627,7 @@ def test_the_descent_picture_decodes_the_steps_it_shows_and_pools_the_error(
     images = torch.from_numpy(fake_images(6, seed=5)).float()[:, None] / 255
     mask = hide([1, 2, 4, 8, 12, 16], patches=model.patches)  # holes of unequal size
     trajectory = model.complete(images, mask, return_trajectory=True).trajectory
-    image.plot_descent(model, images, mask, trajectory, tmp_path / "d.png", rows=3)
+    image.plot_descent(model, images, mask, trajectory, 0.25, tmp_path / "d.png", rows=3)
     frames, steps, _, _ = drawn["args"]
     assert steps == image.descent_columns(14) and len(steps) == 13 and steps[-1] == 14
     with torch.no_grad():  # each column is the step it is labelled with
@@ -640,6 +640,31 @@ def test_the_descent_picture_decodes_the_steps_it_shows_and_pools_the_error(
     pooled, per_image = masked_mse(model, images, mask)
     assert pooled != pytest.approx(float(per_image.mean()), rel=1e-3)  # the two differ here
     assert drawn["mse"][-1].item() == pytest.approx(pooled, rel=1e-5)
+
+
+def test_masked_errors_keep_the_first_completions_and_pool_any_prefix():
+    interpolation = PatchInterpolation(7)
+    images = torch.from_numpy(fake_images(7, seed=2)).float()[:, None] / 255
+    mask = hide([1, 2, 3, 4, 5, 6, 7])
+    errors = image.masked_errors(interpolation, images, mask, batch_size=3, keep=4)
+    assert torch.equal(errors.kept, interpolation.complete(images[:4], mask[:4]).images)
+    assert errors.pooled() == masked_mse(interpolation, images, mask, batch_size=3)[0]
+    assert errors.pooled(5) == pytest.approx(masked_mse(interpolation, images[:5], mask[:5])[0])
+    assert errors.pooled(5) != pytest.approx(errors.pooled(), rel=1e-3)
+    assert image.masked_errors(interpolation, images, mask).kept.shape == (0, 1, 28, 28)
+
+
+def test_eval_interpolates_each_test_image_once(run, data, tmp_path, monkeypatch):
+    seen = []
+    real = PatchInterpolation.complete
+
+    def spy(self, images, mask):
+        seen.append(len(images))
+        return real(self, images, mask)
+
+    monkeypatch.setattr(PatchInterpolation, "complete", spy)
+    main(["eval", str(run), "--data", str(data), "--out", str(tmp_path), "--device", "cpu"])
+    assert seen == [12]  # the 12 test images, for the metrics and every picture
 
 
 def test_write_pictures_gives_each_picture_its_images_from_one_completion(
@@ -669,14 +694,19 @@ def test_write_pictures_gives_each_picture_its_images_from_one_completion(
     images = torch.from_numpy(fake_images(20, seed=4)).float()[:, None] / 255
     mask = hide([1 + i % 16 for i in range(20)], patches=model.patches)
     per_image = masked_mse(model, images, mask)[1]
-    image.write_pictures(model, images, mask, per_image, tmp_path)
-    # the grid: the first 12 images, completed with their own masks
-    _, completed, originals, _ = seen["plot_reconstructions"][0]
+    interpolation = PatchInterpolation(model.patch_size)
+    errors = image.masked_errors(interpolation, images, mask, keep=image.GRID)
+    image.write_pictures(model, images, mask, per_image, errors, tmp_path)
+    # the grid: the first 12 images, completed with their own masks, beside the interpolation's
+    (_, completed, originals, _), options = seen["plot_reconstructions"]
     assert completed.shape == (12, 1, 28, 28) and torch.equal(originals, images[:12])
     torch.testing.assert_close(completed, model.complete(images[:12], mask[:12]).images)
+    baseline = interpolation.complete(images[:12], mask[:12]).images
+    assert torch.equal(options["baselines"]["interpolation"], baseline)
     # the energy and the descent: all 20 images (up to 64), the energy per image
     (energies, path), options = seen["plot_energy_descent"]
     assert energies.total.shape == (model.steps + 1, 20) and options["unit"] == "images"
-    _, shown, hidden, trajectory, path = seen["plot_descent"][0]
+    _, shown, hidden, trajectory, reference, path = seen["plot_descent"][0]
     assert torch.equal(shown, images) and torch.equal(hidden, mask) and path.name == "descent.png"
+    assert reference == masked_mse(interpolation, images, mask)[0]
     assert trajectory.tokens.shape[:2] == (model.steps + 1, 20)

@@ -574,6 +574,21 @@ def test_resume_refuses_other_training_settings(tmp_path, changes, message):
     assert (tmp_path / "config.json").read_text() == before  # the record stays the run's
 
 
+@pytest.mark.parametrize(
+    ("resumed", "message"),
+    [
+        ({"lr": 0.02, "min_lr": 0.002}, "lr 0.01 -> 0.02"),  # min_lr in step: derived from lr
+        ({"lr": 0.02}, "lr 0.01 -> 0.02"),
+        ({"min_lr": 0.002}, "min_lr 0.001 -> 0.002"),
+        ({"lr": 0.02, "min_lr": 0.003}, "lr 0.01 -> 0.02, min_lr 0.001 -> 0.003"),
+    ],
+)
+def test_a_min_lr_that_follows_lr_is_not_named_as_a_change_of_its_own(tmp_path, resumed, message):
+    _fit(tmp_path, epochs=2, min_lr=0.001)
+    with pytest.raises(CheckpointError, match=re.escape(f"other data or settings ({message})")):
+        _fit(tmp_path, resume=True, **{"epochs": 2, "min_lr": 0.001, **resumed})
+
+
 def test_resume_may_change_device_logging_and_grow_epochs(tmp_path):
     _fit(tmp_path, epochs=2)
     changes = {"progress": True, "log_every": 3, "checkpoint_every": 2, "epochs": 3}
@@ -585,6 +600,10 @@ def test_resume_may_change_device_logging_and_grow_epochs(tmp_path):
 def test_a_resume_says_where_it_continues(tmp_path, capsys):
     _fit(tmp_path / "new", resume=True, epochs=1)
     assert f"{tmp_path / 'new'}: no checkpoint to resume, training from the start" in (
+        capsys.readouterr().out
+    )
+    _fit(tmp_path / "new", resume=True, epochs=1)
+    assert f"{tmp_path / 'new'}: already trained for 1 epoch, nothing to do" in (
         capsys.readouterr().out
     )
     _fit(tmp_path / "run", epochs=1)
