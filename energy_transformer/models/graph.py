@@ -215,8 +215,8 @@ class SoftAdjacencyKeySets(DenseKeySets):
     head inside the energy's log-sum-exp,
 
     .. math::
-        E_{att} = -\frac{1}{\beta}\sum_h \sum_C \log \sum_B
-            \exp\big(\beta A_{hBC} + w_h\, \mathrm{adj}_{CB}\big)
+        E_{att} = -\sum_h \frac{1}{\beta_h} \sum_C \log \sum_B
+            \exp\big(\beta_h A_{hBC} + w_h\, \mathrm{adj}_{CB}\big)
 
     which is still an energy of the tokens (the bias does not depend on them), so the closed-form
     gradient of :class:`~energy_transformer.nn.DenseKeySets` applies unchanged. Padding tokens are

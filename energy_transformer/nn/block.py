@@ -273,7 +273,11 @@ class EnergyTransformer(nn.Module):
     def _neg_grad_autograd(
         self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
     ) -> Tensor:
-        create_graph = torch.is_grad_enabled() and g.requires_grad
+        # The step needs a graph whenever anything upstream learns: g itself, or a weight of
+        # the energy (g needs no grad when x does not and the layer norm is frozen).
+        create_graph = torch.is_grad_enabled() and (
+            g.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
         with torch.enable_grad():
             if not g.requires_grad:
                 g = g.detach().requires_grad_()

@@ -219,6 +219,22 @@ def test_soft_adjacency_keysets_gradient_matches_autograd():
     assert torch.equal(real[1], -1.3 * adjacency[0].double())
 
 
+def test_soft_adjacency_energy_is_its_formula_with_one_beta_per_head():
+    # E = -sum_h 1/beta_h sum_C log sum_B exp(beta_h A_hBC + w_h adj_CB), written out.
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(1, 2, 4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    adjacency = torch.rand(1, 4, 4, generator=g) > 0.5
+    beta = torch.tensor([0.4, 1.7], dtype=torch.float64)
+    weight = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    expected = -sum(
+        torch.logsumexp(beta[h] * k[0, h] @ q[0, h, c] + weight[h] * adjacency[0, c], 0) / beta[h]
+        for h in range(2)
+        for c in range(4)
+    )
+    got = SoftAdjacencyKeySets(adjacency, weight).energy(q, k, beta)
+    torch.testing.assert_close(got, expected.reshape(1), rtol=1e-12, atol=0)
+
+
 def released_keys(exclude_self: bool = False) -> tuple:
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)

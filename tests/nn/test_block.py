@@ -251,6 +251,23 @@ def test_training_gives_equal_parameter_grads_for_both_paths(hopfield):
         assert rel_err(grads["closed_form"][name], grad) < 1e-10, name
 
 
+@pytest.mark.parametrize("frozen", ["norm", "attention"])
+def test_autograd_path_trains_the_weights_when_other_parameters_are_frozen(frozen):
+    # g = LN(x) needs no grad when x does not and the layer norm is frozen: the autograd path
+    # must still build the graph of each step (spec §1.4) for the weights that do learn.
+    block = make_block(learn_beta=True, seed=5)
+    getattr(block, frozen).requires_grad_(False)
+    x, mask, _ = make_inputs(2, 5, 6, seed=5, mask=True)
+    grads = {}
+    for gradient in ("closed_form", "autograd"):
+        block.zero_grad()
+        block(x, 3, 0.1, mask, gradient=gradient).pow(2).sum().backward()
+        grads[gradient] = {n: p.grad for n, p in block.named_parameters() if p.requires_grad}
+    for name, grad in grads["closed_form"].items():
+        assert grads["autograd"][name] is not None, name
+        assert rel_err(grads["autograd"][name], grad) < 1e-10, name
+
+
 def test_inference_does_not_touch_the_input_and_matches_grad_mode():
     block = make_block()
     x, mask, padding_mask = make_inputs(2, 5, 6, mask=True, padding=True)
