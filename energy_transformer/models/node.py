@@ -21,9 +21,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Narrow heads and two short steps: the first configuration of the anomaly benchmark.
     "small": dict(heads=2, head_dim=8, steps=2, alpha=0.1),
     # The sizes of the authors' released anomaly-detection code (hid_dim 64, one energy layer,
-    # head size = hid_dim, update g + (-dE/dg), i.e. one step of size 1). It also uses
-    # nn.LayerNorm, clamped attention scores and 2 * dim memories: here the spec's energy layer
-    # norm, unclamped scores and the default 4 * dim memories.
+    # head size = hid_dim, a step of size 1). Its update is g + (-dE/dg), added to the
+    # normalised tokens g rather than to x as here; it also uses nn.LayerNorm, clamped attention
+    # scores, 2 * dim memories and one learned beta: here the spec's energy layer norm and
+    # update, unclamped scores, the default 4 * dim memories and beta = 1 / sqrt(head_dim).
     "released": dict(heads=2, head_dim=64, steps=1, alpha=1.0),
 }
 

@@ -325,7 +325,9 @@ class EnergyTransformer(nn.Module):
             steps: number of descent steps :math:`T` (0 returns ``x``).
             alpha: step size :math:`\alpha > 0`.
             mask, padding_mask: see the class docstring.
-            keysets: prebuilt key sets (e.g. an edge list), instead of ``mask``.
+            keysets: prebuilt key sets (e.g. an edge list), instead of ``mask``; they carry
+                their own choice of self-attention (``EdgeKeySets(self_loops=...)``), so the
+                block's ``exclude_self`` does not apply to them.
             gradient: ``"closed_form"`` (fast) or ``"autograd"`` (reference).
             noise_std: :math:`\sigma` of Langevin-like noise: each step adds
                 :math:`\sqrt{\alpha}\,\sigma\,\varepsilon`, :math:`\varepsilon \sim
