@@ -187,10 +187,20 @@ def _select(args: argparse.Namespace) -> None:
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError)
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Every command's output folder (``--out``, or convert-official's OUT) may not be a file:
+    refused before any work, where each command would fail its own way (``et demo`` with a
+    traceback, others with ``[Errno 17] File exists`` after training or scoring)."""
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"{out} is a file: the output goes to a folder, give one")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        _check_out(args)
         args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("ET_DEBUG"):
