@@ -159,6 +159,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     for name in COMMAND_TASKS:
         _import_task(name, parser).add_commands(commands)
+    # Every command's help shows its defaults, as `et train TASK --help` does (et complete
+    # writes into the current folder unless told otherwise).
+    for command in commands.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 

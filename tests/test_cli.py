@@ -291,3 +291,19 @@ def test_an_output_that_is_a_file_is_refused_in_one_line(tmp_path, capsys, comma
         " (ET_DEBUG=1 shows the traceback)\n"
     )
     assert file.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("complete", "folder for the pictures (default: .)"),
+        ("demo", "where everything goes (default: runs/demo)"),
+        ("convert-official", "descent steps T (default: 12)"),
+        ("eval", "cpu, cuda, cuda:1 or auto (default: auto)"),
+    ],
+)
+def test_every_commands_help_shows_its_defaults(capsys, command, shown):
+    # Only `et train TASK --help` did: et complete's pictures go to the current folder unsaid.
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert shown in " ".join(capsys.readouterr().out.split())
