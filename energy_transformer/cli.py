@@ -151,6 +151,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     for name in COMMAND_TASKS:
         _import_task(name, parser).add_commands(commands)
+    # Every command's help shows its defaults, as `et train TASK --help` does (et complete
+    # writes into the current folder unless told otherwise).
+    for command in commands.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -179,10 +183,20 @@ def _select(args: argparse.Namespace) -> None:
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError)
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Every command's output folder (``--out``, or convert-official's OUT) may not be a file:
+    refused before any work, where each command would fail its own way (``et demo`` with a
+    traceback, others with ``[Errno 17] File exists`` after training or scoring)."""
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"{out} is a file: the output goes to a folder, give one")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        _check_out(args)
         args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("ET_DEBUG"):

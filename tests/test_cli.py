@@ -262,3 +262,48 @@ def test_select_takes_graph_or_anomaly_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{runs[0]} is a run of task 'image': et select takes graph or anomaly runs" in err
     assert not (tmp_path / "sel").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo", "--out", "{file}"],
+        ["train", "image", "--out", "{file}"],
+        ["train", "graph", "--dataset", "MUTAG", "--out", "{file}"],
+        ["train", "anomaly", "--out", "{file}"],
+        ["eval", "{run}", "--out", "{file}"],
+        ["complete", "{run}", "{file}", "--out", "{file}"],
+        ["convert-official", "{file}", "{file}"],
+    ],
+)
+def test_an_output_that_is_a_file_is_refused_in_one_line(tmp_path, capsys, command):
+    # et demo ended in a traceback (NotADirectoryError); the others in "[Errno 17] File exists",
+    # et eval of a graph run only after scoring every fold.
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"task": "graph"}')
+    args = [word.format(file=file, run=run) for word in command]
+    assert main([*args, "--data", str(tmp_path)] if command[0] == "train" else args) == 2
+    err = capsys.readouterr().err
+    assert err == f"et: error: {file} is a file: the output goes to a folder, give one" + (
+        " (ET_DEBUG=1 shows the traceback)\n"
+    )
+    assert file.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("complete", "folder for the pictures (default: .)"),
+        ("demo", "where everything goes (default: runs/demo)"),
+        ("convert-official", "descent steps T (default: 12)"),
+        ("eval", "cpu, cuda, cuda:1 or auto (default: auto)"),
+    ],
+)
+def test_every_commands_help_shows_its_defaults(capsys, command, shown):
+    # Only `et train TASK --help` did: et complete's pictures go to the current folder unsaid.
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert shown in " ".join(capsys.readouterr().out.split())

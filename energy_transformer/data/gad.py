@@ -39,6 +39,8 @@ FRAUD_RELATIONS = {
     "amazon": ("net_upu", "net_usu", "net_uvu"),
 }
 
+# The layouts a graph file given by path may have: GADBench's .npz, CARE-GNN's .mat.
+GRAPH_FILE_SUFFIXES = (".npz", ".mat")
 # name -> the file in <root>/gad/ and where it is published (None: no direct file URL; the
 # fraud .mat files ship zipped in the CARE-GNN repository, Reddit as a pickle in PyGOD's).
 GAD_DATASETS: dict[str, RemoteFile] = {
@@ -251,6 +253,10 @@ def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs) -> obje
     remote = GAD_DATASETS[key]
     if root is not None and Path(root).is_file():
         return load_gad_file(root, **kwargs)
+    # A graph file that is not there would otherwise be searched as a data root
+    # ("put tolokers.npz into missing.npz/gad").
+    if root is not None and Path(root).suffix in GRAPH_FILE_SUFFIXES:
+        raise FileNotFoundError(f"graph file not found: {root}")
     folder = locate("gad", [remote], root, allow_download=bool(remote.url))
     return load_gad_file(folder / remote.name, **kwargs)
 
@@ -261,6 +267,6 @@ def load_gad_file(path: str | os.PathLike, **kwargs) -> object:
     path = Path(path)
     if path.suffix == ".mat":
         return load_fraud_mat(path, **kwargs)
-    if path.suffix != ".npz":
+    if path.suffix not in GRAPH_FILE_SUFFIXES:
         raise ValueError(f"{path}: an anomaly graph is a .npz (GADBench) or .mat (CARE-GNN) file")
     return load_npz_graph(path)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from energy_transformer.data.paths import RemoteFile, locate
+from energy_transformer.data.paths import RemoteFile, data_roots, locate
 from energy_transformer.text import counted
 
 # The collection's own server (the TU Dortmund graph kernel benchmark sets).
@@ -355,8 +355,26 @@ def load_tu(
         direct = Path(root).expanduser()
         if direct.is_file() or (direct / f"{name}_A.txt").is_file() or (direct / name).is_dir():
             return read_tu(direct, name, node_features, max_degree)
+    if spelled := _other_spelling(name, root):
+        raise ValueError(
+            f"no TU dataset {name!r} here, but {spelled!r}: dataset names are case-sensitive"
+        )
     folder = locate(TU_SUBDIR, [tu_remote(name)], root, allow_download)
     return read_tu(folder / f"{name}.zip", name, node_features, max_degree)
+
+
+def _other_spelling(name: str, root: str | os.PathLike | None) -> str | None:
+    """The name of a zip in the data roots that differs from ``name`` only in case, when no
+    zip of ``name`` itself is there: ``mutag`` for ``MUTAG.zip`` would otherwise be
+    downloaded (the server's names are case-sensitive too) or reported missing beside it."""
+    folders = [base / TU_SUBDIR for base in data_roots(root)]
+    if any((folder / f"{name}.zip").is_file() for folder in folders):
+        return None
+    for folder in folders:
+        for path in sorted(folder.glob("*.zip")):
+            if path.stem.lower() == name.lower():
+                return path.stem
+    return None
 
 
 def keep_first_nodes(data: Data, max_nodes: int) -> Data:

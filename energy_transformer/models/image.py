@@ -314,6 +314,13 @@ class MaskedImageModel(nn.Module):
             - ``images``: ``(batch, C, H, W)``; ``mask``: ``(batch, patches)`` bool
             - ``tokens``: ``(batch, patches + 1, dim)``, CLS first
         """
+        self._check_images(images)
+        mask = self._check_mask(mask, images.shape[0])
+        # Tokens of one image would broadcast into every image of the batch, silently.
+        expected = (images.shape[0], self.patches + 1, self.dim)
+        if not isinstance(tokens, Tensor) or tuple(tokens.shape) != expected:
+            shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must have shape {expected} (CLS first), got {shape}")
         prediction = self.denormalize(self.unpatchify(self.decode(tokens)))
         pixel_mask = patch_mask_to_pixels(mask, self.patch_size, self.channels)
         return torch.where(pixel_mask, prediction, images), prediction

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
-from energy_transformer.nn.checks import check_descent, check_positive_int
+from energy_transformer.nn.checks import check_count, check_descent, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 from energy_transformer.text import counted
 
@@ -114,12 +114,7 @@ class NodeEnergyTransformer(nn.Module):
         check_descent(steps, alpha, noise_std)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        if (
-            isinstance(degree_buckets, bool)
-            or not isinstance(degree_buckets, int)
-            or (degree_buckets < 0)
-        ):
-            raise ValueError(f"degree_buckets must be an int >= 0, got {degree_buckets!r}")
+        check_count("degree_buckets", degree_buckets)
         self.steps, self.alpha, self.gradient, self.noise_std = steps, alpha, gradient, noise_std
         self.self_loops, self.concat_input, self.dropout = self_loops, concat_input, dropout
         self.encoder = nn.Linear(in_dim, dim)

@@ -273,6 +273,12 @@ class EnergyTransformer(nn.Module):
     def _neg_grad_autograd(
         self, g: Tensor, keysets: KeySets, token_weight: Tensor | None, weight: Tensor
     ) -> Tensor:
+        if torch.is_inference_mode_enabled():
+            # Its tensors cannot enter autograd: torch's own message names no cause.
+            raise RuntimeError(
+                "gradient='autograd' differentiates the energy, which torch.inference_mode()"
+                " does not allow: use torch.no_grad(), or the closed form"
+            )
         # The step needs a graph whenever anything upstream learns: g itself, or a weight of
         # the energy (g needs no grad when x does not and the layer norm is frozen).
         create_graph = torch.is_grad_enabled() and (

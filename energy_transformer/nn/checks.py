@@ -20,6 +20,13 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_count(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 0: a count where 0 means none
+    (descent steps, degree buckets, input hops)."""
+    if not _whole(value, 0):
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
 def check_real(name: str, value: object, *, allow_zero: bool = False) -> None:
     """Raise ``TypeError`` unless ``value`` is a real number, ``ValueError`` unless it is finite
     and > 0 (>= 0 with ``allow_zero``)."""
@@ -35,8 +42,7 @@ def check_real(name: str, value: object, *, allow_zero: bool = False) -> None:
 def check_descent(steps: object, alpha: object, noise_std: object = 0.0) -> None:
     """Raise unless ``steps`` is an int >= 0 (0: no descent), ``alpha`` > 0 and ``noise_std``
     >= 0: the settings of :meth:`EnergyTransformer.forward` and of the models that call it."""
-    if not _whole(steps, 0):
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_count("steps", steps)
     check_real("alpha", alpha)
     check_real("noise_std", noise_std, allow_zero=True)
 

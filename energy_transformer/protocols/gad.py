@@ -45,7 +45,7 @@ from energy_transformer.models.gad_baselines import (
     is_neural,
 )
 from energy_transformer.models.node import NodeEnergyTransformer
-from energy_transformer.nn.checks import check_positive_int, check_real
+from energy_transformer.nn.checks import check_count, check_positive_int, check_real
 from energy_transformer.text import counted
 from energy_transformer.train import TrainConfig, Trainer, seed_everything
 
@@ -253,8 +253,7 @@ class HarnessConfig:
         check_real("lr", self.lr)
         check_real("weight_decay", self.weight_decay, allow_zero=True)
         check_positive_int("hidden", self.hidden)
-        if self.input_hops != 0:
-            check_positive_int("input_hops", self.input_hops)
+        check_count("input_hops", self.input_hops)
         build_model("et", 1, self)  # ET's options, checked by its constructor
 
 

@@ -877,8 +877,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, help="run folder to write")
     p.add_argument("--steps", type=int, default=12, help="descent steps T")
     p.add_argument("--alpha", type=float, default=0.1, help="step size")
-    p.add_argument("--mean", type=float, nargs="+", default=None, help="pixel mean per channel")
-    p.add_argument("--std", type=float, nargs="+", default=None, help="pixel std per channel")
+    statistics = "(default: ImageNet's for 3 channels; needed for any other number)"
+    p.add_argument(
+        "--mean", type=float, nargs="+", default=None, help=f"pixel mean per channel {statistics}"
+    )
+    p.add_argument(
+        "--std", type=float, nargs="+", default=None, help=f"pixel std per channel {statistics}"
+    )
     p.add_argument(
         "--dataset", default="folder", choices=DATASETS, help="what `et eval` should score on"
     )

@@ -243,6 +243,13 @@ def test_load_gad_accepts_the_file_itself(tmp_path):
     assert data.num_nodes == 6 and data.y.tolist() == [0, 1, 0, 0, 1, 0]
 
 
+def test_a_graph_file_that_is_not_there_is_named(tmp_path):
+    # It was searched as a data root: "put tolokers.npz into .../missing.npz/gad".
+    for name in ("missing.npz", "missing.mat"):
+        with pytest.raises(FileNotFoundError, match=f"graph file not found: .*{name}$"):
+            load_gad("tolokers", root=tmp_path / name)
+
+
 def test_mat_drop_unlabeled_keeps_the_labelled_rows_and_their_edges(tmp_path):
     n, unlabeled = 10, 4
     feats = np.arange(n * 2, dtype=np.float64).reshape(n, 2)

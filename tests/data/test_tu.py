@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graph_fixtures import write_toy
 
 from energy_transformer.data.paths import DataNotFoundError
 from energy_transformer.data.tu import keep_first_nodes, load_tu, read_tu, write_tu
@@ -126,6 +127,15 @@ def test_load_tu_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError, match="NOPE.zip"):
         load_tu("NOPE", tmp_path, allow_download=False)
+
+
+def test_a_name_in_the_wrong_case_points_to_the_right_one(tmp_path, monkeypatch):
+    # `--dataset mutag` beside MUTAG.zip tried a download, then said to put mutag.zip there.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_toy(tmp_path, "MUTAG")
+    with pytest.raises(ValueError, match="no TU dataset 'mutag' here, but 'MUTAG': dataset names"):
+        load_tu("mutag", root)
+    assert len(load_tu("MUTAG", root)) == 24
 
 
 def test_load_tu_from_root_layout_and_round_trip(tmp_path):

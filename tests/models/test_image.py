@@ -132,6 +132,23 @@ def test_complete_keeps_visible_patches_and_returns_trajectory():
     assert model.complete(images, mask).trajectory is None
 
 
+def test_fill_refuses_tokens_of_another_batch_or_size():
+    model = tiny()
+    images = torch.rand(3, 1, 8, 8)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    tokens = model.complete(images, mask, return_trajectory=True).trajectory.tokens[-1]
+    filled, _ = model.fill(images, mask, tokens)
+    assert filled.shape == images.shape
+    # One image's tokens broadcast silently into all three images.
+    for bad in (tokens[:1], tokens[:, 1:], tokens[..., :8]):
+        with pytest.raises(ValueError, match=r"tokens must have shape \(3, 17, 16\) \(CLS first\)"):
+            model.fill(images, mask, bad)
+    with pytest.raises(ValueError, match=r"patch mask must have shape \(3, 16\)"):
+        model.fill(images, mask[:2], tokens)
+    with pytest.raises(ValueError, match="pixel values in"):
+        model.fill(images * 255, mask, tokens)
+
+
 def test_energy_decreases_during_the_models_descent():
     torch.manual_seed(0)
     model = tiny(steps=12).double()

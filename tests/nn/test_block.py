@@ -281,6 +281,20 @@ def test_inference_does_not_touch_the_input_and_matches_grad_mode():
     assert not without.requires_grad and with_grad.requires_grad
 
 
+def test_the_autograd_path_under_inference_mode_says_why_it_cannot_run():
+    block = make_block()
+    x, mask, _ = make_inputs(2, 5, 6, mask=True)
+    with torch.inference_mode():
+        closed = block(x, 3, 0.1, mask)  # the closed form runs there
+        # torch's "element 0 of tensors does not require grad" named no cause.
+        with pytest.raises(RuntimeError, match=r"torch.inference_mode\(\) does not allow"):
+            block(x, 3, 0.1, mask, gradient="autograd")
+        with pytest.raises(RuntimeError, match="use torch.no_grad"):
+            block.energy_grad(x, mask, gradient="autograd")
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, 3, 0.1, mask, gradient="autograd"), closed)
+
+
 def test_trajectory_records_tokens_and_energies():
     block = make_block(hopfield="softmax")
     x, _, padding_mask = make_inputs(2, 4, 6, padding=True)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from energy_transformer.nn.checks import check_positive_int, check_real
+from energy_transformer.nn.checks import check_count, check_positive_int, check_real
 
 
 @pytest.mark.parametrize("value", [1, 7, 4096, np.int64(3)])  # numpy ints (from shapes) too
@@ -17,6 +17,14 @@ def test_positive_ints_pass(value):
 def test_anything_else_is_not_a_size(value):
     with pytest.raises(ValueError, match=f"heads must be a positive int, got {value!r}"):
         check_positive_int("heads", value)
+
+
+def test_a_count_may_be_zero_and_says_so_when_refused():
+    for value in (0, 3, np.int64(2)):
+        check_count("input_hops", value)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match=f"input_hops must be an int >= 0, got {bad!r}"):
+            check_count("input_hops", bad)
 
 
 def test_real_numbers_by_their_bound():

@@ -178,6 +178,12 @@ def test_neural_input_is_rf_graphs_map_standardised(tmp_path):
     assert config["model"]["in_dim"] == 20 and config["extra"]["input_hops"] == 2
 
 
+def test_input_hops_are_refused_as_a_count():
+    # 0 (raw features) is the default: "must be a positive int" contradicted it.
+    with pytest.raises(ValueError, match="input_hops must be an int >= 0, got -1"):
+        HarnessConfig(input_hops=-1)
+
+
 def test_unknown_names():
     with pytest.raises(ValueError, match="unknown model"):
         run_protocols(small_graph(), "gadbench", models=["gin"], seeds=[0])
