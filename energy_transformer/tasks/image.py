@@ -463,8 +463,6 @@ def evaluate(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(run_dir, device, task="image")
     config = read_run_config(run_dir)[1]
     extra = config.get("extra", {})
-    if getattr(args, "out", None) and Path(args.out).is_file():
-        raise ValueError(f"--out {args.out} is a file: give a folder for the metrics and pictures")
     out = Path(args.out) if getattr(args, "out", None) else Path(run_dir)
     if out.is_file():  # RUN was a checkpoint file: write beside it
         out = out.parent

@@ -326,7 +326,7 @@ def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monk
         (["--epochs", "0"], "epochs must be a positive int, got 0"),
         (["--lr", "-0.1"], "lr must be finite and > 0, got -0.1"),
         (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
-        (["--input-hops", "-2"], "input_hops must be a positive int, got -2"),
+        (["--input-hops", "-2"], "input_hops must be an int >= 0, got -2"),
         (["--alpha", "0"], "alpha must be finite and > 0, got 0.0"),
     ],
 )
@@ -599,7 +599,7 @@ def test_select_names_each_seeds_run_and_can_keep_one_run_per_model(data_root, t
     assert f"{out} is a selection, not a run" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main(["select", str(a), str(b), "--out", str(tmp_path / "file")]) == 2
-    assert "is a file: give a folder for the selection" in capsys.readouterr().err
+    assert "file is a file: the output goes to a folder, give one" in capsys.readouterr().err
 
 
 def test_select_refuses_runs_of_two_tasks_and_per_model_for_graph_runs(data_root, tmp_path, capsys):

@@ -386,7 +386,7 @@ def test_a_relative_data_path_is_recorded_absolute(data, tmp_path, capsys, monke
     assert main(["eval", str(out), "--device", "cpu"]) == 0
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["eval", str(out), "--out", str(tmp_path / "notes.txt")]) == 2
-    assert "is a file: give a folder" in capsys.readouterr().err
+    assert "notes.txt is a file: the output goes to a folder" in capsys.readouterr().err
 
 
 def test_every_training_option_reaches_the_trainer_the_model_and_the_records(
