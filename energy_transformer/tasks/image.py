@@ -693,20 +693,14 @@ DEMO = {
 DEMO_MODEL: dict[str, Any] = {}
 
 
-def _is_demo_run(extra: dict[str, Any]) -> bool:
-    """A run ``et demo`` made: marked so, or (runs from before the mark) its settings."""
-    earlier = (
-        extra.get("train_images") == DEMO["subset"] and extra.get("val_size") == DEMO["val_size"]
-    )
-    return bool(extra.get("demo")) or earlier
-
-
 def demo(args: argparse.Namespace) -> None:
     """``et demo``: train the fashion-mnist preset briefly, evaluate, write pictures."""
     out = Path(args.out)
     resolve_device(args.device)  # a bad option must fail before anything is deleted
     if (out / "config.json").is_file():
-        if not _is_demo_run(read_run_config(out)[1].get("extra", {})):
+        # Only a run marked as the demo's is started over: a user's run trained with the same
+        # sizes is theirs, and is never deleted.
+        if not read_run_config(out)[1].get("extra", {}).get("demo"):
             raise FileExistsError(
                 f"{out} holds a run that et demo did not make; choose another --out"
             )

@@ -365,6 +365,13 @@ def test_demo_never_deletes_a_run_it_did_not_make(run, tmp_path, capsys, monkeyp
     assert main(["demo", "--out", str(trained), "--device", "cpu"]) == 2
     assert "holds a run that et demo did not make" in capsys.readouterr().err
     assert (trained / "best.safetensors").is_file()
+    # Not even one trained with the demo's own sizes: only the demo's mark counts.
+    config = json.loads((trained / "config.json").read_text())
+    config["extra"].update(train_images=image.DEMO["subset"], val_size=image.DEMO["val_size"])
+    (trained / "config.json").write_text(json.dumps(config))
+    assert main(["demo", "--out", str(trained), "--device", "cpu"]) == 2
+    assert "holds a run that et demo did not make" in capsys.readouterr().err
+    assert (trained / "best.safetensors").is_file()
 
 
 def test_a_diverging_run_ends_with_one_line_naming_it(data, tmp_path, capsys, monkeypatch):
