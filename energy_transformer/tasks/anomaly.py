@@ -8,7 +8,8 @@ saved weights and redraws the figures.
 Run folder layout: ``RUN/config.json`` (the command), ``RUN/results.json`` and
 ``RUN/results.md`` (per protocol, mean ± std over seeds), ``RUN/<model>/seed<k>/`` (one
 Trainer run each: ``config.json``, ``best.safetensors``, ``last.safetensors``, ``metrics.csv``)
-and ``RUN/figures/`` (ET's energy descent, score distributions of normal vs anomalous nodes).
+and ``RUN/figures/seed<k>/`` (ET's energy descent, score distributions of normal vs anomalous
+nodes; training draws the first seed's, ``et eval`` every seed's).
 """
 
 from __future__ import annotations
@@ -363,7 +364,9 @@ def train(args: argparse.Namespace) -> None:
     )
     print(text)
     if "et" in args.model:
-        figures(args.out / "et" / f"seed{args.seeds[0]}", args.out / "figures", args.data)
+        # Where et eval of the whole run draws this seed's figures: one copy, redrawn in place.
+        seed = f"seed{args.seeds[0]}"
+        figures(args.out / "et" / seed, args.out / "figures" / seed, args.data)
     print(f"results: {args.out / 'results.md'}")
 
 

@@ -51,8 +51,12 @@ def test_train_then_eval(data_root, tmp_path, capsys):
     text = (out / "results.md").read_text()
     assert "## protocol: gadbench" in text and "## protocol: bwgnn" in text
     assert "| et-energy |" in text and "| gcn |" in text
-    assert (out / "figures" / "energy_descent.png").stat().st_size > 0
-    assert (out / "figures" / "score_distributions.png").stat().st_size > 0
+    drawn = {p.relative_to(out) for p in (out / "figures").rglob("*.png")}
+    assert drawn == {
+        Path("figures/seed0/energy_descent.png"),
+        Path("figures/seed0/score_distributions.png"),
+    }
+    assert all((out / p).stat().st_size > 0 for p in drawn)
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 2
     assert set(results["gadbench"]) == {"et", "et-energy", "gcn"}
@@ -64,7 +68,8 @@ def test_train_then_eval(data_root, tmp_path, capsys):
         row = evaluated[f"{run['model']}/seed{run['seed']}"]
         assert row["test_auroc"] == pytest.approx(run["metrics"]["gadbench"]["auroc"], abs=1e-6)
         assert row["test_auprc"] == pytest.approx(run["metrics"]["gadbench"]["auprc"], abs=1e-6)
-    assert (out / "figures" / "seed0" / "energy_descent.png").is_file()
+    # et eval redraws the same figures in place: no second copy.
+    assert {p.relative_to(out) for p in (out / "figures").rglob("*.png")} == drawn
     # Two protocols, one saved pick: the report says whose weights it scores.
     assert evaluated["gcn/seed0"]["weights"] == "the epoch gadbench selected"
     assert "bwgnn picked its own epoch in training" in capsys.readouterr().out
