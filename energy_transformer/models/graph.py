@@ -194,6 +194,7 @@ class LaplacianPE:
         self.k = k
 
     def __call__(self, data: Data) -> Data:
+        """A copy of ``data`` with ``pe`` and ``pe_eigenvalues`` added."""
         vals, vecs = laplacian_eigenvectors(data.edge_index, data.num_nodes, self.k)
         data = data.clone()
         data.pe = vecs.float()
@@ -584,8 +585,9 @@ class GraphEnergyTransformer(nn.Module):
 
     @contextmanager
     def dense_eval(self) -> Iterator[None]:
-        """Within the block: eval mode and the dense layout (the same result as the edge list,
-        with one energy per graph and an ``(N, N)`` attention matrix); both restored after."""
+        """Inside the ``with`` statement: eval mode and the dense layout (the same result as the
+        edge list, with one energy per graph and an ``(N, N)`` attention matrix); both restored
+        after it."""
         layout, training = self.attention, self.training
         self.attention = "dense"
         self.eval()
@@ -662,9 +664,10 @@ class GraphEnergyTransformer(nn.Module):
 
 
 def build_graph_et(
-    in_features: int, num_classes: int, preset: str = "cpu", **overrides
+    in_features: int, num_classes: int, preset: str = "cpu", **overrides: Any
 ) -> GraphEnergyTransformer:
-    """A :class:`GraphEnergyTransformer` from a preset in :data:`PRESETS`, with overrides."""
+    """A :class:`GraphEnergyTransformer` from a preset in :data:`PRESETS` (``"released"``,
+    ``"paper"``, ``"cpu"``), any constructor argument overridden by ``overrides``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     return GraphEnergyTransformer(in_features, num_classes, **{**PRESETS[preset], **overrides})
