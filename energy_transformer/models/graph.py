@@ -312,6 +312,7 @@ class ReleasedAdjacencyKeySets:
         return torch.where(self.has_keys[..., None], mixed, torch.zeros_like(mixed))
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        """:math:`E_{att}` per sample, ``(batch,)``."""
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1) * self.has_keys
         return -(lse.sum(dim=-1) / beta).sum(dim=-1)
 
@@ -320,6 +321,8 @@ class ReleasedAdjacencyKeySets:
         return torch.softmax(self._scores(q, k, beta), dim=-1) * self.has_keys[..., None]
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(-\partial E/\partial Q, -\partial E/\partial K) = (P K, P^\top Q)`, each
+        like ``q``."""
         omega = self.weights(q, k, beta)
         pull = torch.einsum("bgcn,hg->bhcn", self.weight * omega / beta[:, None, None], self.mixing)
         pull = pull * beta[:, None, None]  # P: (batch, heads, C, B)
