@@ -1,8 +1,10 @@
 """Evaluation metrics: ranking scores for anomaly detection, classification and reconstruction.
 
-Every function accepts 1-D numpy arrays, torch tensors or sequences and returns a python ``float``
-(or a tuple of floats). Inputs are checked: mismatched lengths, empty inputs, NaN scores and labels
-outside ``{0, 1}`` raise a :class:`ValueError` naming the problem.
+Every function accepts numpy arrays, torch tensors or sequences (1-D, except :func:`mse`: any
+shape; :func:`psnr`: a scalar) and returns a python ``float`` (or a tuple of floats). Inputs are
+checked: mismatched lengths, empty inputs, NaN scores and labels outside ``{0, 1}`` raise a
+:class:`ValueError` naming the problem (a ``k`` of :func:`recall_at_k` that is not an int, a
+:class:`TypeError`).
 
 The ranking metrics follow the definitions used by GADBench (Tang et al., NeurIPS 2023) and
 scikit-learn: :func:`auroc` is the Mann-Whitney statistic (ties count one half), :func:`auprc` is

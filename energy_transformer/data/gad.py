@@ -23,7 +23,7 @@ import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from torch import Tensor
 
 from energy_transformer.data.paths import RemoteFile, locate
 from energy_transformer.files import read_npz
+
+if TYPE_CHECKING:  # PyG is imported when a graph is built, not with this module
+    from torch_geometric.data import Data
 
 AMAZON_UNLABELED = 3305
 SPLIT_MASKS = ("train_masks", "val_masks", "test_masks")
@@ -151,7 +154,7 @@ def check_split_masks(
     return {k: torch.from_numpy(m.copy()) for k, m in arrays.items()}
 
 
-def load_npz_graph(path: str | os.PathLike) -> object:
+def load_npz_graph(path: str | os.PathLike) -> Data:
     """Read the GADBench ``.npz`` layout (see the module docstring) into a PyG ``Data``.
 
     Split masks, when present, become ``train_masks``/``val_masks``/``test_masks``
@@ -186,7 +189,7 @@ def load_fraud_mat(
     relation: str = "homo",
     unlabeled: int | None = None,
     drop_unlabeled: bool = False,
-) -> object:
+) -> Data:
     """Read the CARE-GNN / DGL fraud ``.mat`` layout (YelpChi, Amazon) into a PyG ``Data``.
 
     Args:
@@ -239,13 +242,14 @@ def load_fraud_mat(
     return _graph(x, edge_index, y, path, label_mask=label_mask)
 
 
-def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs) -> object:
+def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Data:
     """Load a graph anomaly dataset by name from ``<root or $ET_DATA or cache>/gad/``.
 
     Args:
         name: ``tolokers``, ``reddit`` (``.npz``), ``yelpchi`` or ``amazon`` (``.mat``).
         root: data root holding ``gad/``; a path to the file itself also works.
-        kwargs: passed to :func:`load_fraud_mat` for the ``.mat`` datasets.
+        kwargs: passed to :func:`load_fraud_mat` for the ``.mat`` datasets (ignored for the
+            ``.npz`` ones).
     """
     key = name.lower()
     if key not in GAD_DATASETS:
@@ -261,9 +265,9 @@ def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs) -> obje
     return load_gad_file(folder / remote.name, **kwargs)
 
 
-def load_gad_file(path: str | os.PathLike, **kwargs) -> object:
+def load_gad_file(path: str | os.PathLike, **kwargs: Any) -> Data:
     """Load one graph file by its layout: ``.mat`` (CARE-GNN, :func:`load_fraud_mat`, which
-    ``kwargs`` go to) or ``.npz`` (GADBench, :func:`load_npz_graph`)."""
+    ``kwargs`` go to) or ``.npz`` (GADBench, :func:`load_npz_graph`; ``kwargs`` ignored)."""
     path = Path(path)
     if path.suffix == ".mat":
         return load_fraud_mat(path, **kwargs)

@@ -49,6 +49,7 @@ class RemoteFile:
 
 
 def sha256sum(path: Path) -> str:
+    """The SHA-256 of the file ``path``, as hex digits."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -57,7 +58,12 @@ def sha256sum(path: Path) -> str:
 
 
 def download(remote: RemoteFile, dest: Path, timeout: float = 30.0) -> Path:
-    """Download ``remote`` to ``dest`` atomically (temp file + rename), verifying its checksum."""
+    """Download ``remote`` to ``dest`` atomically (temp file + rename), verifying its checksum.
+
+    ``timeout``: seconds to wait on the connection and on each read. A wrong checksum raises
+    :class:`DataNotFoundError` (``dest`` is then not written); network failures raise
+    :mod:`urllib`'s errors.
+    """
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out, urllib.request.urlopen(remote.url, timeout=timeout) as r:
             shutil.copyfileobj(r, out)
@@ -77,8 +83,9 @@ def locate(
     """Return the folder holding all ``files`` of a dataset under ``subdir``.
 
     Searches :func:`data_roots`; when no root has them, downloads the missing ones into the cache
-    folder (only when ``root`` was not given explicitly). Offline, raises a
-    :class:`DataNotFoundError` saying which files to put where.
+    folder (only when ``root`` was not given explicitly and ``allow_download``). Offline, or
+    with nothing to download from, raises a :class:`DataNotFoundError` saying which files to
+    put where.
     """
     roots = data_roots(root)
     for base in roots:

@@ -54,7 +54,8 @@ class TUDataset(Sequence):
             ``0..num_classes-1`` and, when the dataset has node labels, ``node_label: (nodes,)``
             long (the first label column, re-indexed from 0).
         classes: the original label of each class index (``classes[y]`` is the file's label).
-        feature_names: what each block of ``x`` holds, e.g. ``["node_label[0]=7 values"]``.
+        feature_names: what each block of ``x`` holds, e.g.
+            ``["node_label[0]: one-hot over 7 values"]``.
     """
 
     name: str
@@ -65,7 +66,7 @@ class TUDataset(Sequence):
     def __len__(self) -> int:
         return len(self.graphs)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Data | list[Data]:  # type: ignore[override]
         return self.graphs[index]
 
     def __iter__(self) -> Iterator[Data]:
@@ -73,10 +74,12 @@ class TUDataset(Sequence):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
         return len(self.classes)
 
     @property
     def num_features(self) -> int:
+        """Width ``F`` of the node features ``x: (nodes, F)``."""
         return int(self.graphs[0].x.shape[1])
 
     @property

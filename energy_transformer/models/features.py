@@ -73,6 +73,7 @@ class FeatureScaler(nn.Module):
                 self.std.fill_(1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Standardised ``x: (nodes, features)``, same shape."""
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
@@ -125,6 +126,7 @@ class DegreeEncoding(nn.Module):
         return buckets.clamp(max=self.max_degree)
 
     def forward(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """Each node's degree embedding :math:`z_v`, ``(num_nodes, dim)``."""
         return self.embed(self.buckets(edge_index, num_nodes))
 
     def extra_repr(self) -> str:

@@ -206,6 +206,7 @@ class MLP(_NodeClassifier):
         super().__init__(in_dim, hidden, num_classes, layers, dropout, nn.Linear)
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        """Logits ``(N, num_classes)``; ``edge_index``, when given, is only checked."""
         return super().forward(x, edge_index)
 
 
@@ -389,6 +390,7 @@ class BetaWavelet(nn.Module):
         self.adjacency = _CachedAdjacency(sym_norm_adjacency)
 
     def forward(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """Every filter of the bank applied to ``h: (N, F)``: ``(C + 1, N, F)``."""
         _check_graph(h, edge_index)
         norm_adj = self.adjacency(edge_index, h.shape[0], h.dtype)
         powers = [h]
@@ -445,6 +447,7 @@ class BWGNN(nn.Module):
         return F.dropout(F.relu(h), p=self.dropout, training=self.training)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` of the nodes of ``x: (N, in_dim)``."""
         _check_graph(x, edge_index)
         h = x
         for layer in self.encoder:

@@ -194,6 +194,7 @@ class LaplacianPE:
         self.k = k
 
     def __call__(self, data: Data) -> Data:
+        """A copy of ``data`` with ``pe`` and ``pe_eigenvalues`` added."""
         vals, vecs = laplacian_eigenvectors(data.edge_index, data.num_nodes, self.k)
         data = data.clone()
         data.pe = vecs.float()
@@ -311,6 +312,7 @@ class ReleasedAdjacencyKeySets:
         return torch.where(self.has_keys[..., None], mixed, torch.zeros_like(mixed))
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        """:math:`E_{att}` per sample, ``(batch,)``."""
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1) * self.has_keys
         return -(lse.sum(dim=-1) / beta).sum(dim=-1)
 
@@ -319,6 +321,8 @@ class ReleasedAdjacencyKeySets:
         return torch.softmax(self._scores(q, k, beta), dim=-1) * self.has_keys[..., None]
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(-\partial E/\partial Q, -\partial E/\partial K) = (P K, P^\top Q)`, each
+        like ``q``."""
         omega = self.weights(q, k, beta)
         pull = torch.einsum("bgcn,hg->bhcn", self.weight * omega / beta[:, None, None], self.mixing)
         pull = pull * beta[:, None, None]  # P: (batch, heads, C, B)
@@ -584,8 +588,9 @@ class GraphEnergyTransformer(nn.Module):
 
     @contextmanager
     def dense_eval(self) -> Iterator[None]:
-        """Within the block: eval mode and the dense layout (the same result as the edge list,
-        with one energy per graph and an ``(N, N)`` attention matrix); both restored after."""
+        """Inside the ``with`` statement: eval mode and the dense layout (the same result as the
+        edge list, with one energy per graph and an ``(N, N)`` attention matrix); both restored
+        after it."""
         layout, training = self.attention, self.training
         self.attention = "dense"
         self.eval()
@@ -662,9 +667,10 @@ class GraphEnergyTransformer(nn.Module):
 
 
 def build_graph_et(
-    in_features: int, num_classes: int, preset: str = "cpu", **overrides
+    in_features: int, num_classes: int, preset: str = "cpu", **overrides: Any
 ) -> GraphEnergyTransformer:
-    """A :class:`GraphEnergyTransformer` from a preset in :data:`PRESETS`, with overrides."""
+    """A :class:`GraphEnergyTransformer` from a preset in :data:`PRESETS` (``"released"``,
+    ``"paper"``, ``"cpu"``), any constructor argument overridden by ``overrides``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     return GraphEnergyTransformer(in_features, num_classes, **{**PRESETS[preset], **overrides})

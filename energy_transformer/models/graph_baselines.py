@@ -65,6 +65,7 @@ class GINClassifier(nn.Module):
         )
 
     def forward(self, batch: Batch) -> Tensor:
+        """Logits ``(graphs, num_classes)`` of a PyG ``Batch``."""
         h = self.encoder(self.scaler(batch.x), batch.edge_index)
         return self.head(global_add_pool(h, batch.batch, size=batch.num_graphs))
 
@@ -97,6 +98,7 @@ class SumMLP(nn.Module):
         )
 
     def forward(self, batch: Batch) -> Tensor:
+        """Logits ``(graphs, num_classes)`` of a PyG ``Batch``."""
         return self.mlp(global_add_pool(self.scaler(batch.x), batch.batch, size=batch.num_graphs))
 
 
@@ -157,8 +159,12 @@ class WLSubtreeSVM:
         return self
 
     def fit(self, labels: np.ndarray, train: np.ndarray, val: np.ndarray) -> dict[str, float]:
-        """Pick ``(h, C)`` by validation accuracy (ties: smaller ``h``, then smaller ``C``) and
-        keep the SVM trained on ``train`` with them. Returns ``{"h", "C", "val_acc", "train_acc"}``.
+        """Pick ``(h, C)`` by validation accuracy (ties: the first in the candidates' order,
+        so with the ascending defaults smaller ``h``, then smaller ``C``) and keep the SVM
+        trained on ``train`` with them. Returns ``{"h", "C", "val_acc", "train_acc"}``.
+
+        ``labels``: ``(graphs,)`` class of every precomputed graph; ``train``, ``val``: indices
+        into them. Raises ``RuntimeError`` before :meth:`precompute`.
         """
         from sklearn.svm import SVC
 

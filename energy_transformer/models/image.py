@@ -193,17 +193,25 @@ class MaskedImageModel(nn.Module):
         return x.reshape(b, c, g * p, g * p)
 
     def normalize(self, images: Tensor) -> Tensor:
+        """Pixels in [0, 1] to dataset-normalised values: ``(batch, C, H, W)``, same shape."""
         return (images - self.mean) / self.std
 
     def denormalize(self, images: Tensor) -> Tensor:
+        """Inverse of :meth:`normalize`: ``(batch, C, H, W)`` back to pixel units."""
         return images * self.std + self.mean
 
     # -- masking ----------------------------------------------------------------------------
 
     def sample_mask(
-        self, batch: int, generator: torch.Generator | None = None, device: Any = None
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Draw which patches count in the loss and which of them are masked.
+
+        ``batch`` rows; drawn from ``generator`` (on its own device) when given, returned on
+        ``device``.
 
         Returns:
             ``(selected, masked)``, each ``(batch, patches)`` bool with ``masked`` a subset of
@@ -243,7 +251,10 @@ class MaskedImageModel(nn.Module):
         return self.decoder(self.decoder_norm(tokens[:, 1:]))
 
     def forward(self, images: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
-        """Predicted normalised patches ``(batch, patches, C * p * p)`` of every patch."""
+        """Predicted normalised patches ``(batch, patches, C * p * p)`` of every patch, from
+        ``images: (batch, C, H, W)`` in [0, 1] whose ``mask`` patches (``(batch, patches)`` or
+        ``(patches,)`` bool, True = hidden) are replaced by MASK; ``kwargs`` go to
+        :meth:`process`."""
         self._check_images(images)
         mask = self._check_mask(mask, images.shape[0])
         return self.decode(self.process(self.embed(images, mask), **kwargs))
@@ -259,6 +270,11 @@ class MaskedImageModel(nn.Module):
 
         Without ``selected``/``mask`` a fresh mask is drawn (from ``generator`` if given).
         Targets are the normalised input pixels.
+
+        Shapes:
+            - ``images``: ``(batch, C, H, W)`` in [0, 1]
+            - ``selected``, ``mask``: ``(batch, patches)`` or ``(patches,)`` bool
+            - output: a scalar
         """
         self._check_images(images)
         if (selected is None) != (mask is None):
@@ -426,7 +442,10 @@ class ImageEnergyTransformer(MaskedImageModel):
         gradient: str | None = None,
         return_trajectory: bool = False,
     ) -> Tensor | tuple[Tensor, Trajectory]:
-        """Run the ET block; ``steps``/``alpha``/``gradient`` default to the model's own."""
+        """Run the ET block on ``tokens: (batch, patches + 1, dim)``: the final tokens, same
+        shape, and with ``return_trajectory`` the
+        :class:`~energy_transformer.nn.Trajectory`; ``steps``/``alpha``/``gradient`` default to
+        the model's own."""
         return self.block(
             tokens,
             steps=self.steps if steps is None else steps,
@@ -437,7 +456,7 @@ class ImageEnergyTransformer(MaskedImageModel):
 
     @torch.no_grad()
     def module_updates(self, tokens: Tensor) -> dict[str, Tensor]:
-        """Each module's update at tokens ``x``, as the change it makes to the decoded image.
+        """Each module's update at ``tokens``, as the change it makes to the decoded image.
 
         The decoder reads :math:`W\\,\\mathrm{LN}(x) + b`, so a step :math:`\\Delta x = \\alpha u`
         (:math:`u` the attention part of :math:`-\\partial E/\\partial g`, the Hopfield part, or

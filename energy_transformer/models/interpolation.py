@@ -75,7 +75,11 @@ class PatchInterpolation:
 
     @torch.no_grad()
     def complete(self, images: Tensor, mask: Tensor) -> Completion:
-        """Fill the ``mask`` patches of ``images`` (``(batch, C, H, W)``, mask ``(batch, N)``)."""
+        """Fill the ``mask`` patches of ``images`` (``(batch, C, H, W)``, mask ``(batch, N)``).
+
+        Nothing predicts the visible patches, so the :class:`Completion`'s ``prediction`` is
+        the filled image itself.
+        """
         if images.dim() != 4 or not images.is_floating_point():
             raise ValueError(f"images must be (batch, C, H, W) floats, got {tuple(images.shape)}")
         if mask.dtype != torch.bool or mask.shape[0] != images.shape[0]:

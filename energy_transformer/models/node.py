@@ -46,7 +46,7 @@ class NodeEnergyTransformer(nn.Module):
     r"""Node classifier: every node is a token, attention runs over the graph's edges.
 
     .. math::
-        x^{(0)}_C = W_{enc}\, f_C + b_{enc}, \qquad
+        x^{(0)}_C = W_{enc}\, f_C + b_{enc} \;(+\, z_C), \qquad
         x^{(t+1)} = x^{(t)} - \alpha\, \frac{\partial E}{\partial g}\big(\mathrm{LN}(x^{(t)})\big)
 
         \mathrm{logits}_C = \mathrm{MLP}\big([\mathrm{LN}(x^{(T)}_C) \,\Vert\, x^{(0)}_C]\big)
@@ -55,6 +55,8 @@ class NodeEnergyTransformer(nn.Module):
     :math:`C` itself when ``self_loops``), computed over the edge list by
     :class:`~energy_transformer.nn.sparse_attention.EdgeKeySets` in O(edges). Concatenating the
     input embedding :math:`x^{(0)}` follows the authors' released code (``concat_input``).
+
+    :math:`z_C` is the optional degree embedding (``degree_buckets``).
 
     :meth:`energy_scores` reads the final energy of each node's token, a label-free anomaly
     score: attention energy (how weakly the node is bound to its neighbours) plus Hopfield
@@ -195,6 +197,9 @@ class NodeEnergyTransformer(nn.Module):
     def forward(
         self, x: Tensor, edge_index: Tensor, return_trajectory: bool = False
     ) -> Tensor | tuple[Tensor, Trajectory]:
+        """Logits ``(N, num_classes)`` of the nodes of ``x: (N, in_dim)`` with edges
+        ``edge_index: (2, E)``; with ``return_trajectory`` also the descent's
+        :class:`~energy_transformer.nn.block.Trajectory` (batch of 1)."""
         x0, tokens, traj = self.descend(x, edge_index, return_trajectory)
         logits = self.classify(x0, tokens)
         return (logits, traj) if return_trajectory else logits

@@ -104,12 +104,15 @@ class DenseKeySets:
         return omega if self.query_weight is None else omega * self.query_weight[..., None]
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        """:math:`E_{att}` per sample, ``(batch,)``."""
         lse = torch.logsumexp(self._scores(q, k, beta), dim=-1)  # (batch, heads, N)
         if self.query_weight is not None:
             lse = lse * self.query_weight
         return -(lse.sum(dim=-1) / beta).sum(dim=-1)
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(-\partial E/\partial Q, -\partial E/\partial K) = (\Omega K, \Omega^\top Q)`
+        per head, each like ``q``."""
         # One contiguous copy of each, shared by the three products (matmul would copy strided
         # operands once per product). Queries that do not count are zeroed in q and in dq,
         # which removes their rows of Omega at O(N Y) instead of O(N^2) cost.
@@ -277,8 +280,8 @@ class EnergyAttention(nn.Module):
 
     def weights(self, g: Tensor, keysets: KeySets) -> Tensor:
         r"""The attention matrix :math:`\Omega` of ``g: (batch, tokens, dim)``, ``(batch, heads,
-        tokens, tokens)``, rows = queries: where each token looks (key sets with a dense
-        layout)."""
+        tokens, tokens)``, rows = queries: where each token looks. Key sets with a dense layout
+        only: others (an edge list) raise ``TypeError``."""
         if not hasattr(keysets, "weights"):
             raise TypeError(
                 f"{type(keysets).__name__} gives no attention matrix: use a dense layout"

@@ -200,7 +200,8 @@ class EnergyTransformer(nn.Module):
     ) -> EnergyTerms:
         """Attention, Hopfield and total energy of tokens ``x`` per sample, each ``(batch,)``.
 
-        The layer norm is applied inside: :math:`E(\\mathrm{LN}(x))`.
+        The layer norm is applied inside: :math:`E(\\mathrm{LN}(x))`. ``mask``,
+        ``padding_mask`` and ``keysets`` as in :meth:`forward`.
         """
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
         return self._energy_terms_of_g(self.norm(x), keysets, token_weight, self._stacked_weight())
@@ -299,7 +300,8 @@ class EnergyTransformer(nn.Module):
         keysets: KeySets | None = None,
         gradient: Gradient = "closed_form",
     ) -> Tensor:
-        """:math:`\\partial E/\\partial g` at :math:`g = \\mathrm{LN}(x)`, ``(batch, N, dim)``."""
+        """:math:`\\partial E/\\partial g` at :math:`g = \\mathrm{LN}(x)`: ``(batch, N, dim) ->
+        (batch, N, dim)``; the arguments as in :meth:`forward`."""
         _check_gradient(gradient)
         keysets, token_weight = self._context(x, mask, padding_mask, keysets)
         g, weight = self.norm(x), self._stacked_weight()
@@ -343,6 +345,14 @@ class EnergyTransformer(nn.Module):
 
         Returns:
             The final tokens ``(batch, tokens, dim)``, and the trajectory when asked for.
+
+        Raises:
+            TypeError: ``x`` not a floating-point tensor, or of another dtype than the weights
+                outside autocast; a mask that is not bool.
+            ValueError: a shape that does not fit (``x``, masks), NaN or inf in ``x``, both
+                ``mask`` and ``keysets``, ``steps`` < 0, ``alpha`` <= 0, ``noise_std`` < 0 or an
+                unknown ``gradient``.
+            RuntimeError: ``gradient="autograd"`` under ``torch.inference_mode()``.
         """
         check_descent(steps, alpha, noise_std)
         _check_gradient(gradient)

@@ -83,6 +83,8 @@ class HopfieldNetwork(nn.Module):
         ``activation(h) @ xi``.
 
         ``inplace`` overwrites ``h`` with the result (no autograd graph: inference only).
+
+        Shapes: ``h``: ``(batch, N, memories)`` -> the same; ``token_weight``: ``(batch, N, 1)``.
         """
         if inplace:
             if self.kind == "relu":

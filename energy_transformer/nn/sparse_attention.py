@@ -171,9 +171,12 @@ class EdgeKeySets:
         return -(lse / beta).sum(-1)
 
     def energy(self, q: Tensor, k: Tensor, beta: Tensor) -> Tensor:
+        """:math:`E_{att}` per sample, ``(batch,)`` (the ``"gather"`` kernel, autograd-ready)."""
         return self.node_energy(q, k, beta).sum(-1)
 
     def neg_grad(self, q: Tensor, k: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The two scatters above, :math:`(-\partial E/\partial Q, -\partial E/\partial K)`,
+        each like ``q``, by the ``kernel`` chosen at construction."""
         if self.kernel == "gather":
             return self._neg_grad_gather(q, k, beta)
         self._check(q, k)

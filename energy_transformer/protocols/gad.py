@@ -71,6 +71,7 @@ SPLITS = ("random", "file")
 
 
 def get_protocol(name: str) -> Protocol:
+    """The :class:`Protocol` named ``name`` (``"bwgnn"`` or ``"gadbench"``)."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
@@ -210,6 +211,7 @@ def select_epoch(history: list[dict[str, float]], protocol: Protocol) -> dict[st
 
 
 def pick_test(row: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """The ``test_<name>`` entries of a :func:`score_split` row, keyed by ``name``."""
     return {k: row[f"test_{k}"] for k in names}
 
 
@@ -231,7 +233,11 @@ class HarnessConfig:
     ``et`` holds extra keyword arguments of :class:`NodeEnergyTransformer`; ``baseline`` those of
     the PyG baselines; ``rf`` those of both tree ensembles (:class:`RFGraph`, :class:`GBGraph`).
     ``input_hops`` > 0 feeds every neural model RF-Graph's feature map instead of the raw
-    features (see :func:`neural_input`).
+    features (see :func:`neural_input`). ``lr``, ``weight_decay`` and ``grad_clip`` (max
+    gradient norm, ``None``: no clipping) go to the Trainer's AdamW at a constant learning
+    rate; ``standardize``: standardise the node features first (:func:`prepare`); ``device``:
+    ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``progress``: progress bars and per-epoch
+    lines.
     """
 
     epochs: int = 100
@@ -283,7 +289,8 @@ def _standardize(x: Tensor) -> Tensor:
 
 
 def prepare(data: Any, standardize: bool = True) -> Any:
-    """Standardise node features with statistics over all nodes (labels are not used)."""
+    """A copy of the graph ``data`` whose node features are standardised with statistics over
+    all nodes (labels are not used); with ``standardize=False`` an unchanged copy."""
     data = data.clone()
     if standardize:
         data.x = _standardize(data.x)
@@ -571,7 +578,8 @@ def select_configurations(
         chosen) and, per model, how many seeds chose each configuration that ran it.
 
     Raises:
-        ValueError: fewer than two configurations, results without a validation record for
+        ValueError: an unknown ``per``, fewer than two configurations, results without a
+            validation record for
             ``protocol`` (logs from before it was kept), a model whose configurations share no
             seed, or runs of one seed on other splits.
     """
@@ -653,7 +661,8 @@ def format_chosen(
 
 
 def format_table(summary: dict[str, dict[str, tuple[float, float]]], scale: float = 100.0) -> str:
-    """A markdown table: one row per model, ``mean ± std`` (in %) per metric, seconds per seed."""
+    """A markdown table: one row per model, ``mean ± std`` per metric (times ``scale``: 100
+    gives percent), seconds per seed."""
     metrics = list(dict.fromkeys(k for row in summary.values() for k in row if k != "seconds"))
     head = "| model | " + " | ".join(metrics) + " | s / seed |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]

@@ -44,6 +44,7 @@ class Fold:
     test: np.ndarray
 
     def to_json(self) -> dict[str, Any]:
+        """The fold as JSON-ready lists (what ``fold-XX/split.json`` holds)."""
         return {
             "index": self.index,
             "train": self.train.tolist(),
@@ -260,7 +261,9 @@ def run_kfold(
     inside ``out/fold-XX``). ``max_folds`` runs only the first rounds of the same split (a
     smaller budget; the summary then covers those rounds only and says so in ``folds_run``).
     ``only`` runs just the listed rounds (to spread one run's folds over processes that share
-    ``out``; :func:`load_results` then gathers them).
+    ``out``; :func:`load_results` then gathers them). ``labels``, ``folds``, ``val_fraction``,
+    ``seed`` and ``protocol`` make the rounds as in :func:`stratified_folds`; ``meta`` adds keys
+    to ``summary.json``.
     """
     rounds = stratified_folds(labels, folds, val_fraction, seed, protocol)
     if max_folds is not None:

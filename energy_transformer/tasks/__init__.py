@@ -99,6 +99,20 @@ def load_model(
     ``models.graph.LaplacianPE`` (their feature scaler is part of the weights); the anomaly
     models ``(x, edge_index)`` of the graph as the run prepared it (``protocols.gad.prepare``
     and ``neural_input`` with the ``standardize`` and ``input_hops`` of its ``config.json``).
+
+    Args:
+        run: a run folder (or a checkpoint file in one) written by ``et train``.
+        device: where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+            (the GPU when there is one).
+        task: ``"image"``, ``"graph"`` or ``"anomaly"``; ``None`` accepts any.
+
+    Returns:
+        The model (an ``nn.Module`` in eval mode).
+
+    Raises:
+        FileNotFoundError: no run (or ``config.json``, or weights) at ``run``.
+        ValueError: a run of another ``task``, an unknown task in ``config.json``, a folder of
+            several models, a selection, or a device this machine lacks.
     """
     from energy_transformer.train import (
         check_run_task,
