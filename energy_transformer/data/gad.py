@@ -248,8 +248,8 @@ def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs: Any) ->
     Args:
         name: ``tolokers``, ``reddit`` (``.npz``), ``yelpchi`` or ``amazon`` (``.mat``).
         root: data root holding ``gad/``; a path to the file itself also works.
-        kwargs: passed to :func:`load_fraud_mat` for the ``.mat`` datasets (ignored for the
-            ``.npz`` ones).
+        kwargs: passed to :func:`load_fraud_mat` for the ``.mat`` datasets (refused for the
+            ``.npz`` ones, which take none).
     """
     key = name.lower()
     if key not in GAD_DATASETS:
@@ -267,10 +267,12 @@ def load_gad(name: str, root: str | os.PathLike | None = None, **kwargs: Any) ->
 
 def load_gad_file(path: str | os.PathLike, **kwargs: Any) -> Data:
     """Load one graph file by its layout: ``.mat`` (CARE-GNN, :func:`load_fraud_mat`, which
-    ``kwargs`` go to) or ``.npz`` (GADBench, :func:`load_npz_graph`; ``kwargs`` ignored)."""
+    ``kwargs`` go to) or ``.npz`` (GADBench, :func:`load_npz_graph`, which takes none)."""
     path = Path(path)
     if path.suffix == ".mat":
         return load_fraud_mat(path, **kwargs)
     if path.suffix not in GRAPH_FILE_SUFFIXES:
         raise ValueError(f"{path}: an anomaly graph is a .npz (GADBench) or .mat (CARE-GNN) file")
+    if kwargs:
+        raise TypeError(f"{path}: a .npz graph takes no options, got {sorted(kwargs)}")
     return load_npz_graph(path)

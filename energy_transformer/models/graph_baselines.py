@@ -187,5 +187,8 @@ class WLSubtreeSVM:
         return self.selected
 
     def predict(self, index: np.ndarray) -> np.ndarray:
-        """Predicted class of the graphs at ``index`` (into the precomputed graphs)."""
+        """Predicted class of the graphs at ``index`` (into the precomputed graphs). Raises
+        ``RuntimeError`` before :meth:`fit`."""
+        if not self.selected:
+            raise RuntimeError("call fit(labels, train, val) before predict")
         return self.svm.predict(self.kernels[self.h][np.ix_(index, self.train_index)])

@@ -248,7 +248,7 @@ class EnergyAttention(nn.Module):
             check_positive_int(name, value)
         if beta is not None:
             check_real("beta", beta)
-        check_real("qk_init_std", init_std, allow_zero=True)
+        check_real("init_std", init_std, allow_zero=True)
         self.dim, self.heads, self.head_dim = dim, heads, head_dim
         self.wq = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)
         self.wk = nn.Parameter(torch.randn(heads, head_dim, dim) * init_std)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from energy_transformer.nn.attention import DenseKeySets, EnergyAttention, KeySets
-from energy_transformer.nn.checks import check_descent
+from energy_transformer.nn.checks import check_descent, check_real
 from energy_transformer.nn.hopfield import HopfieldNetwork
 from energy_transformer.nn.layernorm import EnergyLayerNorm
 
@@ -98,6 +98,9 @@ class EnergyTransformer(nn.Module):
         xi_init_std: float = 0.02,
     ) -> None:
         super().__init__()
+        # Checked here too, so that a refusal names this class's parameter.
+        check_real("qk_init_std", qk_init_std, allow_zero=True)
+        check_real("xi_init_std", xi_init_std, allow_zero=True)
         self.dim = dim
         self.exclude_self = exclude_self
         self.norm = EnergyLayerNorm(dim, eps=eps)

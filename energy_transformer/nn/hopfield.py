@@ -58,7 +58,7 @@ class HopfieldNetwork(nn.Module):
             check_positive_int("memories", memories)
         if kind == "softmax":
             check_real("beta", beta)
-        check_real("xi_init_std", init_std, allow_zero=True)
+        check_real("init_std", init_std, allow_zero=True)
         self.dim = dim
         self.memories = memories if memories is not None else 4 * dim
         self.kind = kind

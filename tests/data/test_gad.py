@@ -9,7 +9,13 @@ import scipy.io
 import scipy.sparse
 import torch
 
-from energy_transformer.data.gad import AMAZON_UNLABELED, load_fraud_mat, load_gad, load_npz_graph
+from energy_transformer.data.gad import (
+    AMAZON_UNLABELED,
+    load_fraud_mat,
+    load_gad,
+    load_gad_file,
+    load_npz_graph,
+)
 from energy_transformer.data.paths import DataNotFoundError
 
 
@@ -361,3 +367,11 @@ def test_load_gad_gives_its_options_to_a_mat_file_given_itself(tmp_path):
     _, homo, rel = write_mat(tmp_path / "mine.mat", 20, ("net_rur", "net_rtr"), labels)
     data = load_gad("yelpchi", root=tmp_path / "mine.mat", relation="net_rur")
     assert edge_set(data) == off_diagonal(rel["net_rur"]) != off_diagonal(homo)
+
+
+def test_a_npz_graph_refuses_options_it_would_ignore(tmp_path):
+    path = write_npz(tmp_path / "g.npz")
+    with pytest.raises(
+        TypeError, match=r"g.npz: a .npz graph takes no options, got \['unlabeled'\]"
+    ):
+        load_gad_file(path, unlabeled=3305)

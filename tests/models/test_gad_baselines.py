@@ -432,3 +432,9 @@ def test_a_tree_ensembles_errors_name_its_class(trees):
         trees().predict_proba(x, edge_index)
     with pytest.raises(ValueError, match=f"single class; {name} needs both$"):
         trees().fit(x, edge_index, torch.tensor([0, 0, 1]), [0, 1])
+
+
+def test_every_baseline_is_exported():
+    from energy_transformer.models import gad_baselines
+
+    assert {cls.__name__ for cls in GAD_BASELINES.values()} <= set(gad_baselines.__all__)

@@ -317,3 +317,10 @@ def test_baselines_refuse_sizes_they_cannot_be_built_with(kw, message):
     if "layers" not in kw:
         with pytest.raises(ValueError, match=message):
             SumMLP(**sizes)
+
+
+def test_wl_predict_before_fit_says_so():
+    graphs = [labelled(undirected([(0, 1), (1, 2)]), 3) for _ in range(2)]
+    wl = WLSubtreeSVM(iterations=(1,)).precompute(graphs)
+    with pytest.raises(RuntimeError, match="call fit"):
+        wl.predict(np.array([0]))

@@ -266,3 +266,9 @@ def test_edge_key_sets_give_no_attention_matrix():
         TypeError, match="EdgeKeySets gives no attention matrix: use a dense layout"
     ):
         attention.weights(torch.randn(1, 2, 4), keysets)
+
+
+def test_a_bad_init_std_is_refused_under_this_class_name():
+    # EnergyTransformer's own name for it is qk_init_std; built directly, it is init_std.
+    with pytest.raises(ValueError, match=r"^init_std must be finite and >= 0, got -1"):
+        EnergyAttention(8, 2, 4, init_std=-1.0)

@@ -78,3 +78,8 @@ def test_defaults_and_bad_kind():
         HopfieldNetwork(6, kind="softmax", beta=0.0)
     with pytest.raises(ValueError, match="memories must be a positive int"):
         HopfieldNetwork(6, memories=True)
+
+
+def test_a_bad_init_std_is_refused_under_this_class_name():
+    with pytest.raises(ValueError, match=r"^init_std must be finite and >= 0, got -1"):
+        HopfieldNetwork(8, init_std=-1.0)
