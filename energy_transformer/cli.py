@@ -192,10 +192,55 @@ def _check_out(args: argparse.Namespace) -> None:
         raise ValueError(f"{out} is a file: the output goes to a folder, give one")
 
 
+# Options a resumed run does not take from its record: where and how this process runs.
+_NOT_INHERITED = frozenset({"out", "resume", "device", "no_progress"})
+
+
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the options ``argv`` gives explicitly (not left at their default)."""
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions})
+    parser.parse_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not unset}
+
+
+def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``et train TASK --resume``: each option not given takes the value the run was started
+    with (its ``config.json`` records the command line), so that a resume needs only what
+    changes (e.g. ``--epochs`` to train further). Runs recorded before that keep the defaults."""
+    task = task_module(args.task)
+    out = task.run_folder(args) if hasattr(task, "run_folder") else args.out
+    try:
+        recorded = read_run_config(out)[1].get("command")
+    except (FileNotFoundError, ValueError):  # nothing to resume: the task says so
+        return
+    if not isinstance(recorded, dict):
+        return
+    options = argparse.ArgumentParser(add_help=False)  # the task's own options, alone
+    task.add_train_arguments(options)
+    given = _given(options, argv[2:])  # argv: train TASK OPTION...
+    taken = []
+    for action in options._actions:
+        dest = action.dest
+        if dest in given or dest in _NOT_INHERITED or dest not in recorded:
+            continue
+        value = recorded[dest]
+        if action.type is Path and value is not None:
+            value = Path(value)
+        if value != getattr(args, dest):
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            taken.append(f"{action.option_strings[0]} {shown}")
+        setattr(args, dest, value)
+    if taken and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"resuming {out} with its own {', '.join(taken)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        if args.command == "train" and args.resume:
+            _resume_options(args, argv)
         _check_out(args)
         args.func(args)
     except USER_ERRORS as err:

@@ -307,3 +307,46 @@ def test_every_commands_help_shows_its_defaults(capsys, command, shown):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert shown in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_resume_takes_the_options_it_is_not_given_from_the_run(tmp_path, capsys, one_thread):
+    import json
+
+    from image_fixtures import write_fake_mnist
+
+    data = write_fake_mnist(tmp_path / "data", train=40, test=4)
+    run = tmp_path / "run"
+    first = ["train", "image", "--data", str(data), "--out", str(run), "--subset", "16"]
+    first += ["--val-size", "8", "--batch-size", "8", "--steps", "2", "--epochs", "1"]
+    assert main([*first, "--no-progress", "--device", "cpu"]) == 0
+    assert json.loads((run / "config.json").read_text())["command"]["val_size"] == 8
+    capsys.readouterr()
+    # Only what changes: every other option is the run's own (its data, sizes and steps).
+    again = ["train", "image", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]
+    assert main(again) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {run} with its own --data {data.resolve()}," in out
+    assert "--steps 2" in out and "--val-size 8" in out and "--subset 16" in out
+    assert "resuming at epoch 2/2" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["steps"] == 2 and config["extra"]["train_images"] == 16
+    # An option given is taken as given: a change of setting is still refused.
+    assert main([*again[:-1], "--epochs", "3", "--steps", "3", "--no-progress"]) == 2
+    assert "holds a run of another model (steps 2 -> 3)" in capsys.readouterr().err
+
+
+def test_a_graph_resume_finds_its_run_and_model_without_them_retyped(tmp_path, capsys):
+    from graph_fixtures import write_toy
+
+    root = write_toy(tmp_path / "data")
+    out = tmp_path / "run"
+    first = ["train", "graph", "--dataset", "TOY", "--data", str(root), "--model", "mlp"]
+    first += ["--folds", "2", "--epochs", "1", "--lr", "0.01", "--out", str(out), "--no-progress"]
+    assert main(first) == 0
+    capsys.readouterr()
+    # Without the record, --model et (the default) and the preset's lr would be refused.
+    resume = ["train", "graph", "--dataset", "TOY", "--out", str(out), "--resume", "--no-progress"]
+    assert main(resume) == 0
+    printed = capsys.readouterr().out
+    assert "with its own --model mlp, --folds 2" in printed and "--lr 0.01" in printed
+    assert "| TOY | mlp |" in printed

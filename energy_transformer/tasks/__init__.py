@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -12,6 +13,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from energy_transformer.files import recorded_path
 
 # task name -> module; the name is what `et train NAME` takes and what config.json records.
 # Each module gives `build_model(model_config)`: the model a run's config.json describes.
@@ -25,6 +28,17 @@ TASKS: dict[str, str] = {
 def task_module(name: str) -> ModuleType:
     """The module of task ``name`` (imported on demand: the graph tasks import PyG)."""
     return importlib.import_module(TASKS[name])
+
+
+def command_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of an ``et train`` command line as ``config.json`` records them (paths as
+    absolute strings, found again from another folder): what ``--resume`` reads back for the
+    options it is not given."""
+    return {
+        k: recorded_path(v) if isinstance(v, Path) else v
+        for k, v in vars(args).items()
+        if k not in ("func", "command", "task")
+    }
 
 
 def preset_values(

@@ -49,6 +49,7 @@ from energy_transformer.protocols.gad import (
 )
 from energy_transformer.tasks import (
     check_selection_out,
+    command_record,
     load_model,
     option_names,
     preset_values,
@@ -315,9 +316,7 @@ def train(args: argparse.Namespace) -> None:
     args.dataset = dataset_name(args.dataset, args.data)
     data = load_graph(args.dataset, args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    command.pop("func", None)
-    run_config = {"task": "anomaly", "command": command}
+    run_config = {"task": "anomaly", "command": command_record(args)}
     # A resumed run keeps its record until every seed has accepted the new command (a seed's
     # trainer refuses other data or settings).
     if not (args.out / "config.json").is_file():

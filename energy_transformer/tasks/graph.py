@@ -51,6 +51,7 @@ from energy_transformer.protocols.kfold import (
 )
 from energy_transformer.tasks import (
     check_selection_out,
+    command_record,
     load_model,
     option_names,
     preset_values,
@@ -331,6 +332,7 @@ def cross_validate(
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
     dataset: TUDataset | None = None,
+    command: dict[str, Any] | None = None,
 ) -> CVSummary:
     """k-fold cross-validation of one model on one TU dataset (the Python face of the CLI).
 
@@ -355,6 +357,8 @@ def cross_validate(
         overrides: constructor overrides of the neural model (ET: ``blocks``, ``adjacency``
             ...; GIN: ``hidden``, ``layers`` ...), e.g. to cross-validate a variant.
         dataset: an already prepared dataset (:func:`prepare_dataset`), to share across models.
+        command: the ``et train graph`` options, recorded in ``config.json`` for ``--resume``
+            to take the ones it is not given.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -426,6 +430,8 @@ def cross_validate(
         if resume:
             _check_same_setting(out_dir, meta)
         run_config = {"task": "graph", "model": {"name": model}, "extra": meta}
+        if command is not None:
+            run_config["command"] = command
         write_text_atomic(out_dir / "config.json", json.dumps(run_config, indent=2, default=str))
     labels = dataset.labels.numpy()
     return run_kfold(
@@ -795,9 +801,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, else ``runs/graph-DATASET-MODEL``."""
+    return args.out or Path("runs") / f"graph-{args.dataset}-{args.model}"
+
+
 def train(args: argparse.Namespace) -> Path:
     """``et train graph``: cross-validate, write the table and the energy-descent plot."""
-    out = args.out or Path("runs") / f"graph-{args.dataset}-{args.model}"
+    out = run_folder(args)
     # The split options given (cross_validate's own defaults stand for the rest).
     given = {
         key: value
@@ -863,6 +874,7 @@ def train(args: argparse.Namespace) -> Path:
         device=args.device,
         progress=not args.no_progress,
         overrides=overrides,
+        command=command_record(args),
         **given,
     )
     if world()[0] != 0:  # under torchrun every process trained; one reports

@@ -39,7 +39,7 @@ from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit
 from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
-from energy_transformer.tasks import load_model, preset_values
+from energy_transformer.tasks import command_record, load_model, preset_values
 from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
@@ -427,6 +427,7 @@ def train(args: argparse.Namespace) -> Path:
         model_config=model_config_of(model),
         extra_config=extra,
         may_change=("eval_size",),  # read by et eval only
+        command=command_record(args),
     )
     evaluate = None
     if args.val_size:

@@ -159,6 +159,8 @@ class Trainer:
         extra_config: anything else worth recording (dataset, protocol, fold ...).
         may_change: entries of ``extra_config`` that a resume may change because training does
             not read them (e.g. how many test images a later evaluation scores).
+        command: the command-line options the run was started with (``et train``'s), recorded
+            for ``--resume`` to take the ones it is not given; not compared on resume.
 
     Files in ``run_dir``: ``config.json``; ``metrics.csv`` (and ``tensorboard/`` when
     tensorboard is installed); ``last.safetensors`` (weights, optimizer, RNG and
@@ -176,6 +178,7 @@ class Trainer:
         model_config: dict[str, Any] | None = None,
         extra_config: dict[str, Any] | None = None,
         may_change: Iterable[str] = (),
+        command: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -188,6 +191,7 @@ class Trainer:
         self.model_config = model_config or {}
         self.extra_config = extra_config or {}
         self.may_change = (*_MAY_MOVE, *may_change)
+        self.command = command
         self._tensorboard: Any = None  # SummaryWriter once opened; False when not installed
         self.optimizer = torch.optim.AdamW(
             _param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas
@@ -202,12 +206,13 @@ class Trainer:
         return self.rank == 0
 
     def config_dict(self) -> dict[str, Any]:
-        return {
+        config = {
             "task": self.task,
             "model": self.model_config,
             "train": asdict(self.config),
             "extra": self.extra_config,
         }
+        return config if self.command is None else {**config, "command": self.command}
 
     # -- files ------------------------------------------------------------------------------
 

@@ -94,8 +94,9 @@ def test_file_splits_and_resume(data_root, tmp_path, capsys):
     main([*args, "--resume"])  # already finished: resuming changes nothing
     assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"] == first
     # Resumed on other splits, a seed's run would score the old training on new test nodes.
+    # (Without --splits the resume would take the run's own: file.)
     record = (out / "config.json").read_bytes()
-    random_splits = train_args(data_root, out, "--model", "mlp", "--seeds", "1", "--resume")
+    random_splits = train_args(data_root, out, "--splits", "random", "--seeds", "1", "--resume")
     capsys.readouterr()
     assert main(random_splits) == 2
     assert "holds a run on other data or settings (split_sizes" in capsys.readouterr().err
