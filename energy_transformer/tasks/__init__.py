@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 from energy_transformer.files import recorded_path
+from energy_transformer.train import (
+    check_run_task,
+    load_run,
+    read_run_config,
+    resolve_device,
+    run_weights,
+)
 
 # task name -> module; the name is what `et train NAME` takes and what config.json records.
 # Each module gives `build_model(model_config)`: the model a run's config.json describes.
@@ -128,14 +135,6 @@ def load_model(
         ValueError: a run of another ``task``, an unknown task in ``config.json``, a folder of
             several models, a selection, or a device this machine lacks.
     """
-    from energy_transformer.train import (
-        check_run_task,
-        load_run,
-        read_run_config,
-        resolve_device,
-        run_weights,
-    )
-
     run = Path(run)
     folder, config = read_run_config(run)
     check_run_task(run, config, task)
