@@ -4,7 +4,8 @@ Each task lives in ``energy_transformer.tasks.<module>`` (``tasks.TASKS``) and p
 its functions: ``add_train_arguments(parser)``, ``train(args)``, ``evaluate(run_dir, args)``,
 ``build_model(model_config)`` (for ``load_model``), ``select(args)`` for the tasks of ``et
 select`` and, optionally, ``add_commands(subparsers)`` for commands of its own (``et
-complete`` ...).
+complete`` ...) and ``run_folder(args)`` where ``--out`` has a computed default (for
+``--resume`` to find the run).
 """
 
 from __future__ import annotations
