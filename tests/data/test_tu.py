@@ -138,6 +138,19 @@ def test_a_name_in_the_wrong_case_points_to_the_right_one(tmp_path, monkeypatch)
     assert len(load_tu("MUTAG", root)) == 24
 
 
+def test_the_case_hint_looks_in_every_data_root(tmp_path, monkeypatch):
+    # Without --data the roots are $ET_DATA, then the cache: the hint searches both, and a
+    # name that one of them holds as spelled is never taken for a misspelling.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("ET_DATA", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    write_toy(tmp_path / "cache" / "energy-transformer", "MUTAG")
+    with pytest.raises(ValueError, match="no TU dataset 'mutag' here, but 'MUTAG'"):
+        load_tu("mutag", allow_download=False)
+    write_toy(tmp_path / "data", "Mutag", graphs=12)  # another spelling, in the first root
+    assert len(load_tu("MUTAG", allow_download=False)) == 24  # the cache's MUTAG.zip
+
+
 def test_load_tu_from_root_layout_and_round_trip(tmp_path):
     ds = read_tu(write_tiny(tmp_path))
     write_tu(tmp_path / "root" / "TUDataset", "COPY", ds.graphs, attributes=False)

@@ -149,6 +149,17 @@ def test_fill_refuses_tokens_of_another_batch_or_size():
         model.fill(images * 255, mask, tokens)
 
 
+def test_fill_takes_one_mask_for_every_image_as_complete_does():
+    model = tiny()
+    images = torch.rand(3, 1, 8, 8)
+    shared = torch.arange(16) % 3 == 0  # (patches,): the same patches hidden in each image
+    tokens = model.complete(images, shared, return_trajectory=True).trajectory.tokens[-1]
+    filled, prediction = model.fill(images, shared, tokens)
+    expected = model.fill(images, shared.expand(3, 16), tokens)
+    torch.testing.assert_close(filled, expected[0])
+    torch.testing.assert_close(prediction, expected[1])
+
+
 def test_energy_decreases_during_the_models_descent():
     torch.manual_seed(0)
     model = tiny(steps=12).double()

@@ -281,6 +281,20 @@ def test_inference_does_not_touch_the_input_and_matches_grad_mode():
     assert not without.requires_grad and with_grad.requires_grad
 
 
+def test_autograd_path_passes_the_gradient_to_x_when_every_weight_is_frozen():
+    # Nothing in the block learns, but x does: each step's graph is still needed, or the
+    # gradient of the tokens misses the path through -dE/dg.
+    block = make_block(seed=5)
+    block.requires_grad_(False)
+    x, mask, _ = make_inputs(2, 5, 6, seed=5, mask=True)
+    grads = {}
+    for gradient in ("closed_form", "autograd"):
+        leaf = x.clone().requires_grad_()
+        block(leaf, 3, 0.1, mask, gradient=gradient).pow(2).sum().backward()
+        grads[gradient] = leaf.grad
+    assert rel_err(grads["autograd"], grads["closed_form"]) < 1e-10
+
+
 def test_the_autograd_path_under_inference_mode_says_why_it_cannot_run():
     block = make_block()
     x, mask, _ = make_inputs(2, 5, 6, mask=True)

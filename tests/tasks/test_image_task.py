@@ -717,3 +717,44 @@ def test_write_pictures_gives_each_picture_its_images_from_one_completion(
     assert torch.equal(shown, images) and torch.equal(hidden, mask) and path.name == "descent.png"
     assert reference == masked_mse(interpolation, images, mask)[0]
     assert trajectory.tokens.shape[:2] == (model.steps + 1, 20)
+
+
+def test_eval_scores_the_interpolation_on_every_test_image_not_the_grids_alone(run, tmp_path):
+    # 20 test images: the grid shows 12, the metrics are those of all 20.
+    more = write_fake_mnist(tmp_path / "data", train=8, test=20)
+    main(["eval", str(run), "--data", str(more), "--out", str(tmp_path), "--device", "cpu"])
+    metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert metrics["test_images"] == 20
+    images = torch.from_numpy(fake_images(20, seed=1)).float()[:, None] / 255
+    mask = fixed_masks(load_model(run), 20)[1]
+    completed = PatchInterpolation(4).complete(images, mask).prediction
+    expected, per_image = loop_masked_mse(completed, images, mask, 4)
+    assert metrics["interpolation_masked_mse"] == pytest.approx(expected, rel=1e-5)
+    grid, _ = loop_masked_mse(completed[:12], images[:12], mask[:12], 4)
+    assert grid != pytest.approx(expected, rel=1e-3)  # the two differ here
+
+
+def test_the_descent_pictures_baseline_is_scored_on_the_images_it_descends(
+    run, tmp_path, monkeypatch
+):
+    # The descent follows the first 64 images: its interpolation level is theirs, not that of
+    # every test image.
+    from energy_transformer import plots
+
+    for name in ("plot_reconstructions", "plot_energy_descent", "plot_memories"):
+        monkeypatch.setattr(plots, name, lambda *args, **kw: tmp_path / "x.png")
+    for name in ("plot_updates", "plot_position_similarity"):
+        monkeypatch.setattr(plots, name, lambda *args, **kw: tmp_path / "x.png")
+    seen = []
+    monkeypatch.setattr(image, "plot_descent", lambda *args, **kw: seen.append(args))
+    model = load_model(run)
+    images = torch.from_numpy(fake_images(70, seed=4)).float()[:, None] / 255
+    mask = hide([1 + i % 16 for i in range(70)], patches=model.patches)
+    interpolation = PatchInterpolation(model.patch_size)
+    errors = image.masked_errors(interpolation, images, mask, keep=image.GRID)
+    image.write_pictures(model, images, mask, masked_mse(model, images, mask)[1], errors, tmp_path)
+    ((_, shown, _, _, reference, _),) = seen
+    assert len(shown) == 64
+    first = masked_mse(interpolation, images[:64], mask[:64])[0]
+    assert reference == pytest.approx(first, rel=1e-12)
+    assert first != pytest.approx(errors.pooled(), rel=1e-3)  # the two differ here

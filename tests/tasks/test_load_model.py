@@ -1,6 +1,8 @@
 """`energy_transformer.load_model`: one call gives back the trained model of any task's run."""
 
+import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from image_fixtures import write_fake_mnist
 import energy_transformer
 from energy_transformer.cli import main
 from energy_transformer.tasks import load_model
-from energy_transformer.train import load_checkpoint
+from energy_transformer.train import check_run_task, load_checkpoint, load_run, save_checkpoint
 
 
 def _same_weights(model: torch.nn.Module, checkpoint) -> bool:
@@ -101,3 +103,92 @@ def test_every_task_module_gives_the_functions_the_cli_and_load_model_call():
         module = task_module(name)
         for function in ("add_train_arguments", "train", "evaluate", "build_model"):
             assert callable(getattr(module, function, None)), f"{name}: no {function}"
+
+
+# Hand-made runs: a tiny image model's config.json and weights files, no training.
+TINY = {"arch": "et", "image_size": 8, "patch_size": 2, "channels": 1, "dim": 16, "heads": 2,
+        "head_dim": 4, "memories": 32, "steps": 1, "selected": 9, "masked": 6, "mean": [0.5],
+        "std": [0.25]}  # fmt: skip
+
+
+def _image_run(folder, **weights):
+    """A run folder of task image holding ``name.safetensors`` for each ``name=seed``: the
+    weights of the tiny model initialised with that seed."""
+    from energy_transformer.tasks.image import build_model
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"task": "image", "model": TINY}))
+    for name, seed in weights.items():
+        torch.manual_seed(seed)
+        save_checkpoint(folder / f"{name}.safetensors", build_model(TINY).state_dict())
+    return folder
+
+
+def test_a_folder_gives_its_selected_weights_and_without_a_selection_its_last(tmp_path):
+    run = _image_run(tmp_path / "run", best=1, last=2)
+    assert _same_weights(load_model(run), run / "best.safetensors")
+    assert not _same_weights(load_model(run), run / "last.safetensors")  # they differ
+    (run / "best.safetensors").unlink()  # no epoch selected (no validation): the last
+    assert _same_weights(load_model(run), run / "last.safetensors")
+
+
+def test_weights_that_leave_part_of_the_model_untrained_are_refused(tmp_path):
+    run = _image_run(tmp_path / "run", last=1)
+    state = load_checkpoint(run / "last.safetensors").model_state
+    del state["block.hopfield.xi"]  # the memories
+    save_checkpoint(run / "last.safetensors", state)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_model(run)
+
+
+def test_the_model_goes_to_the_device_asked_for(tmp_path):
+    # "meta" is a device every machine has: the CPU cannot tell a device ignored.
+    model = load_model(_image_run(tmp_path / "run", last=1), device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize(
+    ("models", "shown"), [(3, "(m0, m1, m2)"), (4, "(m0, m1, m2, ...)")]
+)  # fmt: skip
+def test_a_folder_of_several_models_names_the_first_three(tmp_path, models, shown):
+    run = tmp_path / "run"
+    for i in range(models):
+        (run / f"m{i}").mkdir(parents=True)
+        (run / f"m{i}" / "last.safetensors").write_bytes(b"")  # listed, never read
+    (run / "config.json").write_text('{"task": "graph"}')
+    with pytest.raises(ValueError, match=re.escape(f"holds {models} models {shown}, not one")):
+        load_model(run)
+
+
+@pytest.mark.parametrize("config", [{"task": "image"}, {}])
+def test_load_run_refuses_a_run_not_of_its_task_before_looking_for_weights(tmp_path, config):
+    # A config.json of another task, or of none (an old or hand-written one), is no graph run;
+    # the folder holds no weights at all: the task is what is refused.
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    task = repr(config.get("task"))
+    with pytest.raises(ValueError, match=f"holds a run of task {task}; this command needs task"):
+        load_run(tmp_path, task="graph")
+    with pytest.raises(ValueError, match=f"holds a run of task {task}; this command needs task"):
+        check_run_task(tmp_path, config, "graph")
+    check_run_task(tmp_path, config, None)  # any task
+
+
+@pytest.mark.parametrize(
+    ("task", "config", "kind"),
+    [
+        ("image", TINY, "ImageEnergyTransformer"),
+        ("image", {k: v for k, v in TINY.items() if k != "arch"}, "ImageEnergyTransformer"),
+        ("graph", {"name": "mlp", "in_features": 3, "num_classes": 2, "hidden": 4}, "SumMLP"),
+        ("anomaly", {"name": "et", "in_dim": 3, "dim": 8, "heads": 2, "head_dim": 4},
+         "NodeEnergyTransformer"),
+    ],
+)  # fmt: skip
+def test_build_model_rebuilds_a_record_and_leaves_it_as_it_was(task, config, kind):
+    # A config.json from before the image task had other archs names none: it is ET. The
+    # record is the caller's: building from it twice gives the same model twice.
+    from energy_transformer.tasks import task_module
+
+    given = copy.deepcopy(config)
+    for _ in range(2):
+        assert type(task_module(task).build_model(config)).__name__ == kind
+    assert config == given

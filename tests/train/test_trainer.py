@@ -581,12 +581,25 @@ def test_resume_refuses_other_training_settings(tmp_path, changes, message):
         ({"lr": 0.02}, "lr 0.01 -> 0.02"),
         ({"min_lr": 0.002}, "min_lr 0.001 -> 0.002"),
         ({"lr": 0.02, "min_lr": 0.003}, "lr 0.01 -> 0.02, min_lr 0.001 -> 0.003"),
+        # min_lr / lr from 0.1 down to 0.075: out of step, though min_lr grew with lr
+        ({"lr": 0.02, "min_lr": 0.0015}, "lr 0.01 -> 0.02, min_lr 0.001 -> 0.0015"),
     ],
 )
 def test_a_min_lr_that_follows_lr_is_not_named_as_a_change_of_its_own(tmp_path, resumed, message):
     _fit(tmp_path, epochs=2, min_lr=0.001)
     with pytest.raises(CheckpointError, match=re.escape(f"other data or settings ({message})")):
         _fit(tmp_path, resume=True, **{"epochs": 2, "min_lr": 0.001, **resumed})
+
+
+def test_a_run_recorded_without_min_lr_resumed_with_another_lr_names_lr(tmp_path):
+    # An older config.json without min_lr: nothing to keep in step, the lr is the change.
+    _fit(tmp_path, epochs=2, min_lr=0.001)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["train"]["min_lr"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    changed = re.escape("other data or settings (lr 0.01 -> 0.02)")
+    with pytest.raises(CheckpointError, match=changed):
+        _fit(tmp_path, resume=True, epochs=2, lr=0.02, min_lr=0.002)
 
 
 def test_resume_may_change_device_logging_and_grow_epochs(tmp_path):
