@@ -104,3 +104,19 @@ def test_bench_case_keeps_the_best_time_and_peak_in_mib(bench, monkeypatch):
     for row in rows:
         assert row.ms == pytest.approx({"csr": 2.0, "gather": 4.0, "autograd": 8.0})
         assert row.mib == {"csr": 1.0, "gather": 1.5, "autograd": 4.0}
+
+
+def test_the_header_says_how_the_device_measures_memory(bench, monkeypatch, capsys):
+    # On CUDA peak_memory reads torch.cuda's allocator; the header said "replayed from
+    # torch.profiler" on every device (the H100 table of RESULTS.md repeated it).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(bench, "bench_case", lambda case, repeats, warmup, device: [])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    args = ["--cases", "random", "--nodes", "3", "--edges", "4", "--repeats", "1"]
+    cuda = bench.main([*args, "--device", "cuda"])
+    assert "device cuda (a GPU)" in cuda
+    assert "- peak MiB: torch.cuda.max_memory_allocated above the allocation before" in cuda
+    assert "profiler" not in cuda
+    cpu = bench.main([*args, "--device", "cpu"])
+    assert "- peak MiB: tensor allocations replayed from torch.profiler" in cpu
