@@ -115,6 +115,13 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+def peak_memory_how(device: torch.device) -> str:
+    """How :func:`peak_memory` measures on ``device``, for a report's header."""
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated above the allocation before the call"
+    return "tensor allocations replayed from torch.profiler(profile_memory=True)"
+
+
 def matmul_rate(
     size: int, dtype: torch.dtype, device: torch.device, repeats: int, clock: str = "wall"
 ) -> float:
@@ -322,11 +329,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     )
     if device.type == "cuda":
         machine = torch.cuda.get_device_name(device)
-        memory_how = "torch.cuda.max_memory_allocated above the allocation before the call"
     else:
         threads = counted(args.threads, "torch thread")
         machine = f"{platform.processor() or platform.machine()}, {threads}"
-        memory_how = "tensor allocations replayed from torch.profiler(profile_memory=True)"
     header = [
         f"torch {torch.__version__}, device {machine}, {precision}, {counted(args.steps, 'step')}, "
         f"alpha 0.1, best of {counted(args.repeats, 'timed call')} per path (interleaved)"
@@ -335,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"matmul rate: {rate / 1e9:.1f} GFLOP/s ({matmul_size}^3 {args.dtype} product, best "
         "of the readings before and after the presets in the same run)",
         f"FLOPs per step: {FLOP_FORMULA}; training counted as 3x the forward's FLOPs",
-        f"peak memory: {memory_how}, inputs and weights excluded",
+        f"peak memory: {peak_memory_how(device)}, inputs and weights excluded",
         "sizes: "
         + ", ".join(
             f"{n} N={s[0]} D={s[1]} H={s[2]} Y={s[3]} K={s[4]} B={args.batch or s[5]}"

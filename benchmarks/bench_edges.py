@@ -38,7 +38,7 @@ from energy_transformer.nn.sparse_attention import EdgeKeySets
 from energy_transformer.text import counted
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import peak_memory, time_calls  # noqa: E402
+from bench_core import peak_memory, peak_memory_how, time_calls  # noqa: E402
 
 PATHS = ("csr", "gather", "autograd")
 CASES = ("graph-batch", "tolokers", "random")
@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         f" {args.warmup} warm-up, wall clock",
         "- paths: closed form with the csr kernel, closed form with the gather kernel, autograd"
         " of the energy (reference); training = forward + backward to the parameters",
-        "- peak MiB: tensor allocations replayed from torch.profiler, inputs and weights excluded",
+        # On CUDA, peak_memory reads torch.cuda's allocator, not the profiler.
+        f"- peak MiB: {peak_memory_how(device)}, inputs and weights excluded",
         *skipped,
     ]
     report = "\n".join(header) + "\n\n" + format_table(rows)

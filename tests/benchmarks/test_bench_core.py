@@ -37,6 +37,23 @@ def test_main_prints_a_full_table(bench, capsys, clock):
         assert closed_mib > 0 and autograd_mib > 0  # the memory probe saw the allocations
 
 
+def test_bfloat16_autocast_short_run(bench, capsys, one_thread):
+    # The short version of the H100's bf16 table (--dtype bfloat16): both paths under autocast,
+    # the matmul rate read in bf16, the precision named in the header.
+    report = bench.main(
+        ["--preset", "small", "--batch", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]
+        + ["--matmul-size", "128", "--dtype", "bfloat16", "--threads", "1"]
+    )
+    assert "bfloat16 autocast (float32 weights and tokens; energies reduced in float32)" in report
+    assert "(128^3 bfloat16 product," in report
+    rows = [line for line in report.splitlines() if line.startswith("| small")]
+    assert [row.split("|")[2].strip() for row in rows] == ["inference", "training"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[3:-1]]
+        assert float(cells[0]) > 0 and float(cells[1]) > 0
+        assert float(cells[5]) > 0 and float(cells[6]) > 0
+
+
 def test_breakdown_splits_operator_time(bench, capsys):
     report = bench.main(
         ["--preset", "small", "--batch", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]

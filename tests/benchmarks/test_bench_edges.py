@@ -1,8 +1,10 @@
 """The sparse-attention benchmark's harness end to end on a small random graph."""
 
+import numpy as np
 import pytest
 import torch
 from bench_scripts import load_script, ratio_cell_matches
+from graph_fixtures import write_toy
 
 from energy_transformer import EnergyTransformer
 
@@ -104,3 +106,48 @@ def test_bench_case_keeps_the_best_time_and_peak_in_mib(bench, monkeypatch):
     for row in rows:
         assert row.ms == pytest.approx({"csr": 2.0, "gather": 4.0, "autograd": 8.0})
         assert row.mib == {"csr": 1.0, "gather": 1.5, "autograd": 4.0}
+
+
+def test_the_graph_cases_run_on_their_data(bench, tmp_path, capsys, one_thread):
+    # The short version of the two cases read from data: PROTEINS graphs batched as the graph
+    # classifier batches them, and the whole Tolokers graph (both tiny stand-ins here).
+    root = write_toy(tmp_path, "PROTEINS")
+    rng = np.random.default_rng(0)
+    (root / "gad").mkdir()
+    np.savez(
+        root / "gad" / "tolokers.npz",
+        node_features=rng.normal(size=(40, 3)),
+        node_labels=(rng.random(40) < 0.2).astype(np.int64),
+        edges=rng.integers(0, 40, size=(120, 2)),
+    )
+    report = bench.main(
+        ["--cases", "graph-batch", "tolokers", "--graphs", "3", "--repeats", "1", "--warmup", "0"]
+        + ["--threads", "1", "--data", str(root)]
+    )
+    assert "skipped" not in report
+    rows = [line.split("|")[1:5] for line in report.splitlines() if line.startswith("| ")][1:]
+    cases = [(name.strip(), mode.strip()) for name, _, _, mode in rows]
+    assert cases == [
+        ("graph-batch (3 PROTEINS graphs)", "inference"),
+        ("graph-batch (3 PROTEINS graphs)", "training"),
+        ("tolokers", "inference"),
+        ("tolokers", "training"),
+    ]
+    # 3 graphs of 4-6 nodes (15 nodes) and a CLS token each; Tolokers' 40 nodes.
+    assert [int(tokens) for _, tokens, _, _ in rows] == [18, 18, 40, 40]
+
+
+def test_the_header_says_how_the_device_measures_memory(bench, monkeypatch, capsys):
+    # On CUDA peak_memory reads torch.cuda's allocator; the header said "replayed from
+    # torch.profiler" on every device (the H100 table of RESULTS.md repeated it).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(bench, "bench_case", lambda case, repeats, warmup, device: [])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    args = ["--cases", "random", "--nodes", "3", "--edges", "4", "--repeats", "1"]
+    cuda = bench.main([*args, "--device", "cuda"])
+    assert "device cuda (a GPU)" in cuda
+    assert "- peak MiB: torch.cuda.max_memory_allocated above the allocation before" in cuda
+    assert "profiler" not in cuda
+    cpu = bench.main([*args, "--device", "cpu"])
+    assert "- peak MiB: tensor allocations replayed from torch.profiler" in cpu
