@@ -205,6 +205,18 @@ def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     return {dest for dest, value in vars(namespace).items() if value is not unset}
 
 
+def _as_typed(action: argparse.Action, value: object) -> str:
+    """The option ``action`` with ``value`` as one would type it: ``--no-exclude-self`` for a
+    flag, ``--seeds 5,`` for the list ``[5]`` (``--seeds 5`` would be 5 seeds, 0..4)."""
+    if action.nargs == 0:  # a flag: which of its spellings gives the value
+        negated = isinstance(action, argparse.BooleanOptionalAction) and not value
+        return action.option_strings[1 if negated else 0]
+    if not isinstance(value, list):
+        return f"{action.option_strings[0]} {value}"
+    text = ",".join(map(str, value))  # one word that the option's type reads as a list
+    return f"{action.option_strings[0]} {text}{'' if action.type(text) == value else ','}"
+
+
 def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """``et train TASK --resume``: each option not given takes the value the run was started
     with (its ``config.json`` records the command line), so that a resume needs only what
@@ -229,11 +241,10 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
         if action.type is Path and value is not None:
             value = Path(value)
         if value != getattr(args, dest):
-            shown = ",".join(map(str, value)) if isinstance(value, list) else value
-            taken.append(f"{action.option_strings[0]} {shown}")
+            taken.append(_as_typed(action, value))
         setattr(args, dest, value)
     if taken and os.environ.get("RANK", "0") == "0":  # once under torchrun
-        print(f"resuming {out} with its own {', '.join(taken)}")
+        print(f"resuming {out} with its own {' '.join(taken)}")  # as typed: "--seeds 5,"
 
 
 def main(argv: list[str] | None = None) -> int:
