@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        _check_out(args)  # before a resume reads the run: --out may name a checkpoint file
         if args.command == "train" and args.resume:
             _resume_options(args, argv)
-        _check_out(args)
         args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("ET_DEBUG"):

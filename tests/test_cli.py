@@ -388,3 +388,19 @@ def test_a_resume_names_the_options_it_takes_as_one_would_type_them(tmp_path, ca
     argv = ["train", "anomaly", "--out", str(run), "--resume"]
     _resume_options(build_parser(argv).parse_args(argv), argv)
     assert capsys.readouterr().out == f"resuming {run} with its own --seeds 0,1,2\n"
+
+
+def test_a_resume_into_a_checkpoint_file_is_refused_before_its_run_is_read(tmp_path, capsys):
+    # --out naming a file of a run printed "resuming ... with its own ..." (the options of the
+    # run beside it), then refused the file.
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "image", "command": {"epochs": 9}}))
+    (run / "last.safetensors").write_bytes(b"weights")
+    argv = ["train", "image", "--out", str(run / "last.safetensors"), "--resume"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "last.safetensors is a file: the output goes to a folder" in captured.err
