@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from energy_transformer.tasks import TASKS, task_module
+from energy_transformer.tasks import TASKS, recorded_task, task_module
 from energy_transformer.train import read_run_config
 
 TASK_HELP = {
@@ -65,11 +65,7 @@ def run_task_of(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if (run_dir / "split.json").is_file() and not (run_dir / "config.json").is_file():
         run_dir = run_dir.parent
-    folder, config = read_run_config(run_dir)
-    task = config.get("task")
-    if task not in TASKS:
-        raise ValueError(f"{folder / 'config.json'} names no known task ({task!r}; {list(TASKS)})")
-    return task
+    return recorded_task(*read_run_config(run_dir))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
