@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from energy_transformer.files import recorded_path
+from energy_transformer.text import counted
 from energy_transformer.train import (
     check_run_task,
     load_checkpoint,
@@ -155,8 +156,8 @@ def load_model(
             raise FileNotFoundError(f"{run} holds no weights (best.safetensors, last.safetensors)")
         shown = ", ".join(map(str, inner[:3])) + (", ..." if len(inner) > 3 else "")
         raise ValueError(
-            f"{run} holds {len(inner)} models ({shown}), not one: load one of them,"
-            f" e.g. {run / inner[0]}"
+            f"{run} holds {counted(len(inner), 'model')} ({shown}), each in a folder of its own:"
+            f" load one, e.g. {run / inner[0]}"
         )
     model = task_module(name).build_model(config["model"])
     model.load_state_dict(load_checkpoint(run_weights(run)).model_state)
