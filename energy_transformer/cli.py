@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from energy_transformer.tasks import TASKS, task_module
+from energy_transformer.tasks import TASKS, recorded_task, task_module
 from energy_transformer.train import read_run_config
 
 TASK_HELP = {
@@ -65,11 +65,7 @@ def run_task_of(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     if (run_dir / "split.json").is_file() and not (run_dir / "config.json").is_file():
         run_dir = run_dir.parent
-    folder, config = read_run_config(run_dir)
-    task = config.get("task")
-    if task not in TASKS:
-        raise ValueError(f"{folder / 'config.json'} names no known task ({task!r}; {list(TASKS)})")
-    return task
+    return recorded_task(*read_run_config(run_dir))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -205,6 +201,18 @@ def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     return {dest for dest, value in vars(namespace).items() if value is not unset}
 
 
+def _as_typed(action: argparse.Action, value: object) -> str:
+    """The option ``action`` with ``value`` as one would type it: ``--no-exclude-self`` for a
+    flag, ``--seeds 5,`` for the list ``[5]`` (``--seeds 5`` would be 5 seeds, 0..4)."""
+    if action.nargs == 0:  # a flag: which of its spellings gives the value
+        negated = isinstance(action, argparse.BooleanOptionalAction) and not value
+        return action.option_strings[1 if negated else 0]
+    if not isinstance(value, list):
+        return f"{action.option_strings[0]} {value}"
+    text = ",".join(map(str, value))  # one word that the option's type reads as a list
+    return f"{action.option_strings[0]} {text}{'' if action.type(text) == value else ','}"
+
+
 def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """``et train TASK --resume``: each option not given takes the value the run was started
     with (its ``config.json`` records the command line), so that a resume needs only what
@@ -229,20 +237,19 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
         if action.type is Path and value is not None:
             value = Path(value)
         if value != getattr(args, dest):
-            shown = ",".join(map(str, value)) if isinstance(value, list) else value
-            taken.append(f"{action.option_strings[0]} {shown}")
+            taken.append(_as_typed(action, value))
         setattr(args, dest, value)
     if taken and os.environ.get("RANK", "0") == "0":  # once under torchrun
-        print(f"resuming {out} with its own {', '.join(taken)}")
+        print(f"resuming {out} with its own {' '.join(taken)}")  # as typed: "--seeds 5,"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
+        _check_out(args)  # before a resume reads the run: --out may name a checkpoint file
         if args.command == "train" and args.resume:
             _resume_options(args, argv)
-        _check_out(args)
         args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("ET_DEBUG"):

@@ -325,7 +325,7 @@ def test_a_resume_takes_the_options_it_is_not_given_from_the_run(tmp_path, capsy
     again = ["train", "image", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]
     assert main(again) == 0
     out = capsys.readouterr().out
-    assert f"resuming {run} with its own --data {data.resolve()}," in out
+    assert f"resuming {run} with its own --data {data.resolve()} " in out
     assert "--steps 2" in out and "--val-size 8" in out and "--subset 16" in out
     assert "resuming at epoch 2/2" in out
     config = json.loads((run / "config.json").read_text())
@@ -348,5 +348,59 @@ def test_a_graph_resume_finds_its_run_and_model_without_them_retyped(tmp_path, c
     resume = ["train", "graph", "--dataset", "TOY", "--out", str(out), "--resume", "--no-progress"]
     assert main(resume) == 0
     printed = capsys.readouterr().out
-    assert "with its own --model mlp, --folds 2" in printed and "--lr 0.01" in printed
+    assert "with its own --model mlp --folds 2" in printed and "--lr 0.01" in printed
     assert "| TOY | mlp |" in printed
+
+
+def test_a_resume_names_the_options_it_takes_as_one_would_type_them(tmp_path, capsys):
+    # Flags showed their value ("--exclude-self False" is no option), and the recorded seed
+    # list [5] showed as "--seeds 5", which et reads as 5 seeds (0..4).
+    import json
+
+    from energy_transformer.cli import _resume_options, build_parser
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"model": ["et", "gcn"], "seeds": [5], "learn_beta": True, "no_self_loops": True}
+    (run / "config.json").write_text(json.dumps({"task": "anomaly", "command": record}))
+    argv = ["train", "anomaly", "--out", str(run), "--resume"]
+    args = build_parser(argv).parse_args(argv)
+    _resume_options(args, argv)
+    assert (args.model, args.seeds, args.learn_beta, args.no_self_loops) == (
+        ["et", "gcn"],
+        [5],
+        True,
+        True,
+    )
+    shown = "--model et,gcn --seeds 5, --learn-beta --no-self-loops"
+    assert capsys.readouterr().out == f"resuming {run} with its own {shown}\n"
+    # A --no-... flag of a recorded False; a --seeds list that reads as itself has no comma.
+    (run / "config.json").write_text(
+        json.dumps({"task": "image", "command": {"exclude_self": False}})
+    )
+    argv = ["train", "image", "--out", str(run), "--resume"]
+    args = build_parser(argv).parse_args(argv)
+    _resume_options(args, argv)
+    assert args.exclude_self is False
+    assert capsys.readouterr().out == f"resuming {run} with its own --no-exclude-self\n"
+    record = {"seeds": [0, 1, 2]}
+    (run / "config.json").write_text(json.dumps({"task": "anomaly", "command": record}))
+    argv = ["train", "anomaly", "--out", str(run), "--resume"]
+    _resume_options(build_parser(argv).parse_args(argv), argv)
+    assert capsys.readouterr().out == f"resuming {run} with its own --seeds 0,1,2\n"
+
+
+def test_a_resume_into_a_checkpoint_file_is_refused_before_its_run_is_read(tmp_path, capsys):
+    # --out naming a file of a run printed "resuming ... with its own ..." (the options of the
+    # run beside it), then refused the file.
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "image", "command": {"epochs": 9}}))
+    (run / "last.safetensors").write_bytes(b"weights")
+    argv = ["train", "image", "--out", str(run / "last.safetensors"), "--resume"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "last.safetensors is a file: the output goes to a folder" in captured.err

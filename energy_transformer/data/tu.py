@@ -359,25 +359,20 @@ def load_tu(
         if direct.is_file() or (direct / f"{name}_A.txt").is_file() or (direct / name).is_dir():
             return read_tu(direct, name, node_features, max_degree)
     if spelled := _other_spelling(name, root):
-        raise ValueError(
-            f"no TU dataset {name!r} here, but {spelled!r}: dataset names are case-sensitive"
-        )
+        raise ValueError(f"no TU dataset {name!r}, but {spelled}: dataset names are case-sensitive")
     folder = locate(TU_SUBDIR, [tu_remote(name)], root, allow_download)
     return read_tu(folder / f"{name}.zip", name, node_features, max_degree)
 
 
-def _other_spelling(name: str, root: str | os.PathLike | None) -> str | None:
-    """The name of a zip in the data roots that differs from ``name`` only in case, when no
-    zip of ``name`` itself is there: ``mutag`` for ``MUTAG.zip`` would otherwise be
-    downloaded (the server's names are case-sensitive too) or reported missing beside it."""
-    folders = [base / TU_SUBDIR for base in data_roots(root)]
-    if any((folder / f"{name}.zip").is_file() for folder in folders):
+def _other_spelling(name: str, root: str | os.PathLike | None) -> Path | None:
+    """A zip in the data roots whose name differs from ``name`` only in case, when none is
+    ``name`` itself: ``mutag`` beside ``MUTAG.zip`` would otherwise be downloaded (the
+    server's names are case-sensitive too) or reported missing. Names are compared as listed,
+    not by ``is_file``, which a case-insensitive file system answers for any case."""
+    zips = [path for base in data_roots(root) for path in sorted((base / TU_SUBDIR).glob("*.zip"))]
+    if any(path.stem == name for path in zips):
         return None
-    for folder in folders:
-        for path in sorted(folder.glob("*.zip")):
-            if path.stem.lower() == name.lower():
-                return path.stem
-    return None
+    return next((path for path in zips if path.stem.lower() == name.lower()), None)
 
 
 def keep_first_nodes(data: Data, max_nodes: int) -> Data:

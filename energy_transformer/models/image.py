@@ -312,7 +312,7 @@ class MaskedImageModel(nn.Module):
         mask = self._check_mask(mask, images.shape[0])
         out = self.process(self.embed(images, mask), **kwargs)
         tokens, trajectory = out if isinstance(out, tuple) else (out, None)
-        filled, prediction = self.fill(images, mask, tokens)
+        filled, prediction = self._fill(images, mask, tokens)
         return Completion(filled, prediction, mask, trajectory)
 
     @torch.no_grad()
@@ -327,7 +327,8 @@ class MaskedImageModel(nn.Module):
             decoded prediction of every patch, both ``(batch, C, H, W)`` in pixel units.
 
         Shapes:
-            - ``images``: ``(batch, C, H, W)``; ``mask``: ``(batch, patches)`` bool
+            - ``images``: ``(batch, C, H, W)``; ``mask``: ``(batch, patches)`` or
+              ``(patches,)`` bool
             - ``tokens``: ``(batch, patches + 1, dim)``, CLS first
         """
         self._check_images(images)
@@ -337,6 +338,11 @@ class MaskedImageModel(nn.Module):
         if not isinstance(tokens, Tensor) or tuple(tokens.shape) != expected:
             shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
             raise ValueError(f"tokens must have shape {expected} (CLS first), got {shape}")
+        return self._fill(images, mask, tokens)
+
+    def _fill(self, images: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`fill` of checked inputs (``mask`` ``(batch, patches)``), as :meth:`complete`
+        has them: its images are not scanned twice."""
         prediction = self.denormalize(self.unpatchify(self.decode(tokens)))
         pixel_mask = patch_mask_to_pixels(mask, self.patch_size, self.channels)
         return torch.where(pixel_mask, prediction, images), prediction

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from energy_transformer.files import recorded_path
+from energy_transformer.text import counted
 from energy_transformer.train import (
     check_run_task,
-    load_run,
+    load_checkpoint,
     read_run_config,
     resolve_device,
     run_weights,
@@ -35,6 +36,15 @@ TASKS: dict[str, str] = {
 def task_module(name: str) -> ModuleType:
     """The module of task ``name`` (imported on demand: the graph tasks import PyG)."""
     return importlib.import_module(TASKS[name])
+
+
+def recorded_task(folder: Path, config: dict[str, Any]) -> str:
+    """The task that ``folder/config.json`` (read as ``config``) names: one of :data:`TASKS`,
+    else ``ValueError``."""
+    task = config.get("task")
+    if task not in TASKS:
+        raise ValueError(f"{folder / 'config.json'} names no known task ({task!r}; {list(TASKS)})")
+    return task
 
 
 def command_record(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,8 +148,7 @@ def load_model(
     run = Path(run)
     folder, config = read_run_config(run)
     check_run_task(run, config, task)
-    if config.get("task") not in TASKS:
-        raise ValueError(f"{folder}/config.json names no known task ({config.get('task')!r})")
+    name = recorded_task(folder, config)
     if run.is_dir() and not run_weights(run).is_file():
         refuse_selection(run, "load a model of one of them")
         inner = sorted({p.parent.relative_to(run) for p in run.glob("**/*.safetensors")}, key=str)
@@ -147,10 +156,9 @@ def load_model(
             raise FileNotFoundError(f"{run} holds no weights (best.safetensors, last.safetensors)")
         shown = ", ".join(map(str, inner[:3])) + (", ..." if len(inner) > 3 else "")
         raise ValueError(
-            f"{run} holds {len(inner)} models ({shown}), not one: load one of them,"
-            f" e.g. {run / inner[0]}"
+            f"{run} holds {counted(len(inner), 'model')} ({shown}), each in a folder of its own:"
+            f" load one, e.g. {run / inner[0]}"
         )
-    state, config = load_run(run)
-    model = task_module(config["task"]).build_model(config["model"])
-    model.load_state_dict(state)
+    model = task_module(name).build_model(config["model"])
+    model.load_state_dict(load_checkpoint(run_weights(run)).model_state)
     return model.to(resolve_device(device)).eval()

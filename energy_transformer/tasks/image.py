@@ -202,7 +202,8 @@ def masked_errors(
             f"the mask hides no patch of image {int(empty[0])}"
             f" ({counted(len(empty), 'such image')}): the masked-pixel MSE is undefined"
         )
-    sums, counts, kept = [], [], [images[:0]]  # images[:0]: keep=0 keeps an empty tensor
+    # images[:0]: keep=0 keeps an empty tensor, on the CPU as the kept ones are.
+    sums, counts, kept = [], [], [images[:0].cpu()]
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device)
         m = mask[start : start + batch_size].to(device)

@@ -133,8 +133,12 @@ def test_a_name_in_the_wrong_case_points_to_the_right_one(tmp_path, monkeypatch)
     # `--dataset mutag` beside MUTAG.zip tried a download, then said to put mutag.zip there.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = write_toy(tmp_path, "MUTAG")
-    with pytest.raises(ValueError, match="no TU dataset 'mutag' here, but 'MUTAG': dataset names"):
+    zip_file = root / "TUDataset" / "MUTAG.zip"
+    with pytest.raises(ValueError) as err:
         load_tu("mutag", root)
+    assert (
+        str(err.value) == f"no TU dataset 'mutag', but {zip_file}: dataset names are case-sensitive"
+    )
     assert len(load_tu("MUTAG", root)) == 24
 
 
@@ -145,10 +149,26 @@ def test_the_case_hint_looks_in_every_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("ET_DATA", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
     write_toy(tmp_path / "cache" / "energy-transformer", "MUTAG")
-    with pytest.raises(ValueError, match="no TU dataset 'mutag' here, but 'MUTAG'"):
+    with pytest.raises(ValueError, match="no TU dataset 'mutag', but .*cache.*MUTAG.zip: dataset"):
         load_tu("mutag", allow_download=False)
     write_toy(tmp_path / "data", "Mutag", graphs=12)  # another spelling, in the first root
     assert len(load_tu("MUTAG", allow_download=False)) == 24  # the cache's MUTAG.zip
+
+
+def test_the_case_hint_holds_on_a_case_insensitive_file_system(tmp_path, monkeypatch):
+    # There (macOS, Windows) mutag.zip "is a file" beside MUTAG.zip: the hint asked is_file,
+    # found the name spelled as given and gave way to a read of a zip of other member names.
+    root = write_toy(tmp_path, "MUTAG")
+    is_file = Path.is_file
+
+    def any_case(path):
+        return any(
+            p.name.lower() == path.name.lower() and is_file(p) for p in path.parent.glob("*")
+        )
+
+    monkeypatch.setattr(Path, "is_file", any_case)
+    with pytest.raises(ValueError, match="no TU dataset 'mutag', but .*MUTAG.zip: dataset names"):
+        load_tu("mutag", root)
 
 
 def test_load_tu_from_root_layout_and_round_trip(tmp_path):

@@ -69,9 +69,13 @@ def test_each_tasks_run_gives_back_its_selected_model_and_a_whole_run_names_its_
         # A checkpoint file: that file's weights.
         assert _same_weights(load_model(run / "last.safetensors"), run / "last.safetensors")
 
-    with pytest.raises(ValueError, match=r"holds 2 models \(fold-00, fold-01\), not one: load"):
+    with pytest.raises(
+        ValueError, match=r"holds 2 models \(fold-00, fold-01\), each in a folder of its own: load"
+    ):
         load_model(graph)
-    with pytest.raises(ValueError, match=r"holds 2 models \(et/seed0, gcn/seed0\), not one"):
+    with pytest.raises(
+        ValueError, match=r"holds 2 models \(et/seed0, gcn/seed0\), each in a folder"
+    ):
         load_model(anomaly)
     with pytest.raises(ValueError, match="holds a run of task 'image'; this command needs task"):
         load_model(image, task="graph")
@@ -90,7 +94,7 @@ def test_what_holds_no_model_of_its_own_is_refused_with_a_reason(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no weights"):
         load_model(empty)
     (empty / "config.json").write_text('{"task": "music"}')
-    with pytest.raises(ValueError, match=r"names no known task \('music'\)"):
+    with pytest.raises(ValueError, match=r"names no known task \('music'; \['image'"):
         load_model(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "nowhere")
@@ -148,15 +152,18 @@ def test_the_model_goes_to_the_device_asked_for(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("models", "shown"), [(3, "(m0, m1, m2)"), (4, "(m0, m1, m2, ...)")]
+    ("models", "shown"),
+    [(1, "1 model (m0)"), (3, "3 models (m0, m1, m2)"), (4, "4 models (m0, m1, m2, ...)")],
 )  # fmt: skip
-def test_a_folder_of_several_models_names_the_first_three(tmp_path, models, shown):
+def test_a_folder_of_models_in_folders_names_the_first_three(tmp_path, models, shown):
+    # One model in a folder of its own (an anomaly run of one model and seed) read "holds 1
+    # models (et/seed0), not one".
     run = tmp_path / "run"
     for i in range(models):
         (run / f"m{i}").mkdir(parents=True)
         (run / f"m{i}" / "last.safetensors").write_bytes(b"")  # listed, never read
     (run / "config.json").write_text('{"task": "graph"}')
-    with pytest.raises(ValueError, match=re.escape(f"holds {models} models {shown}, not one")):
+    with pytest.raises(ValueError, match=re.escape(f"holds {shown}, each in a folder of its")):
         load_model(run)
 
 
