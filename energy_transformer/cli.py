@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+import torch
+
+from energy_transformer import __version__
 from energy_transformer.tasks import TASKS, recorded_task, task_module
 from energy_transformer.train import read_run_config
 
@@ -88,6 +91,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "  et train graph --dataset PROTEINS\n"
         "  et select runs/graph-a runs/graph-b --out runs/graph-sel\n"
         "  et train anomaly --dataset tolokers",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"et (energy-transformer) {__version__}, torch {torch.__version__}",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model for a task")

@@ -404,3 +404,16 @@ def test_a_resume_into_a_checkpoint_file_is_refused_before_its_run_is_read(tmp_p
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "last.safetensors is a file: the output goes to a folder" in captured.err
+
+
+def test_version_names_the_package_and_torch(capsys):
+    import torch
+
+    from energy_transformer import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == (
+        f"et (energy-transformer) {__version__}, torch {torch.__version__}\n"
+    )
