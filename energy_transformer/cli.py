@@ -228,10 +228,12 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     task = task_module(args.task)
     out = task.run_folder(args) if hasattr(task, "run_folder") else args.out
     try:
-        recorded = read_run_config(out)[1].get("command")
+        config = read_run_config(out)[1]
     except (FileNotFoundError, ValueError):  # nothing to resume: the task says so
         return
-    if not isinstance(recorded, dict):
+    recorded = config.get("command")
+    # Another task's run is refused by the task: its options are not this task's to take.
+    if config.get("task") != args.task or not isinstance(recorded, dict):
         return
     options = argparse.ArgumentParser(add_help=False)  # the task's own options, alone
     task.add_train_arguments(options)

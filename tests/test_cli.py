@@ -417,3 +417,30 @@ def test_version_names_the_package_and_torch(capsys):
     assert capsys.readouterr().out == (
         f"et (energy-transformer) {__version__}, torch {torch.__version__}\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("found", "command", "error"),
+    [
+        ("graph", ["train", "image"], "holds a run of task 'graph', not 'image'"),
+        ("image", ["train", "graph", "--dataset", "TOY"], "holds a run of task 'image', not"),
+    ],
+)
+def test_a_resume_takes_no_options_from_a_run_of_another_task(
+    tmp_path, capsys, found, command, error
+):
+    # A graph run's record was taken by `et train image --resume` ("resuming ... with its own
+    # --preset cpu --dataset TOY ... --weight-decay None"), and an image run's preset made
+    # `et train graph --resume` fail on "unknown preset 'fashion-mnist'" instead of the task.
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"preset": "fashion-mnist" if found == "image" else "cpu", "dataset": "TOY"}
+    record |= {"epochs": 2, "weight_decay": None, "steps": 1}
+    (run / "config.json").write_text(json.dumps({"task": found, "command": record}))
+    assert main([*command, "--out", str(run), "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert error in captured.err
+
