@@ -444,3 +444,28 @@ def test_a_resume_takes_no_options_from_a_run_of_another_task(
     assert captured.out == ""
     assert error in captured.err
 
+
+def test_the_options_a_resume_prints_paste_back_as_they_were(tmp_path, capsys):
+    # A path with a space (or a quote) was printed bare: pasted back, it split into words.
+    # A value the task derived, not one the option accepts (anomaly's --dataset named after a
+    # graph file, "mygraph"), was printed and set as if typed: pasted back, argparse refused it.
+    import json
+    import shlex
+
+    from energy_transformer.cli import _resume_options, build_parser
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = tmp_path / "my data's" / "mygraph.npz"
+    record = {"dataset": "mygraph", "data": str(data), "seeds": [3], "hidden": 8}
+    (run / "config.json").write_text(json.dumps({"task": "anomaly", "command": record}))
+    argv = ["train", "anomaly", "--out", str(run), "--resume"]
+    args = build_parser(argv).parse_args(argv)
+    _resume_options(args, argv)
+    assert (args.dataset, args.data, args.seeds, args.hidden) == (None, data, [3], 8)
+    printed = capsys.readouterr().out
+    assert "--dataset" not in printed
+    taken = printed.removeprefix(f"resuming {run} with its own ").rstrip("\n")
+    again = ["train", "anomaly", *shlex.split(taken)]
+    pasted = build_parser(again).parse_args(again)
+    assert (pasted.data, pasted.seeds, pasted.hidden) == (data, [3], 8)
