@@ -469,3 +469,14 @@ def test_the_options_a_resume_prints_paste_back_as_they_were(tmp_path, capsys):
     again = ["train", "anomaly", *shlex.split(taken)]
     pasted = build_parser(again).parse_args(again)
     assert (pasted.data, pasted.seeds, pasted.hidden) == (data, [3], 8)
+
+
+@pytest.mark.parametrize("task", ["image", "graph", "anomaly"])
+def test_the_resume_help_says_where_the_options_not_given_come_from(task, capsys):
+    # It said only "continue OUT/last.safetensors" (or "an interrupted run"): nothing of the
+    # options a resume takes from the run, nor, for graph, that --model names its folder.
+    with pytest.raises(SystemExit):
+        main(["train", task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "options not given (but --device, --no-progress) take the values it was" in text
+    assert ("--dataset and --model name" in text) == (task == "graph")
