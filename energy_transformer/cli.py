@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,9 +217,10 @@ def _as_typed(action: argparse.Action, value: object) -> str:
         negated = isinstance(action, argparse.BooleanOptionalAction) and not value
         return action.option_strings[1 if negated else 0]
     if not isinstance(value, list):
-        return f"{action.option_strings[0]} {value}"
+        return f"{action.option_strings[0]} {shlex.quote(str(value))}"  # a path with a space
     text = ",".join(map(str, value))  # one word that the option's type reads as a list
-    return f"{action.option_strings[0]} {text}{'' if action.type(text) == value else ','}"
+    text += "" if action.type(text) == value else ","
+    return f"{action.option_strings[0]} {shlex.quote(text)}"
 
 
 def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -228,10 +230,12 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     task = task_module(args.task)
     out = task.run_folder(args) if hasattr(task, "run_folder") else args.out
     try:
-        recorded = read_run_config(out)[1].get("command")
+        config = read_run_config(out)[1]
     except (FileNotFoundError, ValueError):  # nothing to resume: the task says so
         return
-    if not isinstance(recorded, dict):
+    recorded = config.get("command")
+    # Another task's run is refused by the task: its options are not this task's to take.
+    if config.get("task") != args.task or not isinstance(recorded, dict):
         return
     options = argparse.ArgumentParser(add_help=False)  # the task's own options, alone
     task.add_train_arguments(options)
@@ -242,6 +246,8 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
         if dest in given or dest in _NOT_INHERITED or dest not in recorded:
             continue
         value = recorded[dest]
+        if action.choices is not None and value not in action.choices:
+            continue  # what the task derived (anomaly's --dataset of a graph file): not typable
         if action.type is Path and value is not None:
             value = Path(value)
         if value != getattr(args, dest):

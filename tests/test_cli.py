@@ -417,3 +417,66 @@ def test_version_names_the_package_and_torch(capsys):
     assert capsys.readouterr().out == (
         f"et (energy-transformer) {__version__}, torch {torch.__version__}\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("found", "command", "error"),
+    [
+        ("graph", ["train", "image"], "holds a run of task 'graph', not 'image'"),
+        ("image", ["train", "graph", "--dataset", "TOY"], "holds a run of task 'image', not"),
+    ],
+)
+def test_a_resume_takes_no_options_from_a_run_of_another_task(
+    tmp_path, capsys, found, command, error
+):
+    # A graph run's record was taken by `et train image --resume` ("resuming ... with its own
+    # --preset cpu --dataset TOY ... --weight-decay None"), and an image run's preset made
+    # `et train graph --resume` fail on "unknown preset 'fashion-mnist'" instead of the task.
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"preset": "fashion-mnist" if found == "image" else "cpu", "dataset": "TOY"}
+    record |= {"epochs": 2, "weight_decay": None, "steps": 1}
+    (run / "config.json").write_text(json.dumps({"task": found, "command": record}))
+    assert main([*command, "--out", str(run), "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert error in captured.err
+
+
+def test_the_options_a_resume_prints_paste_back_as_they_were(tmp_path, capsys):
+    # A path with a space (or a quote) was printed bare: pasted back, it split into words.
+    # A value the task derived, not one the option accepts (anomaly's --dataset named after a
+    # graph file, "mygraph"), was printed and set as if typed: pasted back, argparse refused it.
+    import json
+    import shlex
+
+    from energy_transformer.cli import _resume_options, build_parser
+
+    run = tmp_path / "run"
+    run.mkdir()
+    data = tmp_path / "my data's" / "mygraph.npz"
+    record = {"dataset": "mygraph", "data": str(data), "seeds": [3], "hidden": 8}
+    (run / "config.json").write_text(json.dumps({"task": "anomaly", "command": record}))
+    argv = ["train", "anomaly", "--out", str(run), "--resume"]
+    args = build_parser(argv).parse_args(argv)
+    _resume_options(args, argv)
+    assert (args.dataset, args.data, args.seeds, args.hidden) == (None, data, [3], 8)
+    printed = capsys.readouterr().out
+    assert "--dataset" not in printed
+    taken = printed.removeprefix(f"resuming {run} with its own ").rstrip("\n")
+    again = ["train", "anomaly", *shlex.split(taken)]
+    pasted = build_parser(again).parse_args(again)
+    assert (pasted.data, pasted.seeds, pasted.hidden) == (data, [3], 8)
+
+
+@pytest.mark.parametrize("task", ["image", "graph", "anomaly"])
+def test_the_resume_help_says_where_the_options_not_given_come_from(task, capsys):
+    # It said only "continue OUT/last.safetensors" (or "an interrupted run"): nothing of the
+    # options a resume takes from the run, nor, for graph, that --model names its folder.
+    with pytest.raises(SystemExit):
+        main(["train", task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "options not given (but --device, --no-progress) take the values it was" in text
+    assert ("--dataset and --model name" in text) == (task == "graph")

@@ -158,7 +158,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         " (GADBench: node_features, node_labels, edges) or .mat (CARE-GNN)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    parser.add_argument("--resume", action="store_true", help="continue runs found in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT; options not given (but --device, --no-progress) take"
+        " the values it was started with (OUT/config.json)",
+    )
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 

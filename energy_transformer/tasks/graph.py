@@ -711,7 +711,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the splits, initialisations and batches"
     )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT (default: the folder that --dataset and --model name);"
+        " options not given (but --device, --no-progress) take the values it was started with"
+        " (OUT/config.json)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,

@@ -335,7 +335,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16: training steps under bfloat16 autocast (fast on recent GPUs); default"
         " float32, or a resumed run's own",
     )
-    parser.add_argument("--resume", action="store_true", help="continue OUT/last.safetensors")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT (last.safetensors); options not given (but --device,"
+        " --no-progress) take the values it was started with (OUT/config.json): give only"
+        " what changes, e.g. a larger --epochs",
+    )
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
 
