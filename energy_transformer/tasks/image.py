@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -458,7 +459,7 @@ def train(args: argparse.Namespace) -> Path:
         best = f" (best epoch {result.best_epoch})" if result.best_epoch else ""
         print(f"trained in {minutes:.1f} min{best}; run saved to {args.out}")
         if not getattr(args, "demo", False):  # et demo evaluates it next itself
-            print(f"next: et eval {args.out}")
+            print(f"next: et eval {shlex.quote(str(args.out))}")  # pastes back, spaces too
     return Path(args.out)
 
 

@@ -758,3 +758,12 @@ def test_the_descent_pictures_baseline_is_scored_on_the_images_it_descends(
     first = masked_mse(interpolation, images[:64], mask[:64])[0]
     assert reference == pytest.approx(first, rel=1e-12)
     assert first != pytest.approx(errors.pooled(), rel=1e-3)  # the two differ here
+
+
+def test_the_next_command_pastes_back_for_a_folder_with_a_space(data, tmp_path, capsys):
+    import shlex
+
+    run = tmp_path / "my run"
+    assert train_tiny(data, run, 1) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next: "))
+    assert shlex.split(line.removeprefix("next: ")) == ["et", "eval", str(run)]
