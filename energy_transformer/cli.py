@@ -21,7 +21,7 @@ from types import ModuleType
 import torch
 
 from energy_transformer import __version__
-from energy_transformer.tasks import TASKS, recorded_task, task_module
+from energy_transformer.tasks import RUN_PLACE_OPTIONS, TASKS, recorded_task, task_module
 from energy_transformer.train import read_run_config
 
 TASK_HELP = {
@@ -198,10 +198,6 @@ def _check_out(args: argparse.Namespace) -> None:
         raise ValueError(f"{out} is a file: the output goes to a folder, give one")
 
 
-# Options a resumed run does not take from its record: where and how this process runs.
-_NOT_INHERITED = frozenset({"out", "resume", "device", "no_progress"})
-
-
 def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     """The destinations of the options ``argv`` gives explicitly (not left at their default)."""
     unset = object()
@@ -243,7 +239,7 @@ def _resume_options(args: argparse.Namespace, argv: Sequence[str]) -> None:
     taken = []
     for action in options._actions:
         dest = action.dest
-        if dest in given or dest in _NOT_INHERITED or dest not in recorded:
+        if dest in given or dest in RUN_PLACE_OPTIONS or dest not in recorded:
             continue
         value = recorded[dest]
         if action.choices is not None and value not in action.choices:

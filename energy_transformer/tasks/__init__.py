@@ -47,6 +47,11 @@ def recorded_task(folder: Path, config: dict[str, Any]) -> str:
     return task
 
 
+# Options that say where or how a run is made, not what it trains: a resume does not take them
+# from the run's record, and runs that differ only in them were trained alike.
+RUN_PLACE_OPTIONS = frozenset({"out", "resume", "device", "no_progress"})
+
+
 def command_record(args: argparse.Namespace) -> dict[str, Any]:
     """The options of an ``et train`` command line as ``config.json`` records them (paths as
     absolute strings, found again from another folder): what ``--resume`` reads back for the
@@ -70,6 +75,16 @@ def preset_values(
 def option_names(dests: Iterable[str]) -> str:
     """``"--max-folds, --val-fraction"``: the command-line names of argparse destinations."""
     return ", ".join("--" + dest.replace("_", "-") for dest in dests)
+
+
+def resume_help(continues: str) -> str:
+    """``--resume``'s help in every task: what it ``continues``, and where the options it is
+    not given come from."""
+    others = option_names(sorted(RUN_PLACE_OPTIONS - {"out", "resume"}))
+    return (
+        f"continue {continues}; options not given (but {others}) take the values it was started"
+        " with (OUT/config.json)"
+    )
 
 
 def run_names(folders: Sequence[Path]) -> list[str]:

@@ -48,12 +48,14 @@ from energy_transformer.protocols.gad import (
     train_ratio_of,
 )
 from energy_transformer.tasks import (
+    RUN_PLACE_OPTIONS,
     check_selection_out,
     command_record,
     load_model,
     option_names,
     preset_values,
     refuse_selection,
+    resume_help,
     run_names,
 )
 from energy_transformer.text import counted
@@ -161,8 +163,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in OUT; options not given (but --device, --no-progress) take"
-        " the values it was started with (OUT/config.json)",
+        help=resume_help("the run in OUT"),
     )
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
@@ -530,8 +531,9 @@ def select_runs(
     return {p: results for p, (results, _) in selected.items()}, report
 
 
-# Options that say where or how a run was made, not what it trained.
-_NOT_SETTINGS = {"out", "resume", "no_progress", "device", "command", "task", "func"}
+# What a run's command record holds besides its settings (records written before
+# command_record also kept the parser's own entries: command, task, func).
+_NOT_SETTINGS = RUN_PLACE_OPTIONS | {"command", "task", "func"}
 
 
 def _settings_table(commands: dict[str, dict[str, Any]]) -> str:

@@ -56,6 +56,7 @@ from energy_transformer.tasks import (
     option_names,
     preset_values,
     refuse_selection,
+    resume_help,
     run_names,
 )
 from energy_transformer.text import counted
@@ -714,9 +715,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in OUT (default: the folder that --dataset and --model name);"
-        " options not given (but --device, --no-progress) take the values it was started with"
-        " (OUT/config.json)",
+        help=resume_help("the run in OUT (default: the folder that --dataset and --model name)"),
     )
     parser.add_argument(
         "--batch-size",

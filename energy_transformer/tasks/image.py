@@ -40,7 +40,7 @@ from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit
 from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
-from energy_transformer.tasks import command_record, load_model, preset_values
+from energy_transformer.tasks import command_record, load_model, preset_values, resume_help
 from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
@@ -339,9 +339,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in OUT (last.safetensors); options not given (but --device,"
-        " --no-progress) take the values it was started with (OUT/config.json): give only"
-        " what changes, e.g. a larger --epochs",
+        help=resume_help("the run in OUT (last.safetensors)") + ": give only what changes,"
+        " e.g. a larger --epochs",
     )
     parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
