@@ -18,8 +18,8 @@ eigenvector's sign is arbitrary). On a connected graph those are the :math:`k` s
 non-trivial ones; a graph of :math:`c` components of two or more nodes has :math:`c` zero
 eigenvalues (an isolated node has :math:`L_{vv} = 1`, eigenvalue 1), and after the first the
 other :math:`c - 1` vectors of an orthonormal basis of that null space are kept, as in the
-usual Laplacian encodings. The optional degree embedding
-and MLP head (departures, below) add to :math:`x^{(0)}` and replace :math:`W_o`.
+usual Laplacian encodings. The optional degree embedding, MLP head and sum readout (departures,
+below) add to :math:`x^{(0)}`, replace :math:`W_o` and widen what it reads.
 
 Graphs of different sizes are padded to one batch (``to_dense_batch``); padding tokens are
 removed from every key set and contribute no energy, so a graph's prediction does not depend on
@@ -52,6 +52,7 @@ from energy_transformer.text import counted
 ADJACENCIES = ("hard", "soft", "released")
 ATTENTIONS = ("edges", "dense")
 HEADS = ("linear", "mlp")
+READOUTS = ("cls", "cls+sum")
 # Dense eigendecomposition up to this many nodes, shift-invert Lanczos above.
 _DENSE_EIGH_MAX = 1500
 
@@ -352,6 +353,10 @@ class GraphEnergyTransformer(nn.Module):
     encoding) added to its token, a direct count of neighbours that the attention's softmax
     weights only blur. ``head="mlp"`` is another: a hidden layer between the final CLS token
     and the logits, where the paper and the released code read the class out linearly.
+    ``readout="cls+sum"`` is a third: the head reads the final CLS token concatenated with the
+    sum of the final node tokens (both through the last block's layer norm), as GIN and the
+    sum-MLP read a graph. The CLS token's own query averages its keys (a softmax) and sees how
+    many nodes there are only through their attention back to it; the sum counts outright.
 
     Args:
         in_features: node feature size :math:`F`.
@@ -380,6 +385,8 @@ class GraphEnergyTransformer(nn.Module):
         max_degree: degrees embedded (``0..max_degree``, larger ones capped); 0: no degree
             encoding (the paper's form).
         head: ``"linear"`` (the paper's readout) or ``"mlp"`` (Linear-ReLU-Linear of width D).
+        readout: ``"cls"`` (the paper's: the final CLS token) or ``"cls+sum"`` (the CLS token
+            and the sum over the graph's nodes, side by side: the head's input is ``2 D``).
 
     Shapes:
         - input: a PyG ``Batch`` with ``x: (nodes, F)``, ``pe: (nodes, k)``, ``edge_index``,
@@ -410,10 +417,13 @@ class GraphEnergyTransformer(nn.Module):
         xi_init_std: float = 0.02,
         max_degree: int = 0,
         head: Literal["linear", "mlp"] = "linear",
+        readout: Literal["cls", "cls+sum"] = "cls",
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         if max_degree < 0:
             raise ValueError(f"max_degree must be >= 0, got {max_degree}")
         if adjacency not in ADJACENCIES:
@@ -426,6 +436,7 @@ class GraphEnergyTransformer(nn.Module):
         check_descent(steps, alpha, noise_std)
         self.pe_dim, self.steps, self.alpha = pe_dim, steps, alpha
         self.noise_std, self.adjacency, self.attention = noise_std, adjacency, attention
+        self.readout = readout
         self.scaler = FeatureScaler(in_features)
         self.embed = nn.Linear(in_features, dim)
         self.pe_proj = nn.Linear(pe_dim, dim)
@@ -459,10 +470,11 @@ class GraphEnergyTransformer(nn.Module):
             self.gram_conv = nn.Conv2d(1, heads, 3, padding=1, bias=False)
             _lecun_normal_(self.gram_conv.weight, fan_in=9)
             self.head_mixing = nn.Parameter(torch.randn(blocks, heads, heads) * 0.002)
+        read = dim * len(readout.split("+"))
         self.head = (
-            nn.Linear(dim, num_classes)
+            nn.Linear(read, num_classes)
             if head == "linear"
-            else nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_classes))
+            else nn.Sequential(nn.Linear(read, dim), nn.ReLU(), nn.Linear(dim, num_classes))
         )
 
     def _node_embeddings(self, batch: Batch) -> Tensor:
@@ -661,9 +673,22 @@ class GraphEnergyTransformer(nn.Module):
                 trajectories.append(trajectory)
             else:
                 x = out
-        cls = x[0, : int(batch.num_graphs)] if padding is None else x[:, 0]
-        logits = self.head(self.blocks[-1].norm(cls))
+        logits = self.head(self._read(x, batch, padding))
         return (logits, trajectories) if return_trajectory else logits
+
+    def _read(self, x: Tensor, batch: Batch, padding: Tensor | None) -> Tensor:
+        """What the head sees, ``(graphs, D)`` or ``(graphs, 2 D)``, from the final tokens
+        (``(1, graphs + nodes, D)`` edge layout, or ``(graphs, 1 + N, D)`` with ``padding``)."""
+        num_graphs, norm = int(batch.num_graphs), self.blocks[-1].norm
+        g = norm(x[0, :num_graphs] if padding is None else x[:, 0])
+        if self.readout == "cls":
+            return g
+        if padding is None:
+            nodes = norm(x[0, num_graphs:])
+            total = nodes.new_zeros(num_graphs, nodes.shape[-1]).index_add_(0, batch.batch, nodes)
+        else:
+            total = (norm(x[:, 1:]) * (~padding[:, 1:]).unsqueeze(-1).to(x.dtype)).sum(1)
+        return torch.cat([g, total], dim=-1)
 
 
 def build_graph_et(

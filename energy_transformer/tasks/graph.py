@@ -31,6 +31,7 @@ from energy_transformer.models.graph import (
     ADJACENCIES,
     HEADS,
     PRESETS,
+    READOUTS,
     TRAIN_PRESETS,
     GraphEnergyTransformer,
     LaplacianPE,
@@ -785,6 +786,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--head", choices=HEADS, default=None, help="CLS readout (paper: linear)")
     parser.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default=None,
+        help="what the head reads: the final CLS token (the paper's) or it and the sum of the"
+        " final node tokens (a departure: the sum counts what the CLS query's softmax averages)",
+    )
+    parser.add_argument(
         "--exclude-self",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -840,6 +848,7 @@ def train(args: argparse.Namespace) -> Path:
             ("noise_std", args.noise_std),
             ("max_degree", args.max_degree),
             ("head", args.head),
+            ("readout", args.readout),
             ("alpha", args.alpha),
             ("exclude_self", args.exclude_self),
             ("learn_beta", args.learn_beta),

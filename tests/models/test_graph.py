@@ -512,6 +512,47 @@ def test_mlp_head_reads_the_same_cls_token():
         small_model(head="attention")
 
 
+def test_sum_readout_reads_the_cls_token_and_the_nodes_sum():
+    # Same block weights: the CLS half is what the paper's readout sees; the other half is the
+    # sum over each graph's nodes (not its padding) of the final tokens through the last norm.
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(3), 3, seed=1)])
+    batch.x, batch.pe = batch.x.double(), batch.pe.double()
+    plain = small_model().double().eval()
+    summed = small_model(readout="cls+sum").double().eval()
+    block = {k: v for k, v in plain.state_dict().items() if not k.startswith("head.")}
+    summed.load_state_dict(block, strict=False)
+    seen = []
+    for m in (plain, summed):
+        m.head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+        m(batch)
+    cls_read, read = seen  # (graphs, D) and (graphs, 2 D)
+    assert read.shape == (2, 32)
+    torch.testing.assert_close(read[:, :16], cls_read, rtol=1e-10, atol=1e-12)
+    with summed.dense_eval():
+        final = summed(batch, return_trajectory=True)[1][-1].tokens[-1]  # (2, 1 + 5, D)
+    g = summed.blocks[-1].norm(final)
+    expected = torch.stack([g[0, 1:6].sum(0), g[1, 1:4].sum(0)])  # graph 1: 3 nodes, 2 padding
+    torch.testing.assert_close(read[:, 16:], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_sum_readout_same_in_both_layouts_and_alone():
+    graphs = [graph(cycle(5), 5), graph(path(3), 3, seed=1), graph(cycle(7), 7, seed=2)]
+    batch = Batch.from_data_list(graphs)
+    model = small_model(readout="cls+sum").double().eval()
+    for data in [batch, *graphs]:
+        data.x, data.pe = data.x.double(), data.pe.double()
+    edges = model(batch)
+    with model.dense_eval():
+        dense = model(batch)
+        alone = torch.cat([model(g) for g in graphs])
+    torch.testing.assert_close(edges, dense, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(edges, alone, rtol=1e-10, atol=1e-12)  # padding adds nothing
+    assert isinstance(model.head, torch.nn.Linear) and model.head.in_features == 32
+    assert small_model(readout="cls+sum", head="mlp").head[0].in_features == 32
+    with pytest.raises(ValueError, match="readout must be one of"):
+        small_model(readout="sum")
+
+
 # -- mutation-audit additions: independent expectations ------------------------------------
 
 
