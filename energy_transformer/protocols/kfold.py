@@ -154,8 +154,11 @@ class CVSummary:
     majority: float | None = None
 
     def describe(self, digits: int = 1) -> str:
-        """``"74.3 +- 2.9"`` (percent), with the train-on-all warning when it applies."""
-        text = f"{100 * self.mean:.{digits}f} +- {100 * self.std:.{digits}f}"
+        """``"74.3 +- 2.9"`` (percent; ``"74.3"`` for one fold, which has no spread), with the
+        train-on-all warning when it applies."""
+        text = f"{100 * self.mean:.{digits}f}"
+        if len(self.folds) > 1:
+            text += f" +- {100 * self.std:.{digits}f}"
         return f"{text} ({self.note})" if self.protocol == "train-on-all" else text
 
 

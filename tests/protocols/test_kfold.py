@@ -138,12 +138,14 @@ def test_max_folds_and_summary_std(tmp_path):
     s = summarize(results)
     assert np.isclose(s.mean, 0.7) and np.isclose(s.std, np.sqrt(((0.2**2) * 2) / 3))
     assert s.describe() == "70.0 +- 16.3"
+    assert summarize(results[:1]).describe() == "50.0"  # one fold has no spread to print
 
 
 def test_train_on_all_is_labelled(tmp_path):
     fit_fold, _ = majority(LABELS)
     summary = run_kfold(LABELS, fit_fold, protocol="train-on-all", out=tmp_path)
     assert len(summary.folds) == 1 and "NOT a generalisation measure" in summary.describe()
+    assert "+-" not in summary.describe()
     body = json.loads((tmp_path / "summary.json").read_text())
     assert body["note"] == NOT_GENERALISATION and "NOT a generalisation measure" in body["note"]
 
