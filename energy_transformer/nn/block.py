@@ -284,9 +284,10 @@ class EnergyTransformer(nn.Module):
                 " does not allow: use torch.no_grad(), or the closed form"
             )
         # The step needs a graph whenever anything upstream learns: g itself, or a weight of
-        # the energy (g needs no grad when x does not and the layer norm is frozen).
+        # the energy (g needs no grad when x does not and the layer norm is frozen), the key
+        # sets' own included (a soft adjacency's learned weights).
         create_graph = torch.is_grad_enabled() and (
-            g.requires_grad or any(p.requires_grad for p in self.parameters())
+            g.requires_grad or any(p.requires_grad for p in self.parameters()) or _learns(keysets)
         )
         with torch.enable_grad():
             if not g.requires_grad:
@@ -417,6 +418,12 @@ def _inplace_ok(x: Tensor) -> bool:
     """Whether the descent may overwrite its buffers: no autograd graph, and no autocast (whose
     products would not write into buffers of the tokens' dtype)."""
     return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
+def _learns(keysets: KeySets) -> bool:
+    """Whether prebuilt key sets hold a tensor that learns (e.g. a soft adjacency's bias)."""
+    held = getattr(keysets, "__dict__", {}).values()
+    return any(isinstance(t, Tensor) and t.requires_grad for t in held)
 
 
 def _check_gradient(gradient: str) -> None:

@@ -512,6 +512,23 @@ def test_mlp_head_reads_the_same_cls_token():
         small_model(head="attention")
 
 
+def test_autograd_path_trains_a_soft_adjacency_when_nothing_else_learns():
+    # Frozen block, tokens that need no grad: only the key sets' edge weights learn, and the
+    # autograd path must still keep each step's graph for them.
+    torch.manual_seed(0)
+    block = EnergyTransformer(8, 2, 4, 16).double().requires_grad_(False)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    adjacency = torch.rand(2, 5, 5) > 0.5
+    grads = {}
+    for gradient in ("closed_form", "autograd"):
+        weight = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+        keysets = SoftAdjacencyKeySets(adjacency, weight)
+        block(x, 3, 0.1, keysets=keysets, gradient=gradient).pow(2).sum().backward()
+        grads[gradient] = weight.grad
+    assert grads["autograd"] is not None and grads["autograd"].abs().min() > 0
+    torch.testing.assert_close(grads["autograd"], grads["closed_form"], rtol=1e-10, atol=0)
+
+
 def test_sum_readout_reads_the_cls_token_and_the_nodes_sum():
     # Same block weights: the CLS half is what the paper's readout sees; the other half is the
     # sum over each graph's nodes (not its padding) of the final tokens through the last norm.
