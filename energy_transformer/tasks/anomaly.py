@@ -460,8 +460,10 @@ def select_runs(
     (``config.json``, ``results.json``, ``results.md``).
 
     The runs must share their splits (checked seed by seed); protocols some run lacks are left
-    out, and said so. A model whose runs hold other seeds is refused, unless ``partial``: then
-    it is selected over the seeds all of them hold. Returns the selected results per protocol,
+    out, and said so. Runs whose models hold other seeds are refused, unless ``partial``: then
+    every model is selected over the seeds that every run of every model holds, so that each
+    row of the table is over the same seeds (as ``bench_anomaly.py --select`` reads its logs).
+    Returns the selected results per protocol,
     each naming the run it came from (``configuration``), and the text of ``results.md``.
     """
     out, folders = Path(out), [Path(c) for c in candidates]
@@ -480,17 +482,21 @@ def select_runs(
     if not protocols:
         listed = "; ".join(f"{name}: {', '.join(r)}" for name, r in ran.items())
         raise ValueError(f"the runs share no protocol ({listed})")
-    held: dict[str, dict[str, list[int]]] = {}
+    held: dict[tuple[str, str], set[int]] = {}  # (run, model) -> its seeds
     for name, results in runs.items():
         for r in results:
-            held.setdefault(r.model, {}).setdefault(name, []).append(r.seed)
-    for model, seeds in held.items():
-        if len({tuple(sorted(s)) for s in seeds.values()}) > 1 and not partial:
-            listed = "; ".join(f"{name}: {sorted(s)}" for name, s in seeds.items())
+            held.setdefault((name, r.model), set()).add(r.seed)
+    if len({frozenset(s) for s in held.values()}) > 1:
+        listed = "; ".join(f"{name} {model}: {sorted(s)}" for (name, model), s in held.items())
+        if not partial:
             raise ValueError(
-                f"the runs of {model} hold other seeds ({listed}): run the missing ones, or"
-                " select over the seeds all of them hold (--partial)"
+                f"the runs hold other seeds ({listed}): run the missing ones, or select over"
+                " the seeds all of them hold (--partial)"
             )
+        shared = set.intersection(*held.values())
+        if not shared:
+            raise ValueError(f"the runs share no seed that every model finished ({listed})")
+        runs = {name: [r for r in results if r.seed in shared] for name, results in runs.items()}
     selected = {p: select_configurations(runs, p, per) for p in protocols}
     how = "per seed" if per == "seed" else "one run per model, by its mean over the seeds,"
     text = [f"# Selection on validation among {', '.join(names)}: {datasets[names[0]]}\n"]

@@ -549,7 +549,7 @@ def test_select_refuses_what_it_cannot_compare(data_root, tmp_path, capsys):
     main(train_args(data_root, c, "--model", "mlp", "--seeds", "1", "--splits", "file"))
     capsys.readouterr()
     cases = [
-        ([a, b], "the runs of mlp hold other seeds (a: [0, 1]; b: [0])"),
+        ([a, b], "the runs hold other seeds (a mlp: [0, 1]; b mlp: [0])"),
         ([b, c], "mlp seed 0: the configurations ran on different splits"),
         ([a], "selection needs at least two runs"),
     ]
@@ -571,6 +571,22 @@ def test_select_refuses_what_it_cannot_compare(data_root, tmp_path, capsys):
     (b / "results.json").unlink()
     assert main(["select", str(a), str(b), "--out", str(tmp_path / "s3")]) == 2
     assert "has no results.json: the run has not finished" in capsys.readouterr().err
+
+
+def test_partial_selection_puts_every_model_over_the_same_seeds(data_root, tmp_path, capsys):
+    # b has mlp's seed 0 only: gcn, which a alone ran on seeds 0 and 1, is carried over on
+    # seed 0 too, so that every row of the table is over the same seeds.
+    a, b = tmp_path / "a", tmp_path / "b"
+    main(train_args(data_root, a, "--model", "mlp,gcn", "--seeds", "2"))
+    main(train_args(data_root, b, "--model", "mlp", "--seeds", "1", "--hidden", "16"))
+    capsys.readouterr()
+    argv = ["select", str(a), str(b), "--out", str(tmp_path / "sel")]
+    assert main(argv) == 2
+    assert "(a mlp: [0, 1]; a gcn: [0, 1]; b mlp: [0])" in capsys.readouterr().err
+    assert main([*argv, "--partial"]) == 0
+    recorded = json.loads((tmp_path / "sel" / "results.json").read_text())["runs"]["gadbench"]
+    assert sorted((r["model"], r["seed"]) for r in recorded) == [("gcn", 0), ("mlp", 0)]
+    assert "over seeds 0;" in (tmp_path / "sel" / "results.md").read_text()
 
 
 def test_select_names_each_seeds_run_and_can_keep_one_run_per_model(data_root, tmp_path, capsys):
