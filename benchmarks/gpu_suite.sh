@@ -40,7 +40,7 @@ if [ "$SCALE" = full ]; then
     GRAPH=${GRAPH:-"--preset cpu --epochs 300 --models et --dd-max-nodes 100"}
     GRAPH_GPU=${GRAPH_GPU:-"--datasets DD --jobs ${GPU_JOBS:-6}"}
     GRAPH_CPU=${GRAPH_CPU:-}
-    GAD="--datasets tolokers --seeds 5 --epochs 100"
+    GAD="--datasets tolokers --seeds 5 --epochs 100 --threads 8"
     EDGES="--repeats 5"
     SELECT=${SELECT:-"--datasets tolokers --models et,mlp,gcn,sage,bwgnn --first-seed 10 --seeds 5 --epochs 200 --et-learn-beta --et-steps 4 --threads 3"}
     T_TESTS=120 T_EDGES=120 T_CORE=90 T_GRAPH=${T_GRAPH:-500} T_GAD=150 T_SELECT=${T_SELECT:-300}
@@ -49,7 +49,7 @@ else
     GRAPH="--preset cpu --epochs 2 --models et --folds 2"
     GRAPH_GPU="--datasets MUTAG --jobs 2"
     GRAPH_CPU="--datasets ENZYMES --jobs 2 --max-folds 1"
-    GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et"
+    GAD="--datasets tolokers --seeds 1 --epochs 1 --models mlp,et --threads 1"
     EDGES="--cases random --nodes 300 --edges 1500 --repeats 1"
     SELECT=${SELECT:-"--datasets tolokers --models et,mlp --seeds 1 --epochs 1 --threads 1"}
     T_TESTS=120 T_EDGES=60 T_CORE=60 T_GRAPH=120 T_GAD=120 T_SELECT=120
@@ -117,7 +117,7 @@ fi
 
 if has anomaly; then
     # shellcheck disable=SC2086
-    timeout "$T_GAD" $PY benchmarks/bench_anomaly.py --device "$DEVICE" --threads 8 $GAD \
+    timeout "$T_GAD" $PY benchmarks/bench_anomaly.py --device "$DEVICE" $GAD \
         --machine "$(head -n 1 "$OUT/env.txt")" --out "$OUT/anomaly.md" \
         > "$OUT/anomaly_log.txt" 2>&1 || failed anomaly $?
     tail -n 5 "$OUT/anomaly_log.txt"
