@@ -276,7 +276,7 @@ def run_kfold(
     if only is not None:
         rounds = [r for r in rounds if r.index in set(only)]
     out_dir = Path(out) if out is not None else None
-    meta = {"seed": seed, "val_fraction": val_fraction, "folds_run": len(rounds)} | (meta or {})
+    meta = {"seed": seed, "val_fraction": val_fraction} | (meta or {})
     results: list[FoldResult] = []
     for fold in rounds:
         fold_dir = out_dir / f"fold-{fold.index:02d}" if out_dir is not None else None
@@ -295,10 +295,11 @@ def run_kfold(
         if fold_dir is not None and not finished:
             write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
             write_text_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
-            save_results(out_dir, summarize(results, protocol), meta)
+            # folds_run: the rounds this summary holds (fewer than planned while it runs).
+            save_results(out_dir, summarize(results, protocol), meta | {"folds_run": len(results)})
     summary = summarize(results, protocol)
     if out_dir is not None:
-        save_results(out_dir, summary, meta)
+        save_results(out_dir, summary, meta | {"folds_run": len(results)})
     return summary
 
 

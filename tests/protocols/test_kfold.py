@@ -141,6 +141,20 @@ def test_max_folds_and_summary_std(tmp_path):
     assert summarize(results[:1]).describe() == "50.0"  # one fold has no spread to print
 
 
+def test_an_interrupted_run_summarises_the_folds_it_finished(tmp_path):
+    fit_fold, _ = majority(LABELS)
+
+    def stops_at_fold_2(fold):
+        if fold.index == 2:
+            raise KeyboardInterrupt
+        return fit_fold(fold)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_kfold(LABELS, stops_at_fold_2, folds=5, out=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["folds_run"] == 2 and len(summary["folds"]) == 2
+
+
 def test_train_on_all_is_labelled(tmp_path):
     fit_fold, _ = majority(LABELS)
     summary = run_kfold(LABELS, fit_fold, protocol="train-on-all", out=tmp_path)
