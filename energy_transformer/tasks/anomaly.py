@@ -463,8 +463,8 @@ def select_runs(
     out, and said so. Runs whose models hold other seeds are refused, unless ``partial``: then
     every model is selected over the seeds that every run of every model holds, so that each
     row of the table is over the same seeds (as ``bench_anomaly.py --select`` reads its logs).
-    Returns the selected results per protocol,
-    each naming the run it came from (``configuration``), and the text of ``results.md``.
+    Returns the selected results per protocol, each naming the run it came from
+    (``configuration``), and the text of ``results.md``.
     """
     out, folders = Path(out), [Path(c) for c in candidates]
     check_selection_out(out)
