@@ -132,9 +132,11 @@ def run(
     batch_size: int | None = None,
     lr: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    ema: float | None = None,
 ) -> list[dict[str, Any]]:
     """Cross-validate every model on every dataset in this process; one row per pair.
-    ``overrides``: model name (et, gin, mlp) -> its constructor overrides (a variant)."""
+    ``overrides``: model name (et, gin, mlp) -> its constructor overrides (a variant);
+    ``ema``: every neural model's weight-average decay (``cross_validate``'s ``ema_decay``)."""
     caps = MAX_NODES if max_nodes is None else max_nodes
     overrides = overrides or {}
     rows = []
@@ -160,6 +162,7 @@ def run(
                 batch_size=batch_size,
                 lr=lr,
                 overrides=overrides.get(model),
+                ema_decay=None if model == "wl" else ema,
             )
             rows.append({"dataset": name, "model": spec, "summary": summary})
             print(f"{name:12s} {spec:12s} {summary.describe()}", flush=True)
@@ -200,6 +203,7 @@ def _one_fold(task: dict[str, Any]) -> str:
         batch_size=task["batch_size"],
         lr=task["lr"],
         overrides=task["overrides"].get(model),
+        ema_decay=None if model == "wl" else task["ema"],
     )
     acc = 100 * summary.folds[0].test_acc
     took = time.perf_counter() - start
@@ -222,6 +226,7 @@ def run_parallel(
     max_folds: int | None = None,
     lr: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    ema: float | None = None,
 ) -> None:
     """Spread every (dataset, model, fold) over ``jobs`` forked processes, fold 0 of every pair
     first, so a deadline leaves every cell with about as many folds. Folds not started
@@ -251,6 +256,7 @@ def run_parallel(
             max_nodes=max_nodes.get(d),
             lr=lr,
             overrides=overrides,
+            ema=ema,
         )
         for f in range(max_folds or folds)
         for d in datasets
@@ -439,6 +445,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak lr of every neural model")
     parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="every neural model selects and scores a moving average of its weights (et train"
+        " graph --ema)",
+    )
+    parser.add_argument(
         "--et-set",
         nargs="+",
         default=[],
@@ -530,13 +544,13 @@ def main() -> None:
             run_parallel(
                 args.datasets, args.models, args.folds, args.epochs, args.preset, args.data,
                 args.out, args.jobs, args.deadline, args.device, args.batch_size,
-                {"DD": args.dd_max_nodes}, args.max_folds, args.lr, overrides,
+                {"DD": args.dd_max_nodes}, args.max_folds, args.lr, overrides, args.ema,
             )  # fmt: skip
         else:
             run(
                 args.datasets, args.models, args.folds, args.max_folds, args.epochs, args.preset,
                 args.data, args.out, max_nodes={"DD": args.dd_max_nodes}, device=args.device,
-                batch_size=args.batch_size, lr=args.lr, overrides=overrides,
+                batch_size=args.batch_size, lr=args.lr, overrides=overrides, ema=args.ema,
             )  # fmt: skip
     try:
         rows = collect(args.collect or [args.out])
@@ -547,6 +561,7 @@ def main() -> None:
         f", {NAMES[name]} {k}={v}" for name, items in overrides.items() for k, v in items.items()
     )
     lr = f", lr {args.lr:g}" if args.lr else ""
+    lr += f", weight average (EMA) {args.ema:g}" if args.ema else ""
     budget = args.budget or (
         f"{folds} folds, {counted(args.epochs, 'epoch')}{lr}, ET preset {args.preset}{variant}"
         if args.collect is None

@@ -328,6 +328,7 @@ def cross_validate(
     batch_size: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
+    ema_decay: float | None = None,
     max_nodes: int | None = None,
     val_fraction: float = 0.1,
     device: str = "auto",
@@ -346,6 +347,8 @@ def cross_validate(
         only: run only these rounds (to spread the folds of one run over processes).
         epochs, batch_size, lr, weight_decay: override the preset's training settings
             (neural models).
+        ema_decay: select and score a moving average of the weights (``TrainConfig``) instead
+            of the last ones (neural models; default off).
         preset: ET preset (:data:`~energy_transformer.models.graph.PRESETS`); its training
             settings are used for every neural model, so baselines get the same budget.
         protocol: ``"cv"`` or ``"train-on-all"`` (NOT a generalisation measure).
@@ -371,6 +374,8 @@ def cross_validate(
     hp = TRAIN_PRESETS[preset]
     if model == "wl" and overrides:
         raise ValueError(f"wl takes no constructor overrides, got {sorted(overrides)}")
+    if model == "wl" and ema_decay is not None:
+        raise ValueError("wl trains no weights, so ema_decay does not apply to it")
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:  # before the data are read: a refused folder costs nothing
         check_not_part_of_run(out_dir, "graph")
@@ -408,6 +413,7 @@ def cross_validate(
             seed=seed,
             device=device,
             progress=progress,
+            ema_decay=ema_decay,
         )
         meta["model_config"] = config
         meta["train"] = {
@@ -417,6 +423,8 @@ def cross_validate(
             "batch_size": n_batch,
             "label_smoothing": hp["label_smoothing"],
         }
+        if ema_decay is not None:  # absent when off, as in the runs recorded before it existed
+            meta["train"]["ema_decay"] = ema_decay
         fit_fold = make_fit_neural(
             dataset,
             model,
@@ -737,6 +745,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"AdamW weight decay ({preset_values(TRAIN_PRESETS, 'weight_decay')})",
     )
     parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="select and score a moving average of the weights with this decay per step, e.g."
+        " 0.99 (default: the last weights)",
+    )
+    parser.add_argument(
         "--max-nodes", type=int, default=None, help="keep the first N nodes of larger graphs"
     )
     parser.add_argument(
@@ -867,7 +883,7 @@ def train(args: argparse.Namespace) -> Path:
                 "WL+SVM is fitted by scikit-learn in one process, so torchrun would only repeat"
                 " it in every process: run it without torchrun"
             )
-        training = ("epochs", "batch_size", "lr", "weight_decay")
+        training = ("epochs", "batch_size", "lr", "weight_decay", "ema")
         if unused := [k for k in training if getattr(args, k) is not None]:
             options = option_names(unused)
             print(f"note: {options} not used: WL+SVM has no training loop (h, C chosen on val)")
@@ -884,6 +900,7 @@ def train(args: argparse.Namespace) -> Path:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        ema_decay=args.ema if args.model != "wl" else None,
         max_nodes=args.max_nodes,
         device=args.device,
         progress=not args.no_progress,

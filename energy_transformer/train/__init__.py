@@ -14,6 +14,7 @@ from energy_transformer.train.distributed import (
     resolve_device,
     world,
 )
+from energy_transformer.train.ema import WeightEMA
 from energy_transformer.train.schedule import warmup_cosine
 from energy_transformer.train.trainer import (
     NO_PROGRESS,
@@ -42,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "WeightEMA",
     "check_new_run",
     "check_not_part_of_run",
     "check_run_task",

@@ -1,7 +1,8 @@
 """Checkpoints in safetensors, written atomically (temp file + rename), never pickled.
 
-One file holds everything needed to continue: tensors under ``model/``, ``optim/`` and ``rng/``,
-and JSON metadata (epoch, step, optimizer hyper-parameters, RNG states that are not tensors).
+One file holds everything needed to continue: tensors under ``model/``, ``optim/``, ``rng/`` and
+``ema/`` (a moving average of the weights), and JSON metadata (epoch, step, optimizer
+hyper-parameters, RNG states that are not tensors).
 A SHA-256 of the tensors and the metadata is stored with them: safetensors checks a file's
 layout, not its bytes, and a damaged byte would otherwise load as a wrong weight.
 """
@@ -24,6 +25,7 @@ from torch import Tensor
 from energy_transformer.files import atomic_path
 
 MODEL_PREFIX = "model/"
+EMA_PREFIX = "ema/"
 
 
 class CheckpointError(ValueError):
@@ -41,6 +43,7 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     rng: bool = False,
+    ema_state: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact.
 
@@ -50,9 +53,12 @@ def save_checkpoint(
         optimizer_state: ``optimizer.state_dict()`` (tensors per parameter, groups as JSON).
         meta: JSON-able training metadata (epoch, step, history ...).
         rng: also store the torch / numpy / python RNG states, for an exact resume.
+        ema_state: the moving average of the weights (``WeightEMA.state_dict()``), if any.
     """
     path = Path(path)
     tensors = _cpu_tensors(model_state, MODEL_PREFIX)
+    if ema_state is not None:
+        tensors |= _cpu_tensors(ema_state, EMA_PREFIX)
     metadata: dict[str, str] = {"format": "energy-transformer/1", "meta": _json("meta", meta or {})}
     if optimizer_state is not None:
         for pid, pstate in optimizer_state["state"].items():
@@ -105,12 +111,12 @@ def _json(what: str, value: Any) -> str:
 
 
 class Checkpoint:
-    """A loaded checkpoint: ``model_state``, ``meta`` and (if saved) optimizer and RNG state."""
+    """A loaded checkpoint: ``model_state``, ``meta`` and (if saved) optimizer and RNG state
+    and the moving average of the weights (``ema_state``, else ``None``)."""
 
     def __init__(self, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-        self.model_state = {
-            k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)
-        }
+        self.model_state = _under(tensors, MODEL_PREFIX)
+        self.ema_state = _under(tensors, EMA_PREFIX) or None
         self.meta: dict[str, Any] = json.loads(metadata.get("meta", "{}"))
         self._tensors = tensors
         self._metadata = metadata
@@ -141,6 +147,10 @@ class Checkpoint:
         np.random.set_state((kind, keys, pos, has_gauss, gauss))
         version, internal, gauss_next = json.loads(self._metadata["rng_python"])
         random.setstate((version, tuple(internal), gauss_next))
+
+
+def _under(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -33,6 +33,7 @@ from energy_transformer.train.distributed import (
     resolve_device,
     world,
 )
+from energy_transformer.train.ema import WeightEMA
 from energy_transformer.train.schedule import warmup_cosine
 
 PRECISIONS = ("float32", "bf16")
@@ -53,6 +54,8 @@ class TrainConfig:
     ``patience`` stops after that many epochs without a better ``select`` metric.
     ``precision="bf16"`` runs each training step's forward and loss under bfloat16 autocast
     (weights, optimizer state and evaluation stay float32; bf16 needs no loss scaling).
+    ``ema_decay`` evaluates, selects and saves an exponential moving average of the weights
+    (:class:`~energy_transformer.train.ema.WeightEMA`) instead of the last ones; off by default.
     """
 
     epochs: int = 10
@@ -69,6 +72,7 @@ class TrainConfig:
     patience: int | None = None
     checkpoint_every: int | None = None
     precision: str = "float32"
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"min_lr must be <= lr, got {self.min_lr} > {self.lr}")
         if self.grad_clip is not None:
             check_real("grad_clip", self.grad_clip)
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         self.betas = tuple(self.betas)
 
 
@@ -165,7 +171,9 @@ class Trainer:
     Files in ``run_dir``: ``config.json``; ``metrics.csv`` (and ``tensorboard/`` when
     tensorboard is installed); ``last.safetensors`` (weights, optimizer, RNG and
     progress, rewritten atomically each epoch and every ``checkpoint_every`` steps);
-    ``best.safetensors`` (weights of the selected epoch).
+    ``best.safetensors`` (weights of the selected epoch). With ``ema_decay`` the weights
+    evaluated, selected and saved as best are the moving average (``last.safetensors`` holds
+    both), and a run without selection saves its final average as ``best.safetensors``.
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class Trainer:
         self.distributed = init_distributed(self.device)
         self.rank, self.world_size = world()
         self.model = model.to(self.device)
+        self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.loss_fn = loss_fn
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.task = task
@@ -204,6 +213,11 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are evaluated and kept: the moving average if any, else the live."""
+        return self.model if self.ema is None else self.ema.model
 
     def config_dict(self) -> dict[str, Any]:
         config = {
@@ -270,6 +284,7 @@ class Trainer:
             self.optimizer.state_dict(),
             meta=progress,
             rng=True,
+            ema_state=None if self.ema is None else self.ema.state_dict(),
         )
 
     def _check_same_run(self) -> None:
@@ -376,6 +391,13 @@ class Trainer:
                 raise CheckpointError(
                     f"{self.run_dir / 'last.safetensors'} does not fit this model ({detail})"
                 ) from err
+            if self.ema is not None:
+                if ckpt.ema_state is None:
+                    raise CheckpointError(
+                        f"{self.run_dir / 'last.safetensors'} holds no moving average of the"
+                        " weights (ema_decay): cannot resume it with one"
+                    )
+                self.ema.load_state_dict(ckpt.ema_state)
             optim_state = ckpt.optimizer_state()
             if optim_state is None:
                 raise CheckpointError("last.safetensors holds no optimizer state; cannot resume")
@@ -448,6 +470,8 @@ class Trainer:
                         nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     self.optimizer.step()
                     scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update(scheduler.last_epoch)
                     step_in_epoch += 1
                     n = _batch_size(batch) * self.world_size
                     seen += n
@@ -497,7 +521,7 @@ class Trainer:
                 if better:
                     best_value, bad_epochs = value, 0
                     result.best_epoch, result.best_metrics = epoch, dict(row)
-                    result.best_state = _state_on_cpu(self.model)
+                    result.best_state = _state_on_cpu(self.evaluated)
                     if self.run_dir is not None and self.is_main:
                         save_checkpoint(
                             self.run_dir / "best.safetensors",
@@ -522,6 +546,15 @@ class Trainer:
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 result.stopped_early = True
                 break
+        if select is None and self.ema is not None:
+            # The average is the model to use; best.safetensors is what et eval reads.
+            result.best_state = _state_on_cpu(self.ema.model)
+            if self.run_dir is not None and self.is_main:
+                save_checkpoint(
+                    self.run_dir / "best.safetensors",
+                    result.best_state,
+                    meta={"epoch": epoch, "ema_decay": cfg.ema_decay},
+                )
         if result.best_state is None:
             result.best_state = _state_on_cpu(self.model)
         result.seconds += time.perf_counter() - fit_start
@@ -530,9 +563,10 @@ class Trainer:
     def _evaluate(self, evaluate: EvalFn) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.is_main:
-            self.model.eval()
+            model = self.evaluated
+            model.eval()
             with torch.no_grad():
-                metrics = {k: float(v) for k, v in evaluate(self.model).items()}
+                metrics = {k: float(v) for k, v in evaluate(model).items()}
             self.model.train()
         if self.distributed:
             box = [metrics]
