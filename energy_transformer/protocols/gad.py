@@ -48,6 +48,7 @@ from energy_transformer.models.node import NodeEnergyTransformer
 from energy_transformer.nn.checks import check_count, check_positive_int, check_real
 from energy_transformer.text import counted
 from energy_transformer.train import TrainConfig, Trainer, seed_everything
+from energy_transformer.train.ema import check_ema_decay
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class HarnessConfig:
     ``input_hops`` > 0 feeds every neural model RF-Graph's feature map instead of the raw
     features (see :func:`neural_input`). ``lr``, ``weight_decay`` and ``grad_clip`` (max
     gradient norm, ``None``: no clipping) go to the Trainer's AdamW at a constant learning
-    rate; ``standardize``: standardise the node features first (:func:`prepare`); ``device``:
+    rate, ``ema_decay`` to the Trainer too (a moving average of the weights is evaluated and
+    selected); ``standardize``: standardise the node features first (:func:`prepare`); ``device``:
     ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``progress``: progress bars and per-epoch
     lines.
     """
@@ -243,6 +245,7 @@ class HarnessConfig:
     epochs: int = 100
     lr: float = 0.01
     weight_decay: float = 0.0
+    ema_decay: float | None = None
     hidden: int = 64
     grad_clip: float | None = 1.0
     standardize: bool = True
@@ -258,6 +261,7 @@ class HarnessConfig:
         check_positive_int("epochs", self.epochs)
         check_real("lr", self.lr)
         check_real("weight_decay", self.weight_decay, allow_zero=True)
+        check_ema_decay(self.ema_decay)
         check_positive_int("hidden", self.hidden)
         check_count("input_hops", self.input_hops)
         build_model("et", 1, self)  # ET's options, checked by its constructor
@@ -389,6 +393,7 @@ def train_neural(
         device=cfg.device,
         progress=cfg.progress,
         log_every=1,
+        ema_decay=cfg.ema_decay,
     )
     extra = {
         **(extra_config or {}),

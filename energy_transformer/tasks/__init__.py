@@ -77,6 +77,19 @@ def option_names(dests: Iterable[str]) -> str:
     return ", ".join("--" + dest.replace("_", "-") for dest in dests)
 
 
+def add_ema_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ema DECAY``, every task's: evaluate, select and save a moving average of the weights
+    (:class:`~energy_transformer.train.WeightEMA`)."""
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="evaluate, select and save a moving average of the weights with this decay per"
+        " optimizer step, e.g. 0.99 (default: the last weights)",
+    )
+
+
 def resume_help(continues: str) -> str:
     """``--resume``'s help in every task: what it ``continues``, and where the options it is
     not given come from."""

@@ -49,6 +49,7 @@ from energy_transformer.protocols.gad import (
 )
 from energy_transformer.tasks import (
     RUN_PLACE_OPTIONS,
+    add_ema_argument,
     check_selection_out,
     command_record,
     load_model,
@@ -135,6 +136,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate, constant")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    add_ema_argument(parser)
     parser.add_argument("--hidden", type=int, default=64, help="ET token dim / baseline width")
     add_et_arguments(parser)
     parser.add_argument(
@@ -273,6 +275,7 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
         epochs=args.epochs,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        ema_decay=args.ema,
         hidden=args.hidden,
         input_hops=args.input_hops,
         device=args.device,

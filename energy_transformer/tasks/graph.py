@@ -51,6 +51,7 @@ from energy_transformer.protocols.kfold import (
     summarize,
 )
 from energy_transformer.tasks import (
+    add_ema_argument,
     check_selection_out,
     command_record,
     load_model,
@@ -744,14 +745,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"AdamW weight decay ({preset_values(TRAIN_PRESETS, 'weight_decay')})",
     )
-    parser.add_argument(
-        "--ema",
-        type=float,
-        default=None,
-        metavar="DECAY",
-        help="select and score a moving average of the weights with this decay per step, e.g."
-        " 0.99 (default: the last weights)",
-    )
+    add_ema_argument(parser)
     parser.add_argument(
         "--max-nodes", type=int, default=None, help="keep the first N nodes of larger graphs"
     )

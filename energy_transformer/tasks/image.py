@@ -40,7 +40,13 @@ from energy_transformer.models.vit_mae import ViTMaskedAutoencoder, matching_vit
 from energy_transformer.nn.block import GRADIENTS, Trajectory
 from energy_transformer.nn.checks import check_positive_int
 from energy_transformer.nn.hopfield import HOPFIELD_KINDS
-from energy_transformer.tasks import command_record, load_model, preset_values, resume_help
+from energy_transformer.tasks import (
+    add_ema_argument,
+    command_record,
+    load_model,
+    preset_values,
+    resume_help,
+)
 from energy_transformer.text import counted
 from energy_transformer.train import (
     NO_PROGRESS,
@@ -287,6 +293,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="linear warm-up, then cosine decay" + preset_default("warmup_epochs"),
     )
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm")
+    add_ema_argument(parser)
     parser.add_argument(
         "--gradient",
         default="closed_form",
@@ -413,6 +420,7 @@ def train(args: argparse.Namespace) -> Path:
         device=args.device,
         progress=not args.no_progress,
         precision=args.precision,
+        ema_decay=args.ema,
     )
     extra = {
         "preset": args.preset,

@@ -8,6 +8,12 @@ import torch
 from torch import Tensor, nn
 
 
+def check_ema_decay(decay: float | None) -> None:
+    """Refuse a decay outside (0, 1) (``None``: no average)."""
+    if decay is not None and not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     r"""The decay used by the ``step``-th update (1-based): :math:`\min(d, (1 + s) / (10 + s))`.
 
@@ -36,8 +42,7 @@ class WeightEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        check_ema_decay(decay)
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         # state_dict() tensors share storage with the parameters the optimizer updates in place.

@@ -33,7 +33,7 @@ from energy_transformer.train.distributed import (
     resolve_device,
     world,
 )
-from energy_transformer.train.ema import WeightEMA
+from energy_transformer.train.ema import WeightEMA, check_ema_decay
 from energy_transformer.train.schedule import warmup_cosine
 
 PRECISIONS = ("float32", "bf16")
@@ -87,8 +87,7 @@ class TrainConfig:
             raise ValueError(f"min_lr must be <= lr, got {self.min_lr} > {self.lr}")
         if self.grad_clip is not None:
             check_real("grad_clip", self.grad_clip)
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
         self.betas = tuple(self.betas)
 
 

@@ -398,10 +398,12 @@ def test_a_parallel_fold_gives_each_model_its_own_overrides(toy_root, tmp_path, 
             max_nodes=None,
             lr=None,
             overrides=overrides,
+            ema=0.9,
         )
         assert bench._one_fold(task).startswith(f"TOY {spec} fold 0: ")
         config = json.loads((tmp_path / f"TOY-{spec}" / "config.json").read_text())
         assert config["extra"]["model_config"]["hidden"] == overrides[spec]["hidden"]
+        assert config["extra"]["train"]["ema_decay"] == 0.9
 
 
 def test_the_budget_line_names_the_model_of_each_override(
@@ -409,14 +411,20 @@ def test_the_budget_line_names_the_model_of_each_override(
 ):
     bench = _bench_graph()
     out = tmp_path / "runs"
-    argv = ["bench_graph.py", "--datasets", "TOY", "--models", "gin", "mlp", "--folds", "2"]
+    argv = ["bench_graph.py", "--datasets", "TOY", "--models", "gin", "mlp", "wl", "--folds", "2"]
     argv += ["--epochs", "1", "--threads", "1", "--data", str(toy_root), "--out", str(out)]
+    argv += ["--ema", "0.9"]  # every neural model averages; WL, which trains no weights, runs
     monkeypatch.setattr(sys, "argv", [*argv, "--gin-set", "hidden=8", "--mlp-set", "dropout=0"])
     bench.main()
     table = (out / "results.md").read_text()
-    assert "Budget: 2 folds, 1 epoch, ET preset cpu, GIN hidden=8, MLP (sum) dropout=0." in table
+    assert (
+        "Budget: 2 folds, 1 epoch, weight average (EMA) 0.9, ET preset cpu, GIN hidden=8,"
+        " MLP (sum) dropout=0." in table
+    )
     config = json.loads((out / "TOY-gin" / "config.json").read_text())
     assert config["extra"]["model_config"]["hidden"] == 8
+    assert config["extra"]["train"]["ema_decay"] == 0.9
+    assert "train" not in json.loads((out / "TOY-wl" / "config.json").read_text())["extra"]
 
 
 def test_run_computes_the_positional_encodings_an_et_variant_reads(toy_root, tmp_path, one_thread):

@@ -240,12 +240,12 @@ def test_every_training_option_reaches_the_harness_and_the_records(
     out = tmp_path / "run"
     extra = ["--model", "et", "--seeds", "2,1", "--protocol", "both", "--lr", "0.005"]
     extra += ["--weight-decay", "0.001", "--train-ratio", "0.3", "--device", "cpu"]
-    extra += ["--qk-init-std", "0.05", "--no-self-loops", "--no-concat"]
+    extra += ["--qk-init-std", "0.05", "--no-self-loops", "--no-concat", "--ema", "0.9"]
     assert main(train_args(data_root, out, *extra, "--epochs", "2")) == 0  # the last one counts
     (call,) = calls
     cfg = call["cfg"]
     assert (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.hidden) == (2, 0.005, 0.001, 8)
-    assert cfg.device == "cpu" and cfg.input_hops == 0
+    assert cfg.device == "cpu" and cfg.input_hops == 0 and cfg.ema_decay == 0.9
     assert cfg.et["qk_init_std"] == 0.05
     assert cfg.et["self_loops"] is False and cfg.et["concat_input"] is False
     assert (call["train_ratio"], call["seeds"], call["splits"]) == (0.3, [2, 1], "random")
@@ -255,6 +255,7 @@ def test_every_training_option_reaches_the_harness_and_the_records(
         config = json.loads((out / "et" / f"seed{seed}" / "config.json").read_text())
         train = config["train"]
         assert (train["epochs"], train["lr"], train["weight_decay"]) == (2, 0.005, 0.001)
+        assert train["ema_decay"] == 0.9
         assert config["extra"]["train_ratio"] == 0.3 and config["extra"]["seed"] == seed
         rows = (out / "et" / f"seed{seed}" / "metrics.csv").read_text().splitlines()
         assert len(rows) == 3  # header, 2 epochs
@@ -334,6 +335,7 @@ def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monk
         (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
         (["--input-hops", "-2"], "input_hops must be an int >= 0, got -2"),
         (["--alpha", "0"], "alpha must be finite and > 0, got 0.0"),
+        (["--ema", "1.5"], "ema_decay must be in (0, 1), got 1.5"),
     ],
 )
 def test_bad_options_are_refused_before_the_graph_is_read(tmp_path, capsys, option, message):

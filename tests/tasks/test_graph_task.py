@@ -14,6 +14,7 @@ import pytest
 import torch
 from graph_fixtures import ring_or_star, write_toy
 from launch import torchrun
+from safetensors import safe_open
 from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.loader.dataloader import Collater
@@ -29,6 +30,11 @@ from energy_transformer.tasks.graph import (
     score,
     train_loader,
 )
+
+
+def safe_open_keys(path: Path) -> set[str]:
+    with safe_open(path, framework="pt") as f:
+        return set(f.keys())
 
 
 @pytest.fixture
@@ -50,6 +56,7 @@ RELEASED_STYLE = ["--adjacency", "released", "--blocks", "2", "--steps", "1", "-
         ("et", PAPER_SPEC_VARIANTS),
         ("gin", []),
         ("gin", ["--weight-decay", "0.01"]),
+        ("gin", ["--ema", "0.9"]),
         ("mlp", []),
         ("wl", []),
     ],
@@ -88,6 +95,15 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         )
         fold_train = json.loads((out / "fold-00" / "config.json").read_text())["train"]
         assert fold_train["weight_decay"] == 0.01
+    if extra == ["--ema", "0.9"]:  # the average is what was selected, saved and re-scored below
+        assert json.loads((out / "config.json").read_text())["extra"]["train"]["ema_decay"] == 0.9
+        fold_train = json.loads((out / "fold-00" / "config.json").read_text())["train"]
+        assert fold_train["ema_decay"] == 0.9
+        last = safe_open_keys(out / "fold-00" / "last.safetensors")
+        model_keys = {k.removeprefix("model/") for k in last if k.startswith("model/")}
+        assert {k.removeprefix("ema/") for k in last if k.startswith("ema/")} == model_keys
+        best = safe_open_keys(out / "fold-00" / "best.safetensors")
+        assert best == {f"model/{k}" for k in model_keys}
     if extra == PAPER_SPEC_VARIANTS:
         assert config["exclude_self"] is True and config["learn_beta"] is True
         assert config["hopfield"] == "softmax" and config["alpha"] == 0.05
@@ -824,11 +840,13 @@ def test_train_and_eval_titles_name_the_dataset_and_fold_of_the_plotted_graphs(
 def test_wl_names_every_training_option_it_does_not_use(toy_root, tmp_path, capsys):
     args = ["train", "graph", "--dataset", "TOY", "--data", str(toy_root), "--model", "wl"]
     args += ["--out", str(tmp_path / "run"), "--max-folds", "1", "--weight-decay", "0.01"]
-    assert main([*args, "--lr", "0.1", "--batch-size", "4", "--epochs", "5"]) == 0
+    assert main([*args, "--lr", "0.1", "--batch-size", "4", "--epochs", "5", "--ema", "0.9"]) == 0
     assert (
-        "note: --epochs, --batch-size, --lr, --weight-decay not used: WL+SVM has no training"
-        " loop (h, C chosen on val)\n" in capsys.readouterr().out
+        "note: --epochs, --batch-size, --lr, --weight-decay, --ema not used: WL+SVM has no"
+        " training loop (h, C chosen on val)\n" in capsys.readouterr().out
     )
+    with pytest.raises(ValueError, match="wl trains no weights, so ema_decay does not apply"):
+        cross_validate("TOY", "wl", root=toy_root, ema_decay=0.9)
 
 
 def test_selecting_among_runs_writes_a_run_of_the_best_validation_folds(

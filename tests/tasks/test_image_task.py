@@ -415,13 +415,18 @@ def test_every_training_option_reaches_the_trainer_the_model_and_the_records(
     monkeypatch.setattr(image, "Trainer", spy_trainer)
     out = tmp_path / "run"
     options = ["--lr", "0.002", "--warmup-epochs", "0.5", "--grad-clip", "2.5", "--seed", "3"]
-    options += ["--weight-decay", "0.01", "--alpha", "0.05"]
+    options += ["--weight-decay", "0.01", "--alpha", "0.05", "--ema", "0.9"]
     assert train_tiny(data, out, 1, *options, "--eval-size", "5", "--batch-size", "6") == 0
     config = json.loads((out / "config.json").read_text())
     train = config["train"]
     assert (train["epochs"], train["lr"], train["warmup_epochs"]) == (1, 0.002, 0.5)
     assert (train["grad_clip"], train["weight_decay"], train["seed"]) == (2.5, 0.01, 3)
-    assert train["precision"] == "float32"
+    assert train["precision"] == "float32" and train["ema_decay"] == 0.9
+    # The one epoch's average is what was selected, beside the live weights it averages.
+    last = load_checkpoint(out / "last.safetensors")
+    best = load_checkpoint(out / "best.safetensors").model_state
+    assert all(torch.equal(best[k], v) for k, v in last.ema_state.items())
+    assert not all(torch.equal(best[k], v) for k, v in last.model_state.items())
     assert config["extra"]["batch_size"] == 6 and config["extra"]["eval_size"] == 5
     assert config["extra"]["train_images"] == 24 and config["extra"]["val_size"] == 8
     model = config["model"]
