@@ -1,4 +1,5 @@
-"""Launched by torchrun from test_distributed.py: trains the toy model, rank 0 saves weights."""
+"""Launched by torchrun from test_distributed.py: trains the toy model, rank 0 saves its
+weights and their moving average (``ema/``)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from energy_transformer.train import TrainConfig, Trainer, make_loader, world  #
 
 def main(out: str) -> None:
     loader = make_loader(toy_dataset(), batch_size=8, seed=3, device="cpu")
-    config = TrainConfig(epochs=3, lr=1e-2, warmup_epochs=1, seed=3, device="cpu", progress=False)
+    config = TrainConfig(
+        epochs=3, lr=1e-2, warmup_epochs=1, seed=3, device="cpu", progress=False, ema_decay=0.9
+    )
     trainer = Trainer(toy_model(), mse_loss, config)
     trainer.fit(loader)
     if world()[0] == 0:
-        save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, out)
+        weights = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
+        weights |= {f"ema/{k}": v.contiguous() for k, v in trainer.ema.state_dict().items()}
+        save_file(weights, out)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,17 @@ def test_torchrun_two_processes_equal_one_process_same_global_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     loader = make_loader(toy_dataset(), batch_size=8, seed=3, device="cpu")
-    config = TrainConfig(epochs=3, lr=1e-2, warmup_epochs=1, seed=3, device="cpu", progress=False)
-    single = Trainer(toy_model(), mse_loss, config).fit(loader).model.state_dict()
+    config = TrainConfig(
+        epochs=3, lr=1e-2, warmup_epochs=1, seed=3, device="cpu", progress=False, ema_decay=0.9
+    )
+    trainer = Trainer(toy_model(), mse_loss, config)
+    single = trainer.fit(loader).model.state_dict()
     ddp = load_file(out)
     for k, v in single.items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
+    for k, v in trainer.ema.state_dict().items():  # the average follows the same steps
+        torch.testing.assert_close(ddp[f"ema/{k}"], v, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(v, single[k])
     # The two runs really trained: the weights moved away from their initialisation.
     assert not torch.allclose(single["0.weight"], toy_model().state_dict()["0.weight"])
 
