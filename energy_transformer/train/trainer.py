@@ -93,7 +93,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` returns. ``best_*`` are ``None`` when nothing was selected."""
+    """What :meth:`Trainer.fit` returns. ``model`` holds the last weights; ``best_state`` the
+    selected epoch's (the moving average's with ``ema_decay``), else the last (the final
+    average); the other ``best_*`` are ``None`` when nothing was selected."""
 
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
