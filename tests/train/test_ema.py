@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from torch import nn
-from toy import mse_loss, toy_dataset, toy_model
+from toy import mse_loss, toy_config, toy_dataset, toy_model
 
 from energy_transformer.train import (
     CheckpointError,
@@ -18,8 +18,7 @@ from energy_transformer.train.ema import ema_decay_at
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(epochs=3, lr=1e-2, warmup_epochs=1, seed=1, device="cpu", progress=False)
-    return TrainConfig(**{**base, "ema_decay": 0.9, **kw})
+    return toy_config(**{"ema_decay": 0.9, **kw})
 
 
 def test_the_decay_warms_up_then_holds():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from toy import mse_loss, toy_dataset, toy_model
+from toy import mse_loss, toy_config, toy_dataset, toy_model
 
 from energy_transformer.train import (
     CheckpointError,
@@ -27,14 +27,9 @@ from energy_transformer.train import (
 from energy_transformer.train import distributed as dist_mod
 
 
-def _config(**kw) -> TrainConfig:
-    base = dict(epochs=3, lr=1e-2, warmup_epochs=1, seed=1, device="cpu", progress=False)
-    return TrainConfig(**{**base, **kw})
-
-
 def _fit(run_dir, loss_fn=mse_loss, resume=False, **kw):
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    trainer = Trainer(toy_model(dropout=0.3), loss_fn, _config(**kw), run_dir, task="toy")
+    trainer = Trainer(toy_model(dropout=0.3), loss_fn, toy_config(**kw), run_dir, task="toy")
     return trainer, trainer.fit(loader, resume=resume)
 
 
@@ -81,7 +76,7 @@ def test_resume_at_epoch_boundary_continues_the_schedule(tmp_path):
         return {"val": 0.0}
 
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    config = _config(epochs=4)
+    config = toy_config(epochs=4)
     trainer = Trainer(toy_model(dropout=0.3), mse_loss, config, tmp_path / "half", task="toy")
     with pytest.raises(RuntimeError, match="simulated kill"):
         trainer.fit(loader, evaluate=evaluate)
@@ -97,7 +92,7 @@ def test_selection_patience_and_files(tmp_path):
     trainer = Trainer(
         toy_model(),
         mse_loss,
-        _config(epochs=6, patience=2),
+        toy_config(epochs=6, patience=2),
         tmp_path,
         task="toy",
         model_config={"dim": 6},
@@ -247,7 +242,7 @@ def test_bf16_precision_autocasts_the_training_step_only():
 
     def fit(precision):
         torch.manual_seed(0)
-        trainer = Trainer(toy_model(), loss_fn, _config(epochs=8, precision=precision))
+        trainer = Trainer(toy_model(), loss_fn, toy_config(epochs=8, precision=precision))
         loader = make_loader(toy_dataset(), batch_size=8, seed=1)
         return trainer.fit(loader, evaluate=lambda m: {"w": m[0].weight.dtype.itemsize})
 
@@ -300,7 +295,7 @@ def test_tensorboard_gets_each_epochs_metrics_when_installed(tmp_path, monkeypat
 def test_resume_refuses_a_run_of_another_model(tmp_path):
     def trainer(width: int, model_config: dict | None) -> Trainer:
         model = nn.Sequential(nn.Linear(6, width), nn.Tanh(), nn.Linear(width, 1))
-        return Trainer(model, mse_loss, _config(epochs=1), tmp_path, model_config=model_config)
+        return Trainer(model, mse_loss, toy_config(epochs=1), tmp_path, model_config=model_config)
 
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
     trainer(16, {"width": 16}).fit(loader)
@@ -318,7 +313,7 @@ def test_resume_refuses_other_data_or_seed_but_not_a_moved_data_folder(tmp_path)
     extra = {"dataset": "toy", "data": "/old/place", "train_ratio": 0.4}
 
     def fit(epochs=1, seed=1, **changes):
-        config = _config(epochs=epochs, seed=seed)
+        config = toy_config(epochs=epochs, seed=seed)
         trainer = Trainer(toy_model(), mse_loss, config, tmp_path, extra_config=extra | changes)
         return trainer.fit(loader, resume=True)
 
@@ -339,7 +334,7 @@ def test_resume_refuses_other_data_or_seed_but_not_a_moved_data_folder(tmp_path)
 
 def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    config = _config(epochs=1)
+    config = toy_config(epochs=1)
     Trainer(toy_model(), mse_loss, config, tmp_path).fit(loader)
     before = (tmp_path / "last.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match="already holds a trained run: continue it with"):
@@ -367,7 +362,7 @@ def test_a_second_run_into_a_trained_folder_is_refused(tmp_path):
 )
 def test_bad_optimisation_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        _config(**kwargs)
+        toy_config(**kwargs)
 
 
 def _fit_recording_steps(loss_fn=mse_loss, **kw):
@@ -375,7 +370,7 @@ def _fit_recording_steps(loss_fn=mse_loss, **kw):
     ``optimizer.step`` (a pre-hook: after backward and clipping, before the update) the lr
     it is about to use and the total gradient norm it is about to apply."""
     loader = make_loader(toy_dataset(n=32), batch_size=8, seed=1)
-    trainer = Trainer(toy_model(), loss_fn, _config(**kw))
+    trainer = Trainer(toy_model(), loss_fn, toy_config(**kw))
     lrs, norms = [], []
 
     def record(optimizer, args, kwargs):
@@ -480,7 +475,7 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_optimizer_is_adamw_with_the_configs_betas_decaying_matrices_only():
-    trainer = Trainer(toy_model(), mse_loss, _config(weight_decay=0.05, betas=(0.8, 0.95)))
+    trainer = Trainer(toy_model(), mse_loss, toy_config(weight_decay=0.05, betas=(0.8, 0.95)))
     model = trainer.model
     decay, no_decay = trainer.optimizer.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
@@ -500,7 +495,7 @@ def test_train_metrics_are_sample_weighted_and_epochs_draw_fresh_randomness():
         return (model(x) * 0).sum() + len(x), {"n": len(x)}
 
     loader = make_loader(toy_dataset(n=36), batch_size=8, seed=1)
-    result = Trainer(toy_model(), loss_fn, _config(epochs=2)).fit(loader)
+    result = Trainer(toy_model(), loss_fn, toy_config(epochs=2)).fit(loader)
     for row in result.history:
         assert row["train_loss"] == pytest.approx((4 * 64 + 16) / 36)
         assert row["train_n"] == pytest.approx((4 * 64 + 16) / 36)
@@ -510,7 +505,7 @@ def test_train_metrics_are_sample_weighted_and_epochs_draw_fresh_randomness():
 def test_select_mode_min_keeps_the_lowest(tmp_path):
     scores = iter([0.3, 0.1, 0.2])
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    trainer = Trainer(toy_model(), mse_loss, _config(epochs=3), tmp_path)
+    trainer = Trainer(toy_model(), mse_loss, toy_config(epochs=3), tmp_path)
     result = trainer.fit(loader, evaluate=lambda m: {"val": next(scores)}, select="val", mode="min")
     assert result.best_epoch == 2 and result.best_metrics["val"] == 0.1
 
@@ -521,7 +516,7 @@ def test_resume_keeps_selection_and_patience_state(tmp_path):
     # last step's is the end-of-epoch one) and must end in the same result.
     def fit(run_dir, scores, resume=False):
         loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-        config = _config(epochs=5, patience=3, checkpoint_every=1)
+        config = toy_config(epochs=5, patience=3, checkpoint_every=1)
         trainer = Trainer(toy_model(dropout=0.3), mse_loss, config, run_dir, task="toy")
 
         def evaluate(model):
@@ -631,7 +626,7 @@ def test_a_resume_says_where_it_continues(tmp_path, capsys):
 def _fit_selecting(run_dir, resume: bool):
     """Two epochs that keep best.safetensors as well as last.safetensors."""
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
-    trainer = Trainer(toy_model(), mse_loss, _config(epochs=2), run_dir, task="toy")
+    trainer = Trainer(toy_model(), mse_loss, toy_config(epochs=2), run_dir, task="toy")
     return trainer.fit(loader, evaluate=lambda m: {"score": 1.0}, select="score", resume=resume)
 
 
@@ -731,7 +726,7 @@ def test_entries_training_does_not_read_may_change_on_resume(tmp_path):
     def fit(epochs: int, eval_size: int, may_change=("eval_size",)):
         extra = {"dataset": "toy", "eval_size": eval_size}
         trainer = Trainer(
-            toy_model(), mse_loss, _config(epochs=epochs), tmp_path, extra_config=extra,
+            toy_model(), mse_loss, toy_config(epochs=epochs), tmp_path, extra_config=extra,
             may_change=may_change,
         )  # fmt: skip
         return trainer.fit(loader, resume=True)

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from energy_transformer.train import TrainConfig
+
 
 def toy_dataset(n: int = 40, dim: int = 6, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
@@ -23,3 +25,9 @@ def mse_loss(model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
     x, y = batch
     loss = nn.functional.mse_loss(model(x), y)
     return loss, {"mse": loss.item()}
+
+
+def toy_config(**kw) -> TrainConfig:
+    """Three quick CPU epochs of the toy problem; ``kw`` overrides any setting."""
+    base = dict(epochs=3, lr=1e-2, warmup_epochs=1, seed=1, device="cpu", progress=False)
+    return TrainConfig(**{**base, **kw})
