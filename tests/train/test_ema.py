@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from torch import nn
-from toy import mse_loss, toy_config, toy_dataset, toy_model
+from toy import killed_at_evaluation, mse_loss, toy_config, toy_dataset, toy_model
 
 from energy_transformer.train import (
     CheckpointError,
@@ -101,16 +101,8 @@ def test_without_selection_the_final_average_is_what_eval_reads(tmp_path):
 
 def test_a_resumed_run_averages_as_an_uninterrupted_one(tmp_path):
     full, _ = _fit(tmp_path / "full", epochs=4)
-    calls = {"n": 0}
-
-    def killed_in_epoch_3(model):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated kill")
-        return {}
-
     with pytest.raises(RuntimeError, match="simulated kill"):
-        _fit(tmp_path / "cut", epochs=4, evaluate=killed_in_epoch_3)
+        _fit(tmp_path / "cut", epochs=4, evaluate=killed_at_evaluation(3))
     resumed, _ = _fit(tmp_path / "cut", epochs=4, resume=True)
     for k, v in full.ema.state_dict().items():
         assert torch.equal(v, resumed.ema.state_dict()[k]), k

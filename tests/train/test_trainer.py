@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from toy import mse_loss, toy_config, toy_dataset, toy_model
+from toy import killed_at_evaluation, mse_loss, toy_config, toy_dataset, toy_model
 
 from energy_transformer.train import (
     CheckpointError,
@@ -67,19 +67,11 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path):
 
 def test_resume_at_epoch_boundary_continues_the_schedule(tmp_path):
     _, full = _fit(tmp_path / "full", epochs=4)
-    calls = {"n": 0}
-
-    def evaluate(model):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("simulated kill during evaluation of epoch 3")
-        return {"val": 0.0}
-
     loader = make_loader(toy_dataset(), batch_size=8, seed=1)
     config = toy_config(epochs=4)
     trainer = Trainer(toy_model(dropout=0.3), mse_loss, config, tmp_path / "half", task="toy")
-    with pytest.raises(RuntimeError, match="simulated kill"):
-        trainer.fit(loader, evaluate=evaluate)
+    with pytest.raises(RuntimeError, match="simulated kill during evaluation of epoch 3"):
+        trainer.fit(loader, evaluate=killed_at_evaluation(3))
     assert load_checkpoint(tmp_path / "half" / "last.safetensors").meta["epoch"] == 2
     _, resumed = _fit(tmp_path / "half", epochs=4, resume=True)
     for k, v in full.model.state_dict().items():

@@ -31,3 +31,17 @@ def toy_config(**kw) -> TrainConfig:
     """Three quick CPU epochs of the toy problem; ``kw`` overrides any setting."""
     base = dict(epochs=3, lr=1e-2, warmup_epochs=1, seed=1, device="cpu", progress=False)
     return TrainConfig(**{**base, **kw})
+
+
+def killed_at_evaluation(n: int):
+    """An ``evaluate`` that raises at its ``n``-th call: a run killed after epoch ``n - 1``'s
+    checkpoint, for the resume tests."""
+    calls = {"n": 0}
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise RuntimeError(f"simulated kill during evaluation of epoch {n}")
+        return {"val": 0.0}
+
+    return evaluate
