@@ -26,6 +26,7 @@ import inspect
 import json
 import multiprocessing
 import os
+import statistics
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -384,6 +385,7 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
                 f" {counted(compared[et], 'dataset')}{unscored} (issue goal: at least 4 of 6)."
             )
     lines += _paired_table(rows, datasets, ets)
+    lines += _optimism_table(rows, datasets, models)
     lines += [
         "",
         "Paper column: the released notebooks train on every graph and score the same graphs,"
@@ -391,6 +393,31 @@ def markdown(rows: list[dict[str, Any]], budget: str) -> str:
         " (`et train graph --protocol train-on-all` reproduces that evaluation).",
     ]
     return "\n".join(lines)
+
+
+def _optimism_table(
+    rows: list[dict[str, Any]], datasets: list[str], models: list[str]
+) -> list[str]:
+    """Validation minus test accuracy of what each fold selected: the selection's optimism."""
+    lines = [
+        "",
+        "Validation minus test accuracy of what each fold selected (epoch, or WL's h and C),"
+        " mean over folds, in points: the best of many noisy validation scores overstates the"
+        " test score, more so the noisier the validation curve.",
+        "",
+        "| dataset | " + " | ".join(label(m) for m in models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for name in datasets:
+        folds = {r["model"]: r["summary"].folds for r in rows if r["dataset"] == name}
+        cells = [
+            f"{100 * statistics.fmean(f.val_acc - f.test_acc for f in folds[m]):+.1f}"
+            if m in folds
+            else "-"
+            for m in models
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _paired_table(rows: list[dict[str, Any]], datasets: list[str], ets: list[str]) -> list[str]:

@@ -190,6 +190,16 @@ def test_markdown_cells_wins_and_fold_by_fold_counts():
     ]
     start = lines.index(paired[0])
     assert lines[start : start + len(paired)] == paired
+    optimism = [  # every fold's validation accuracy is 0.5: 50 minus the mean test accuracy
+        "| dataset | ET | GIN | MLP (sum) | WL+SVM |",
+        "|---|---|---|---|---|",
+        "| MUTAG | -25.0 | -12.5 | -12.5 | -37.5 |",
+        "| PROTEINS | -12.5 | -12.5 | +0.0 | - |",
+        "| DD | -25.0 | -12.5 | - | - |",
+    ]
+    start = lines.index(optimism[0])
+    assert lines[start - 2].startswith("Validation minus test accuracy of what each fold selected")
+    assert lines[start : start + len(optimism)] == optimism
 
 
 def test_markdown_counts_the_wins_of_each_et_form():
