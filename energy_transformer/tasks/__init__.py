@@ -145,8 +145,9 @@ def load_model(
     run: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None
 ) -> nn.Module:
     """The trained model of a run of any task, in eval mode on ``device``, with the weights
-    ``et eval`` scores: the epoch selected on validation, else the last; a checkpoint file's
-    own weights when ``run`` is one. With ``task``, a run of another task is refused.
+    ``et eval`` scores: the epoch selected on validation, else the last (with ``--ema``, the
+    moving average of the weights in either case); a checkpoint file's own weights when
+    ``run`` is one. With ``task``, a run of another task is refused.
 
     ``run`` names ONE model: an image run (``runs/fmnist``), a fold of a graph run
     (``runs/graph/fold-00``), a model and seed of an anomaly run (``runs/tol/et/seed0``), or a

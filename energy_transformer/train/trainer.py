@@ -764,7 +764,7 @@ def check_run_task(run: Path, config: dict[str, Any], task: str | None) -> None:
 
 def run_weights(run: str | os.PathLike) -> Path:
     """The checkpoint :func:`load_run` reads: the file itself, else the folder's best weights
-    if an epoch was selected, else its last."""
+    (an epoch was selected, or a run with ``ema_decay`` ended), else its last."""
     run = Path(run)
     if run.is_file():
         return run
