@@ -55,6 +55,7 @@ from energy_transformer.tasks.graph import (
     selection_table,
 )
 from energy_transformer.text import counted
+from energy_transformer.train.ema import check_ema_decay
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ENZYMES", "DD", "IMDB-BINARY")
 NAMES = {"et": "ET", "gin": "GIN", "mlp": "MLP (sum)", "wl": "WL+SVM"}
@@ -564,6 +565,10 @@ def main() -> None:
                 parser.error(f"--{name}-set: {err}")
     if args.folds < 2 or args.jobs < 1:
         parser.error(f"need --folds >= 2 and --jobs >= 1, got {args.folds} and {args.jobs}")
+    try:  # here, not in every fold's process
+        check_ema_decay(args.ema)
+    except ValueError as err:
+        parser.error(f"--ema: {err}")
     MAX_NODES["DD"] = args.dd_max_nodes
     start = time.perf_counter()
     if args.collect is None:
@@ -587,10 +592,11 @@ def main() -> None:
     variant = "".join(
         f", {NAMES[name]} {k}={v}" for name, items in overrides.items() for k, v in items.items()
     )
-    lr = f", lr {args.lr:g}" if args.lr else ""
-    lr += f", weight average (EMA) {args.ema:g}" if args.ema else ""
+    training = f", lr {args.lr:g}" if args.lr else ""
+    training += f", weight average (EMA) {args.ema:g}" if args.ema else ""
     budget = args.budget or (
-        f"{folds} folds, {counted(args.epochs, 'epoch')}{lr}, ET preset {args.preset}{variant}"
+        f"{folds} folds, {counted(args.epochs, 'epoch')}{training}, ET preset {args.preset}"
+        f"{variant}"
         if args.collect is None
         else "the runs collected (folds and epochs per row)"
     )

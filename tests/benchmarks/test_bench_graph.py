@@ -465,6 +465,7 @@ def test_run_computes_the_positional_encodings_an_et_variant_reads(toy_root, tmp
         (["--mlp-set", "dropout=1.5"], "--mlp-set: dropout must lie in [0, 1), got 1.5"),
         (["--models", "et", "--gin-set", "layers=2"], "--gin-set is given but --models has no gin"),
         (["--select", "out", "nowhere", "nothere"], "--select: nowhere is not a graph run folder"),
+        (["--ema", "1"], "--ema: ema_decay must be in (0, 1), got 1.0"),
     ],
 )
 def test_bad_values_end_in_one_argparse_line(monkeypatch, capsys, args, message):
