@@ -47,6 +47,7 @@ from energy_transformer.protocols.gad import (
 )
 from energy_transformer.tasks.anomaly import add_et_arguments, et_options
 from energy_transformer.text import counted
+from energy_transformer.train.ema import check_ema_decay
 
 # Spec §2.2: the ET paper's macro-F1 / AUROC (%) on its datasets, ET vs the best baseline.
 PAPER = """| dataset, train ratio | ET macro-F1 | ET AUROC | best baseline macro-F1 / AUROC |
@@ -218,6 +219,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)"
     )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="every network selects and scores a moving average of its weights (et train"
+        " anomaly --ema)",
+    )
     add_et_arguments(parser, prefix="et-")
     parser.add_argument(
         "--input-hops",
@@ -280,12 +289,17 @@ def main(argv: list[str] | None = None) -> str:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report_text)
         return report_text
+    try:
+        check_ema_decay(args.ema)
+    except ValueError as err:
+        parser.error(f"--ema: {err}")
     torch.set_num_threads(args.threads)
     models = args.models.split(",")
     et = et_options(args, prefix="et-")
     cfg = HarnessConfig(
         epochs=args.epochs,
         lr=args.lr,
+        ema_decay=args.ema,
         hidden=args.hidden,
         input_hops=args.input_hops,
         device=args.device,
@@ -353,7 +367,9 @@ def main(argv: list[str] | None = None) -> str:
             )
             + f" Date: {datetime.date.today().isoformat()}. Command: `{command.strip()}`.\n",
             "Budget (the same for every model):"
-            f" {counted(args.epochs, 'epoch')} full-batch, Adam lr {args.lr}, hidden {args.hidden},"
+            f" {counted(args.epochs, 'epoch')} full-batch, Adam lr {args.lr},"
+            + (f" weights averaged (EMA {args.ema:g})," if args.ema else "")
+            + f" hidden {args.hidden},"
             " class-weighted cross-entropy,"
             f" {counted(len(seeds), 'seed')} ({_seed_range(seeds)};"
             f" one {split} train / val / test split per seed, shared by all models);"

@@ -400,6 +400,27 @@ def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, m
     )
 
 
+def test_ema_reaches_every_network_and_the_report(bench, tmp_path, one_thread, monkeypatch, capsys):
+    write_tolokers(tmp_path)
+    configs = []
+
+    def spy(data, protocols, models, seeds, cfg, **kwargs):
+        configs.append(cfg)
+        return run_protocols(data, protocols, models, seeds, cfg, **kwargs)
+
+    run_protocols = bench.run_protocols
+    monkeypatch.setattr(bench, "run_protocols", spy)
+    args = ["--datasets", "tolokers", "--models", "mlp", "--seeds", "1", "--epochs", "2"]
+    args += ["--hidden", "8", "--threads", "1", "--data", str(tmp_path)]
+    report = bench.main([*args, "--ema", "0.9", "--out", str(tmp_path / "r.md")])
+    assert [c.ema_decay for c in configs] == [0.9]
+    assert "2 epochs full-batch, Adam lr 0.01, weights averaged (EMA 0.9), hidden 8," in report
+    with pytest.raises(SystemExit):
+        bench.main([*args, "--ema", "2", "--out", str(tmp_path / "bad.md")])
+    assert "--ema: ema_decay must be in (0, 1), got 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad.md").exists()
+
+
 def test_selection_from_logs_compares_every_model_on_the_seeds_all_finished(
     bench, tmp_path, capsys
 ):
