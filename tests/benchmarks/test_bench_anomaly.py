@@ -381,16 +381,22 @@ def test_selection_report_selects_under_each_protocol_on_its_own_metric(bench, t
         assert f"--select takes NAME=LOG pairs, got '{pair}'" in capsys.readouterr().err
 
 
-def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, monkeypatch):
-    write_tolokers(tmp_path)
+def harness_configs(bench, monkeypatch) -> list:
+    """The HarnessConfig of each run_protocols call bench.main makes from now on."""
     configs = []
+    run_protocols = bench.run_protocols
 
     def spy(data, protocols, models, seeds, cfg, **kwargs):
         configs.append(cfg)
         return run_protocols(data, protocols, models, seeds, cfg, **kwargs)
 
-    run_protocols = bench.run_protocols
     monkeypatch.setattr(bench, "run_protocols", spy)
+    return configs
+
+
+def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, monkeypatch):
+    write_tolokers(tmp_path)
+    configs = harness_configs(bench, monkeypatch)
     args = ["--datasets", "tolokers", "--models", "rf-graph", "--seeds", "1", "--rf-trees", "3"]
     args += ["--rf-hops", "3", "--threads", "1", "--data", str(tmp_path)]
     report = bench.main([*args, "--out", str(tmp_path / "r.md")])
@@ -402,14 +408,7 @@ def test_rf_hops_reaches_the_trees_and_the_report(bench, tmp_path, one_thread, m
 
 def test_ema_reaches_every_network_and_the_report(bench, tmp_path, one_thread, monkeypatch, capsys):
     write_tolokers(tmp_path)
-    configs = []
-
-    def spy(data, protocols, models, seeds, cfg, **kwargs):
-        configs.append(cfg)
-        return run_protocols(data, protocols, models, seeds, cfg, **kwargs)
-
-    run_protocols = bench.run_protocols
-    monkeypatch.setattr(bench, "run_protocols", spy)
+    configs = harness_configs(bench, monkeypatch)
     args = ["--datasets", "tolokers", "--models", "mlp", "--seeds", "1", "--epochs", "2"]
     args += ["--hidden", "8", "--threads", "1", "--data", str(tmp_path)]
     report = bench.main([*args, "--ema", "0.9", "--out", str(tmp_path / "r.md")])
