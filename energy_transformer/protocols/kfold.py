@@ -216,7 +216,8 @@ def paired(a: list[FoldResult], b: list[FoldResult]) -> Paired:
 
 
 def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = None) -> None:
-    """``out/folds.csv`` (one row per fold) and ``out/summary.json``."""
+    """``out/folds.csv`` (one row per fold) and ``out/summary.json``, whose ``folds_run``
+    counts the folds ``summary`` holds (fewer than planned while a run is going)."""
     # Nested values (a selection's val_accs) as JSON, not Python's repr.
     rows = [
         {k: v for k, v in asdict(r).items() if k != "extra"}
@@ -230,6 +231,7 @@ def save_results(out: Path, summary: CVSummary, meta: dict[str, Any] | None = No
         writer.writerows(rows)
     body = {
         **(meta or {}),
+        "folds_run": len(summary.folds),
         "protocol": summary.protocol,
         "note": summary.note,
         "test_acc_mean": summary.mean,
@@ -295,11 +297,10 @@ def run_kfold(
         if fold_dir is not None and not finished:
             write_text_atomic(fold_dir / "split.json", json.dumps(fold.to_json()))
             write_text_atomic(fold_dir / "result.json", json.dumps(asdict(result), default=str))
-            # folds_run: the rounds this summary holds (fewer than planned while it runs).
-            save_results(out_dir, summarize(results, protocol), meta | {"folds_run": len(results)})
+            save_results(out_dir, summarize(results, protocol), meta)
     summary = summarize(results, protocol)
     if out_dir is not None:
-        save_results(out_dir, summary, meta | {"folds_run": len(results)})
+        save_results(out_dir, summary, meta)
     return summary
 
 
