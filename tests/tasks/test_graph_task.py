@@ -14,7 +14,6 @@ import pytest
 import torch
 from graph_fixtures import ring_or_star, write_toy
 from launch import torchrun
-from safetensors import safe_open
 from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.loader.dataloader import Collater
@@ -30,11 +29,7 @@ from energy_transformer.tasks.graph import (
     score,
     train_loader,
 )
-
-
-def safe_open_keys(path: Path) -> set[str]:
-    with safe_open(path, framework="pt") as f:
-        return set(f.keys())
+from energy_transformer.train import load_checkpoint
 
 
 @pytest.fixture
@@ -99,11 +94,10 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         assert json.loads((out / "config.json").read_text())["extra"]["train"]["ema_decay"] == 0.9
         fold_train = json.loads((out / "fold-00" / "config.json").read_text())["train"]
         assert fold_train["ema_decay"] == 0.9
-        last = safe_open_keys(out / "fold-00" / "last.safetensors")
-        model_keys = {k.removeprefix("model/") for k in last if k.startswith("model/")}
-        assert {k.removeprefix("ema/") for k in last if k.startswith("ema/")} == model_keys
-        best = safe_open_keys(out / "fold-00" / "best.safetensors")
-        assert best == {f"model/{k}" for k in model_keys}
+        last = load_checkpoint(out / "fold-00" / "last.safetensors")
+        assert last.ema_state.keys() == last.model_state.keys()
+        best = load_checkpoint(out / "fold-00" / "best.safetensors")
+        assert best.ema_state is None and best.model_state.keys() == last.model_state.keys()
     if extra == PAPER_SPEC_VARIANTS:
         assert config["exclude_self"] is True and config["learn_beta"] is True
         assert config["hopfield"] == "softmax" and config["alpha"] == 0.05
