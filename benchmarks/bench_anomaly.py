@@ -41,6 +41,7 @@ from energy_transformer.protocols.gad import (
     RunResult,
     format_chosen,
     format_table,
+    input_description,
     run_protocols,
     select_configurations,
     summarize,
@@ -235,6 +236,13 @@ def main(argv: list[str] | None = None) -> str:
         help="feed every neural model RF-Graph's mean/max aggregates over 1..N hops (0: raw)",
     )
     parser.add_argument(
+        "--input-bins",
+        type=int,
+        default=0,
+        help="feed every neural model each input column's piecewise-linear encoding over N"
+        " quantile bins (0: the values themselves)",
+    )
+    parser.add_argument(
         "--rf-trees", type=int, default=100, help="RF-Graph's trees and GB-Graph's boosting rounds"
     )
     parser.add_argument(
@@ -302,6 +310,7 @@ def main(argv: list[str] | None = None) -> str:
         ema_decay=args.ema,
         hidden=args.hidden,
         input_hops=args.input_hops,
+        input_bins=args.input_bins,
         device=args.device,
         et=et,
         rf={"n_estimators": args.rf_trees, "hops": args.rf_hops},
@@ -375,12 +384,7 @@ def main(argv: list[str] | None = None) -> str:
             f" one {split} train / val / test split per seed, shared by all models);"
             " RF-Graph and GB-Graph (gradient boosting):"
             f" {counted(args.rf_trees, 'tree')} on mean/max {args.rf_hops}-hop aggregates;"
-            + (
-                " neural models' input: the same map over"
-                f" {counted(args.input_hops, 'hop')}, standardised."
-                if args.input_hops
-                else " neural models' input: the raw features, standardised."
-            )
+            + f" neural models' input: {input_description(args.input_hops, args.input_bins)}."
             + f" ET: D {args.hidden},"
             f" preset {args.et_preset}: H {et['heads']}, Y {et['head_dim']}, T {et['steps']},"
             f" alpha {et['alpha']}, K {et.get('memories') or 4 * args.hidden},"

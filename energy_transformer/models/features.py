@@ -131,3 +131,46 @@ class DegreeEncoding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_degree={self.max_degree}, log2={self.log2}"
+
+
+def piecewise_linear_encoding(x: Tensor, bins: int) -> Tensor:
+    r"""Each feature column replaced by its piecewise-linear encoding over quantile bins
+    (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep Learning").
+
+    With :math:`b_{j0} < b_{j1} < \dots < b_{jT_j}` the distinct :math:`t / \mathrm{bins}`
+    quantiles (:math:`t = 0..\mathrm{bins}`) of column :math:`j` over the given nodes,
+
+    .. math::
+        e_{vjt} = \mathrm{clip}\Big(\frac{x_{vj} - b_{j,t-1}}{b_{jt} - b_{j,t-1}},\ 0,\ 1\Big),
+        \qquad t = 1..T_j
+
+    so a value fills the bins below it and part of its own: the encoding is monotone in
+    :math:`x_{vj}` and, unlike the raw value, spreads a skewed column (Tolokers' rates,
+    most of them near 0) evenly over its :math:`T_j` coordinates. A network then learns a
+    piecewise-linear function of each column, which is what trees get from their thresholds.
+    Columns with fewer than three distinct quantiles (0/1 flags, constants) are kept as they
+    are. A positive affine change of a column moves its quantiles with it, so the encoding is
+    the same for raw and standardised features; it uses no labels.
+
+    Args:
+        x: node features.
+        bins: quantile bins per column, >= 1 (ties merge bins: :math:`T_j \le` ``bins``).
+
+    Shapes:
+        - x: ``(N, F)``
+        - output: ``(N, sum_j T_j)``, :math:`T_j = 1` for a kept column
+    """
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be an int >= 1, got {bins!r}")
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be (nodes, features) with nodes > 0, got {tuple(x.shape)}")
+    levels = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    columns = []
+    for column in x.double().unbind(1):  # x: (N, F) -> F columns of (N,)
+        edges = torch.unique(torch.quantile(column, levels))  # (T_j + 1,)
+        if edges.numel() < 3:
+            columns.append(column[:, None])
+            continue
+        low, high = edges[:-1], edges[1:]
+        columns.append(((column[:, None] - low) / (high - low)).clamp(0, 1))  # (N, T_j)
+    return torch.cat(columns, 1).to(x.dtype)

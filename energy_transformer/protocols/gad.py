@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from energy_transformer.data.gad import SPLIT_MASKS, check_split_masks
 from energy_transformer.metrics import auprc, auroc, macro_f1, recall_at_k, tune_threshold_macro_f1
+from energy_transformer.models.features import piecewise_linear_encoding
 from energy_transformer.models.gad_baselines import (
     GAD_BASELINES,
     aggregate_neighbors,
@@ -234,12 +235,12 @@ class HarnessConfig:
     ``et`` holds extra keyword arguments of :class:`NodeEnergyTransformer`; ``baseline`` those of
     the PyG baselines; ``rf`` those of both tree ensembles (:class:`RFGraph`, :class:`GBGraph`).
     ``input_hops`` > 0 feeds every neural model RF-Graph's feature map instead of the raw
-    features (see :func:`neural_input`). ``lr``, ``weight_decay`` and ``grad_clip`` (max
-    gradient norm, ``None``: no clipping) go to the Trainer's AdamW at a constant learning
-    rate, ``ema_decay`` to the Trainer too (a moving average of the weights is evaluated and
-    selected); ``standardize``: standardise the node features first (:func:`prepare`); ``device``:
-    ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``progress``: progress bars and per-epoch
-    lines.
+    features, ``input_bins`` > 0 their piecewise-linear encoding (see :func:`neural_input`).
+    ``lr``, ``weight_decay`` and ``grad_clip`` (max gradient norm, ``None``: no clipping) go to
+    the Trainer's AdamW at a constant learning rate, ``ema_decay`` to the Trainer too (a moving
+    average of the weights is evaluated and selected); ``standardize``: standardise the node
+    features first (:func:`prepare`); ``device``: ``"auto"``, ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``; ``progress``: progress bars and per-epoch lines.
     """
 
     epochs: int = 100
@@ -250,6 +251,7 @@ class HarnessConfig:
     grad_clip: float | None = 1.0
     standardize: bool = True
     input_hops: int = 0
+    input_bins: int = 0
     device: str = "auto"
     progress: bool = False
     et: dict[str, Any] = field(default_factory=dict)
@@ -264,6 +266,7 @@ class HarnessConfig:
         check_ema_decay(self.ema_decay)
         check_positive_int("hidden", self.hidden)
         check_count("input_hops", self.input_hops)
+        check_count("input_bins", self.input_bins)
         build_model("et", 1, self)  # ET's options, checked by its constructor
 
 
@@ -301,19 +304,34 @@ def prepare(data: Any, standardize: bool = True) -> Any:
     return data
 
 
-def neural_input(data: Any, hops: int = 0) -> Any:
-    """The graph a neural model sees: ``data`` itself, or with ``hops`` > 0 a copy whose
-    features are RF-Graph's map (:func:`aggregate_neighbors`, mean and max over 1..``hops``
-    hops), standardised again (``(N, F)`` -> ``(N, F * (1 + 2 * hops))``).
+def neural_input(data: Any, hops: int = 0, bins: int = 0) -> Any:
+    """The graph a neural model sees: ``data`` itself, or a copy with other node features.
 
-    A departure from every model's published form, applied to all neural models alike so that
-    RF-Graph's hand-made features are no longer its advantage alone.
+    ``hops`` > 0: RF-Graph's map (:func:`aggregate_neighbors`, mean and max over 1..``hops``
+    hops), standardised again (``(N, F)`` -> ``(N, F * (1 + 2 * hops))``). ``bins`` > 0: then
+    each column's piecewise-linear encoding over that many quantile bins of all nodes
+    (:func:`piecewise_linear_encoding`, no labels used; ``(N, F')`` -> ``(N, <= F' * bins)``).
+
+    Departures from every model's published form, applied to all neural models alike: the
+    first so that RF-Graph's hand-made features are no longer its advantage alone, the second
+    so that a network can cut a skewed tabular column at its quantiles as trees do.
     """
-    if hops == 0:
+    if hops == 0 and bins == 0:
         return data
     out = copy.copy(data)
-    out.x = _standardize(aggregate_neighbors(data.x, data.edge_index, hops))
+    if hops:
+        out.x = _standardize(aggregate_neighbors(data.x, data.edge_index, hops))
+    if bins:
+        out.x = piecewise_linear_encoding(out.x, bins)
     return out
+
+
+def input_description(hops: int = 0, bins: int = 0) -> str:
+    """What :func:`neural_input` feeds the neural models, in words for reports."""
+    text = f"RF-Graph's map over {counted(hops, 'hop')}" if hops else "the raw features"
+    if bins:
+        return f"{text}, each column piecewise-linear over {counted(bins, 'quantile bin')}"
+    return f"{text}, standardised"
 
 
 def anomaly_scores(model: nn.Module, data: Any) -> Tensor:
@@ -371,7 +389,7 @@ def train_neural(
     """
     protocols = _protocols(protocols)
     seed_everything(seed)
-    data = neural_input(data, cfg.input_hops)
+    data = neural_input(data, cfg.input_hops, cfg.input_bins)
     model, model_config = build_model(name, data.x.shape[1], cfg)
     weight = class_weight(data.y[split.train])
     train_idx = split.train
@@ -401,6 +419,7 @@ def train_neural(
         "seed": seed,
         "standardize": cfg.standardize,
         "input_hops": cfg.input_hops,
+        "input_bins": cfg.input_bins,
     }
     trainer = Trainer(
         model,

@@ -37,6 +37,7 @@ from energy_transformer.protocols.gad import (
     anomaly_scores,
     format_chosen,
     format_table,
+    input_description,
     neural_input,
     prepare,
     rebuild_model,
@@ -144,6 +145,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="feed neural models RF-Graph's mean/max aggregates over 1..N hops (0: raw features)",
+    )
+    parser.add_argument(
+        "--input-bins",
+        type=int,
+        default=0,
+        help="feed neural models each input column's piecewise-linear encoding over N quantile"
+        " bins (0: the values themselves)",
     )
     parser.add_argument(
         "--splits",
@@ -278,6 +286,7 @@ def _config(args: argparse.Namespace) -> HarnessConfig:
         ema_decay=args.ema,
         hidden=args.hidden,
         input_hops=args.input_hops,
+        input_bins=args.input_bins,
         device=args.device,
         progress=not args.no_progress,
         et=et_options(args),
@@ -360,8 +369,8 @@ def train(args: argparse.Namespace) -> None:
     _write_json(args.out / "config.json", run_config)
     ratio = train_ratio_of(PROTOCOLS[protocols[0]], args.train_ratio, args.splits)
     splits = "the dataset's own splits" if ratio is None else f"train ratio {ratio}"
-    if args.input_hops:
-        splits += f", input: RF-Graph's map over {counted(args.input_hops, 'hop')}"
+    if args.input_hops or args.input_bins:
+        splits += f", input: {input_description(args.input_hops, args.input_bins)}"
     neural = [m for m in args.model if m == "et" or is_neural(m)]
     title = f"{args.dataset}, {splits}" + (f", {counted(args.epochs, 'epoch')}" if neural else "")
     text = results_markdown(results, protocols, title)
@@ -603,7 +612,7 @@ def _load_model_run(run_dir: Path, data_root: Path | None, device: str = "cpu"):
     model = load_model(run_dir, dev, task="anomaly")
     root = data_root if data_root is not None else extra.get("data")
     raw = prepare(load_graph(extra["dataset"], root), extra.get("standardize", True))
-    data = neural_input(raw, extra.get("input_hops", 0))
+    data = neural_input(raw, extra.get("input_hops", 0), extra.get("input_bins", 0))
     splits = extra.get("splits", "random")
     split = seed_splits(data, [extra["seed"]], splits, extra["train_ratio"])[extra["seed"]]
     return model, data.to(dev), split, config

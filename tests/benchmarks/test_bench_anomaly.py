@@ -35,8 +35,21 @@ OTHER_ET = (
 )
 
 
-@pytest.mark.parametrize(("ratio", "hops", "et"), [(0.4, 0, DEFAULT_ET), (0.1, 1, OTHER_ET)])
-def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hops, et):
+@pytest.mark.parametrize(
+    ("ratio", "inputs", "et"),
+    [
+        (0.4, ("", "the raw features, standardised"), DEFAULT_ET),
+        (
+            0.1,
+            (
+                "--input-hops 1 --input-bins 3",
+                "RF-Graph's map over 1 hop, each column piecewise-linear over 3 quantile bins",
+            ),
+            OTHER_ET,
+        ),
+    ],
+)
+def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, inputs, et):
     write_tolokers(tmp_path)
     out = tmp_path / "report.md"
     report = bench.main(
@@ -52,13 +65,12 @@ def test_short_run_prints_both_protocols(bench, tmp_path, one_thread, ratio, hop
         ]
         + ["--epochs", "2", "--hidden", "8", "--rf-trees", "5", "--threads", "1"]
         + ["--train-ratio", str(ratio), "--data", str(tmp_path), "--out", str(out)]
-        + ["--input-hops", str(hops), *et[0].split()]
+        + [*inputs[0].split(), *et[0].split()]
     )
     assert out.read_text() == report
     train = f"{100 * ratio:g}%"
     assert f"1 seed (seed 3; one {train} / " in report
-    inputs = "the same map over 1 hop, standardised" if hops else "the raw features"
-    assert f"neural models' input: {inputs}" in report
+    assert f"neural models' input: {inputs[1]}." in report
     assert et[1] in report
     for table in ("GADBench protocol", "BWGNN protocol"):
         assert table in report

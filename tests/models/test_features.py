@@ -1,7 +1,11 @@
 import pytest
 import torch
 
-from energy_transformer.models.features import DegreeEncoding, FeatureScaler
+from energy_transformer.models.features import (
+    DegreeEncoding,
+    FeatureScaler,
+    piecewise_linear_encoding,
+)
 
 
 def test_fit_standardises_continuous_columns_only():
@@ -85,3 +89,42 @@ def test_continuous_column_holding_zeros_and_ones_is_standardised():
     assert scaler.mean.tolist() == [2.0, 0.0]
     assert scaler.std.tolist() == pytest.approx([3.5**0.5, 1.0])
     torch.testing.assert_close(scaler(x)[:, 0], (x[:, 0] - 2.0) / 3.5**0.5)
+
+
+def test_piecewise_linear_encoding_by_hand():
+    # Column 0: quantiles 0, 2, 4 for bins=2; column 1: 0/1 flags; column 2: a constant.
+    x = torch.tensor(
+        [[0.0, 1.0, 7.0], [1.0, 0.0, 7.0], [2.0, 1.0, 7.0], [3.0, 0.0, 7.0], [4.0, 1.0, 7.0]]
+    )
+    out = piecewise_linear_encoding(x, bins=2)
+    expected = torch.tensor(
+        [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0], [1.0, 0.5], [1.0, 1.0]]  # fills bins left to right
+    )
+    torch.testing.assert_close(out, torch.cat([expected, x[:, 1:]], 1))
+
+
+def test_piecewise_linear_encoding_merges_tied_quantiles_and_ignores_scale():
+    torch.manual_seed(0)
+    skewed = torch.cat([torch.zeros(60), torch.rand(40)])  # 60% zeros: the low quantiles tie
+    x = torch.stack([skewed, torch.randn(100)], 1)
+    out = piecewise_linear_encoding(x, bins=10)
+    # Column 0: deciles 0-5 tie at 0, 6-10 are distinct (6 sits between the last zero and
+    # the first positive value): 6 edges, 5 bins. Column 1: all 10.
+    assert out.shape == (100, 5 + 10)
+    assert ((out >= 0) & (out <= 1)).all()
+    rescaled = torch.stack([3 * skewed + 1, 0.5 * x[:, 1] - 2], 1)  # as standardising does
+    torch.testing.assert_close(piecewise_linear_encoding(rescaled, bins=10), out)
+
+
+@pytest.mark.parametrize(
+    ("x", "bins", "message"),
+    [
+        (torch.zeros(4, 2), 0, "bins must be an int >= 1, got 0"),
+        (torch.zeros(4, 2), 2.0, "bins must be an int >= 1, got 2.0"),
+        (torch.zeros(0, 2), 2, r"x must be \(nodes, features\) with nodes > 0, got \(0, 2\)"),
+        (torch.zeros(4), 2, r"got \(4,\)"),
+    ],
+)
+def test_piecewise_linear_encoding_refuses_bad_input(x, bins, message):
+    with pytest.raises(ValueError, match=message):
+        piecewise_linear_encoding(x, bins)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
+from energy_transformer.models.features import piecewise_linear_encoding
 from energy_transformer.protocols import gad
 from energy_transformer.protocols.gad import (
     PROTOCOLS,
@@ -178,10 +179,24 @@ def test_neural_input_is_rf_graphs_map_standardised(tmp_path):
     assert config["model"]["in_dim"] == 20 and config["extra"]["input_hops"] == 2
 
 
-def test_input_hops_are_refused_as_a_count():
+def test_neural_input_bins_encode_the_features_it_would_feed(tmp_path):
+    data = small_graph()
+    torch.testing.assert_close(neural_input(data, 0, 4).x, piecewise_linear_encoding(data.x, 4))
+    mapped = neural_input(data, 1)
+    torch.testing.assert_close(neural_input(data, 1, 4).x, piecewise_linear_encoding(mapped.x, 4))
+    assert data.x.shape == (120, 4)
+    cfg = HarnessConfig(epochs=2, hidden=8, device="cpu", input_bins=4)
+    run_protocols(data, "gadbench", ["mlp"], [0], cfg, run_root=tmp_path)
+    config = json.loads((tmp_path / "mlp" / "seed0" / "config.json").read_text())
+    assert config["model"]["in_dim"] == neural_input(data, 0, 4).x.shape[1] == 16
+    assert config["extra"]["input_bins"] == 4
+
+
+@pytest.mark.parametrize("name", ["input_hops", "input_bins"])
+def test_input_options_are_refused_as_a_count(name):
     # 0 (raw features) is the default: "must be a positive int" contradicted it.
-    with pytest.raises(ValueError, match="input_hops must be an int >= 0, got -1"):
-        HarnessConfig(input_hops=-1)
+    with pytest.raises(ValueError, match=f"{name} must be an int >= 0, got -1"):
+        HarnessConfig(**{name: -1})
 
 
 def test_unknown_names():

@@ -128,13 +128,24 @@ def test_preset_and_overrides_reach_the_saved_model(data_root, tmp_path):
     assert (out / "eval.json").is_file()
 
 
-def test_input_hops_round_trip_through_eval(data_root, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "input_text", "in_dim"),
+    [
+        (["--input-hops", "1"], "RF-Graph's map over 1 hop, standardised", 18),
+        (
+            ["--input-hops", "1", "--input-bins", "3"],
+            "RF-Graph's map over 1 hop, each column piecewise-linear over 3 quantile bins",
+            54,
+        ),
+    ],
+)
+def test_input_options_round_trip_through_eval(data_root, tmp_path, option, input_text, in_dim):
     out = tmp_path / "run"
-    main(train_args(data_root, out, "--model", "et", "--seeds", "1", "--input-hops", "1"))
+    main(train_args(data_root, out, "--model", "et", "--seeds", "1", *option))
     header = (out / "results.md").read_text().splitlines()[0]
-    assert header == "# reddit, train ratio 0.4, input: RF-Graph's map over 1 hop, 3 epochs"
+    assert header == f"# reddit, train ratio 0.4, input: {input_text}, 3 epochs"
     config = json.loads((out / "et" / "seed0" / "config.json").read_text())
-    assert config["model"]["in_dim"] == 18 and config["extra"]["input_hops"] == 1
+    assert config["model"]["in_dim"] == in_dim and config["extra"]["input_hops"] == 1
     main(["eval", str(out)])  # eval must rebuild the same aggregated input
     run = json.loads((out / "results.json").read_text())["runs"][0]
     row = json.loads((out / "eval.json").read_text())["et/seed0"]
@@ -334,6 +345,7 @@ def test_figures_show_the_test_nodes_of_the_first_seed(data_root, tmp_path, monk
         (["--lr", "-0.1"], "lr must be finite and > 0, got -0.1"),
         (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
         (["--input-hops", "-2"], "input_hops must be an int >= 0, got -2"),
+        (["--input-bins", "-1"], "input_bins must be an int >= 0, got -1"),
         (["--alpha", "0"], "alpha must be finite and > 0, got 0.0"),
         (["--ema", "1.5"], "ema_decay must be in (0, 1), got 1.5"),
     ],
