@@ -1,5 +1,6 @@
 """Node features a model adds or fixes before its first layer: standardisation of continuous
-columns (fit on training graphs, saved with the model) and a learned degree encoding."""
+columns (fit on training graphs, saved with the model), a learned degree encoding, and the
+piecewise-linear encoding of numerical columns over their quantiles."""
 
 from __future__ import annotations
 
