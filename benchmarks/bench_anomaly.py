@@ -233,12 +233,14 @@ def main(argv: list[str] | None = None) -> str:
         "--input-hops",
         type=int,
         default=0,
+        metavar="N",
         help="feed every neural model RF-Graph's mean/max aggregates over 1..N hops (0: raw)",
     )
     parser.add_argument(
         "--input-bins",
         type=int,
         default=0,
+        metavar="N",
         help="feed every neural model each input column's piecewise-linear encoding over N"
         " quantile bins (0: the values themselves)",
     )

@@ -144,12 +144,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-hops",
         type=int,
         default=0,
+        metavar="N",
         help="feed neural models RF-Graph's mean/max aggregates over 1..N hops (0: raw features)",
     )
     parser.add_argument(
         "--input-bins",
         type=int,
         default=0,
+        metavar="N",
         help="feed neural models each input column's piecewise-linear encoding over N quantile"
         " bins (0: the values themselves)",
     )
