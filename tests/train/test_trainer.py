@@ -49,7 +49,7 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path):
     def crashing(model, batch):
         calls["n"] += 1
         if calls["n"] == 1:  # a slow first session: its time must count in the resumed run's
-            time.sleep(0.3)
+            time.sleep(1.5)
         if calls["n"] == 8:  # epoch 2, step 3: after the step-2 checkpoint of that epoch
             raise RuntimeError("simulated kill")
         return mse_loss(model, batch)
@@ -57,12 +57,12 @@ def test_resume_after_crash_mid_epoch_is_exact(tmp_path):
     with pytest.raises(RuntimeError, match="simulated kill"):
         _fit(tmp_path / "cut", loss_fn=crashing, checkpoint_every=2)
     meta = load_checkpoint(tmp_path / "cut" / "last.safetensors").meta
-    assert meta["step_in_epoch"] == 2 and meta["seconds"] >= 0.3
+    assert meta["step_in_epoch"] == 2 and meta["seconds"] >= 1.5
     _, resumed = _fit(tmp_path / "cut", resume=True, checkpoint_every=2)
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
-    assert resumed.seconds > meta["seconds"] and full.seconds < 0.3
+    assert resumed.seconds > meta["seconds"] and full.seconds < 1.5
 
 
 def test_resume_at_epoch_boundary_continues_the_schedule(tmp_path):
