@@ -158,7 +158,8 @@ def load_model(
     (``models.image``); the graph models a PyG ``Batch`` with the Laplacian encodings of
     ``models.graph.LaplacianPE`` (their feature scaler is part of the weights); the anomaly
     models ``(x, edge_index)`` of the graph as the run prepared it (``protocols.gad.prepare``
-    and ``neural_input`` with the ``standardize`` and ``input_hops`` of its ``config.json``).
+    and ``neural_input`` with the ``standardize``, ``input_hops`` and ``input_bins`` of its
+    ``config.json``).
 
     Args:
         run: a run folder (or a checkpoint file in one) written by ``et train``.
