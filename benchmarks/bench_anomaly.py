@@ -46,6 +46,7 @@ from energy_transformer.protocols.gad import (
     select_configurations,
     summarize,
 )
+from energy_transformer.tasks import add_ema_argument
 from energy_transformer.tasks.anomaly import add_et_arguments, et_options
 from energy_transformer.text import counted
 from energy_transformer.train.ema import check_ema_decay
@@ -220,11 +221,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--lr", type=float, default=0.01, help="Adam's learning rate (default: 0.01)"
     )
-    parser.add_argument(
-        "--ema",
-        type=float,
-        default=None,
-        metavar="DECAY",
+    add_ema_argument(
+        parser,
         help="every network selects and scores a moving average of its weights (et train"
         " anomaly --ema)",
     )

@@ -45,6 +45,7 @@ from energy_transformer.protocols.kfold import (
     stratified_folds,
     summarize,
 )
+from energy_transformer.tasks import add_ema_argument
 from energy_transformer.tasks.graph import (
     MODELS,
     NEURAL,
@@ -472,11 +473,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak lr of every neural model")
-    parser.add_argument(
-        "--ema",
-        type=float,
-        default=None,
-        metavar="DECAY",
+    add_ema_argument(
+        parser,
         help="every neural model selects and scores a moving average of its weights (et train"
         " graph --ema)",
     )

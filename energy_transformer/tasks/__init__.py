@@ -77,15 +77,17 @@ def option_names(dests: Iterable[str]) -> str:
     return ", ".join("--" + dest.replace("_", "-") for dest in dests)
 
 
-def add_ema_argument(parser: argparse.ArgumentParser) -> None:
-    """``--ema DECAY``, every task's: evaluate, select and save a moving average of the weights
-    (:class:`~energy_transformer.train.WeightEMA`)."""
+def add_ema_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--ema DECAY``, every task's and benchmark's: evaluate, select and save a moving average
+    of the weights (:class:`~energy_transformer.train.WeightEMA`); ``help`` replaces the
+    tasks' help text."""
     parser.add_argument(
         "--ema",
         type=float,
         default=None,
         metavar="DECAY",
-        help="evaluate, select and save a moving average of the weights with this decay per"
+        help=help
+        or "evaluate, select and save a moving average of the weights with this decay per"
         " optimizer step, e.g. 0.99 (default: the last weights)",
     )
 
