@@ -18,8 +18,9 @@ eigenvector's sign is arbitrary). On a connected graph those are the :math:`k` s
 non-trivial ones; a graph of :math:`c` components of two or more nodes has :math:`c` zero
 eigenvalues (an isolated node has :math:`L_{vv} = 1`, eigenvalue 1), and after the first the
 other :math:`c - 1` vectors of an orthonormal basis of that null space are kept, as in the
-usual Laplacian encodings. The optional degree embedding, MLP head and sum readout (departures,
-below) add to :math:`x^{(0)}`, replace :math:`W_o` and widen what it reads.
+usual Laplacian encodings. The optional degree embedding, MLP head, sum readout and dropout
+(departures, below) add to :math:`x^{(0)}`, replace :math:`W_o`, widen what it reads and drop
+entries of it in training.
 
 Graphs of different sizes are padded to one batch (``to_dense_batch``); padding tokens are
 removed from every key set and contribute no energy, so a graph's prediction does not depend on
@@ -45,7 +46,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 from energy_transformer.models.features import DegreeEncoding, FeatureScaler
 from energy_transformer.nn import DenseKeySets, EnergyTransformer, Trajectory
 from energy_transformer.nn.attention import scaled_scores
-from energy_transformer.nn.checks import check_descent, check_positive_int
+from energy_transformer.nn.checks import check_descent, check_dropout, check_positive_int
 from energy_transformer.nn.sparse_attention import EdgeKeySets, check_edge_index
 from energy_transformer.text import counted
 
@@ -357,6 +358,9 @@ class GraphEnergyTransformer(nn.Module):
     sum of the final node tokens (both through the last block's layer norm), as GIN and the
     sum-MLP read a graph. The CLS token's own query averages its keys (a softmax) and sees how
     many nodes there are only through their attention back to it; the sum counts outright.
+    ``dropout > 0`` is a fourth: dropout on what the head reads, in training only. For the
+    linear head it sits where GIN and the sum-MLP have theirs (0.5 there), before the last
+    linear layer; the paper's model has none.
 
     Args:
         in_features: node feature size :math:`F`.
@@ -387,6 +391,8 @@ class GraphEnergyTransformer(nn.Module):
         head: ``"linear"`` (the paper's readout) or ``"mlp"`` (Linear-ReLU-Linear of width D).
         readout: ``"cls"`` (the paper's: the final CLS token) or ``"cls+sum"`` (the CLS token
             and the sum over the graph's nodes, side by side: the head's input is ``2 D``).
+        dropout: probability of zeroing each entry of the head's input in training (0: none,
+            the paper's form).
 
     Shapes:
         - input: a PyG ``Batch`` with ``x: (nodes, F)``, ``pe: (nodes, k)``, ``edge_index``,
@@ -418,6 +424,7 @@ class GraphEnergyTransformer(nn.Module):
         max_degree: int = 0,
         head: Literal["linear", "mlp"] = "linear",
         readout: Literal["cls", "cls+sum"] = "cls",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -434,6 +441,7 @@ class GraphEnergyTransformer(nn.Module):
         for name, value in {**sizes, "pe_dim": pe_dim, "blocks": blocks}.items():
             check_positive_int(name, value)
         check_descent(steps, alpha, noise_std)
+        check_dropout(dropout)
         self.pe_dim, self.steps, self.alpha = pe_dim, steps, alpha
         self.noise_std, self.adjacency, self.attention = noise_std, adjacency, attention
         self.readout = readout
@@ -476,6 +484,8 @@ class GraphEnergyTransformer(nn.Module):
             if head == "linear"
             else nn.Sequential(nn.Linear(read, dim), nn.ReLU(), nn.Linear(dim, num_classes))
         )
+        # Its own module, not inside head: the head's parameter names stay those of older runs.
+        self.dropout = nn.Dropout(dropout)
 
     def _node_embeddings(self, batch: Batch) -> Tensor:
         """Embedded features plus projected (sign-flipped in training) PEs, ``(nodes, D)``."""
@@ -673,7 +683,7 @@ class GraphEnergyTransformer(nn.Module):
                 trajectories.append(trajectory)
             else:
                 x = out
-        logits = self.head(self._read(x, batch, padding))
+        logits = self.head(self.dropout(self._read(x, batch, padding)))
         return (logits, trajectories) if return_trajectory else logits
 
     def _read(self, x: Tensor, batch: Batch, padding: Tensor | None) -> Tensor:

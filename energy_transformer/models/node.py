@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from energy_transformer.models.features import DegreeEncoding
 from energy_transformer.nn.block import EnergyTransformer, Gradient, Trajectory
-from energy_transformer.nn.checks import check_count, check_descent, check_positive_int
+from energy_transformer.nn.checks import (
+    check_count,
+    check_descent,
+    check_dropout,
+    check_positive_int,
+)
 from energy_transformer.nn.sparse_attention import EdgeKeySets
 from energy_transformer.text import counted
 
@@ -114,8 +119,7 @@ class NodeEnergyTransformer(nn.Module):
         check_positive_int("in_dim", in_dim)
         check_positive_int("num_classes", num_classes)
         check_descent(steps, alpha, noise_std)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        check_dropout(dropout)
         check_count("degree_buckets", degree_buckets)
         self.steps, self.alpha, self.gradient, self.noise_std = steps, alpha, gradient, noise_std
         self.self_loops, self.concat_input, self.dropout = self_loops, concat_input, dropout

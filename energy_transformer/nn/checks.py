@@ -65,5 +65,10 @@ def check_sizes(
     ):
         if not _whole(value, low):
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+    check_dropout(dropout)
+
+
+def check_dropout(value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a probability in [0, 1) (1 would drop all)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"dropout must lie in [0, 1), got {value!r}")

@@ -570,6 +570,26 @@ def test_sum_readout_same_in_both_layouts_and_alone():
         small_model(readout="sum")
 
 
+def test_dropout_zeroes_and_rescales_the_head_input_in_training_only():
+    batch = Batch.from_data_list([graph(cycle(5), 5), graph(path(4), 4, seed=1)])
+    plain, model = small_model(), small_model(dropout=0.5)
+    assert model.state_dict().keys() == plain.state_dict().keys()  # older runs still load
+    model.load_state_dict(plain.state_dict())
+    seen = {}
+    for name, m in (("plain", plain), ("dropped", model)):
+        m.head.register_forward_hook(lambda mod, inp, out, name=name: seen.update({name: inp[0]}))
+    torch.manual_seed(1)  # the Laplacian signs are drawn first, so both see the same ones
+    plain.train()(batch)
+    torch.manual_seed(1)
+    model.train()(batch)
+    kept = seen["dropped"] != 0
+    assert 0 < int(kept.sum()) < kept.numel()  # 32 entries, p = 0.5
+    torch.testing.assert_close(seen["dropped"][kept], 2 * seen["plain"][kept])
+    torch.testing.assert_close(model.eval()(batch), plain.eval()(batch))  # off in evaluation
+    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\), got 1.0"):
+        small_model(dropout=1.0)
+
+
 # -- mutation-audit additions: independent expectations ------------------------------------
 
 

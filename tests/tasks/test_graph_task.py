@@ -47,7 +47,7 @@ RELEASED_STYLE = ["--adjacency", "released", "--blocks", "2", "--steps", "1", "-
         ("et", []),
         ("et", RELEASED_STYLE),
         ("et", ["--adjacency", "soft"]),
-        ("et", ["--max-degree", "4", "--head", "mlp", "--readout", "cls+sum"]),
+        ("et", ["--max-degree", "4", "--head", "mlp", "--readout", "cls+sum", "--dropout", "0.5"]),
         ("et", PAPER_SPEC_VARIANTS),
         ("gin", []),
         ("gin", ["--weight-decay", "0.01"]),
@@ -81,9 +81,9 @@ def test_train_and_eval_end_to_end(toy_root, tmp_path, model, extra, one_thread,
         config = json.loads((out / "fold-00" / "config.json").read_text())["model"]
     if extra == ["--adjacency", "soft"]:
         assert config["adjacency"] == "soft"
-    if extra == ["--max-degree", "4", "--head", "mlp", "--readout", "cls+sum"]:
+    if "--readout" in extra:
         assert config["max_degree"] == 4 and config["head"] == "mlp"
-        assert config["readout"] == "cls+sum"
+        assert config["readout"] == "cls+sum" and config["dropout"] == 0.5
     if extra == ["--weight-decay", "0.01"]:  # the run's record and the fold's optimiser
         assert json.loads((out / "config.json").read_text())["extra"]["train"]["weight_decay"] == (
             0.01
