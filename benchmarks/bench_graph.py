@@ -54,6 +54,7 @@ from energy_transformer.tasks.graph import (
     prepare_dataset,
     select_runs,
     selection_table,
+    training_settings,
 )
 from energy_transformer.text import counted
 from energy_transformer.train.ema import check_ema_decay
@@ -152,7 +153,6 @@ def run(
                 model,
                 folds=folds,
                 max_folds=max_folds,
-                epochs=epochs,
                 preset=model_preset,
                 seed=seed,
                 root=root,
@@ -162,10 +162,10 @@ def run(
                 progress=progress,
                 resume=True,  # as in run_parallel: finished folds are read back, not refused
                 dataset=dataset,
-                batch_size=batch_size,
-                lr=lr,
                 overrides=overrides.get(model),
-                ema_decay=None if model == "wl" else ema,
+                **training_settings(
+                    model, epochs=epochs, batch_size=batch_size, lr=lr, ema_decay=ema
+                ),
             )
             rows.append({"dataset": name, "model": spec, "summary": summary})
             print(f"{name:12s} {spec:12s} {summary.describe()}", flush=True)
@@ -195,7 +195,6 @@ def _one_fold(task: dict[str, Any]) -> str:
         folds=task["folds"],
         only=[task["fold"]],
         resume=True,  # a fold already in `out` is read back, so a longer run extends a shorter one
-        epochs=task["epochs"],
         preset=preset,
         root=task["root"],
         out=run_dir(task["out"], task["dataset"], task["spec"]),
@@ -203,10 +202,14 @@ def _one_fold(task: dict[str, Any]) -> str:
         device=task["device"],
         progress=False,
         dataset=dataset,
-        batch_size=task["batch_size"],
-        lr=task["lr"],
         overrides=task["overrides"].get(model),
-        ema_decay=None if model == "wl" else task["ema"],
+        **training_settings(
+            model,
+            epochs=task["epochs"],
+            batch_size=task["batch_size"],
+            lr=task["lr"],
+            ema_decay=task["ema"],
+        ),
     )
     acc = 100 * summary.folds[0].test_acc
     took = time.perf_counter() - start

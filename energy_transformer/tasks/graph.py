@@ -313,6 +313,13 @@ def make_fit_wl(dataset: TUDataset, rounds: int):
     return fit_fold
 
 
+def training_settings(model: str, **settings: Any) -> dict[str, Any]:
+    """The training settings (``epochs``, ``lr`` ...) that :func:`cross_validate` takes for
+    ``model``: all of them for a network, none for WL+SVM, which has no training loop. For
+    callers that use one set of settings for every model."""
+    return {} if model == "wl" else settings
+
+
 def cross_validate(
     dataset_name: str,
     model: str = "et",
@@ -347,7 +354,7 @@ def cross_validate(
         max_folds: run only the first rounds of that split (smaller budget, same splits).
         only: run only these rounds (to spread the folds of one run over processes).
         epochs, batch_size, lr, weight_decay: override the preset's training settings
-            (neural models).
+            (neural models; refused for ``"wl"``, see :func:`training_settings`).
         ema_decay: select and score a moving average of the weights (``TrainConfig``) instead
             of the last ones (neural models; default off).
         preset: ET preset (:data:`~energy_transformer.models.graph.PRESETS`); its training
@@ -375,8 +382,19 @@ def cross_validate(
     hp = TRAIN_PRESETS[preset]
     if model == "wl" and overrides:
         raise ValueError(f"wl takes no constructor overrides, got {sorted(overrides)}")
-    if model == "wl" and ema_decay is not None:
-        raise ValueError("wl trains no weights, so ema_decay does not apply to it")
+    if model == "wl":
+        settings = dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            ema_decay=ema_decay,
+        )
+        if given := [name for name, value in settings.items() if value is not None]:
+            raise ValueError(
+                f"wl has no training loop (h and C are chosen on validation), so"
+                f" {', '.join(given)} do not apply to it"
+            )
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:  # before the data are read: a refused folder costs nothing
         check_not_part_of_run(out_dir, "graph")
@@ -893,23 +911,26 @@ def train(args: argparse.Namespace) -> Path:
     summary = cross_validate(
         args.dataset,
         args.model,
-        epochs=args.epochs,
         preset=args.preset,
         protocol=args.protocol,
         seed=args.seed,
         root=args.data,
         out=out,
         resume=args.resume,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        ema_decay=args.ema if args.model != "wl" else None,
         max_nodes=args.max_nodes,
         device=args.device,
         progress=not args.no_progress,
         overrides=overrides,
         command=command_record(args),
         **given,
+        **training_settings(
+            args.model,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            ema_decay=args.ema,
+        ),
     )
     if world()[0] != 0:  # under torchrun every process trained; one reports
         return out
